@@ -1,0 +1,493 @@
+//! SPEC §4 cleaning as columnar polars expressions, shared by every path (batch, Kafka, Kinesis).
+//!
+//! Input is a decoded raw text frame (`record::decode`); output is the cleaned frame in table
+//! column order plus data-quality counts. Geo keeps `latitude`/`longitude` as two Float64
+//! columns here; the Delta writer packs them into `coordinates` (polars never sees lists).
+
+use std::collections::BTreeMap;
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::names::Kind;
+use crate::record::{text_fields, Decoded};
+
+/// Placeholders per field besides the empty string (SPEC §4), matched exactly.
+fn placeholders(kind: Kind, field: &str) -> &'static [&'static str] {
+    match (kind, field) {
+        (Kind::Pin, "title") => &["No Title Data Available"],
+        (Kind::Pin, "description") => {
+            &["No description available Story format", "No description available", "Untitled"]
+        }
+        (Kind::Pin, "poster_name") | (Kind::Pin, "follower_count") => &["User Info Error"],
+        (Kind::Pin, "tag_list") => &["N,o, ,T,a,g,s, ,A,v,a,i,l,a,b,l,e"],
+        (Kind::Pin, "image_src") => &["Image src error."],
+        _ => &[],
+    }
+}
+
+/// Fields whose raw JSON type is a string, so that `""` is a placeholder rather than garbage.
+fn is_string_field(kind: Kind, field: &str) -> bool {
+    !matches!((kind, field), (Kind::Geo, "latitude" | "longitude") | (Kind::User, "age"))
+}
+
+const FOLLOWER_RE: &str = r"^([0-9]+)(?:\.([0-9]+))?([kKmM]?)$";
+const INT_RE: &str = r"^-?[0-9]+$";
+const FLOAT_RE: &str = r"^-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?$";
+const DATETIME_RE: &str = r"^([0-9]{4}-[0-9]{2}-[0-9]{2})[ T]([0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}:?[0-9]{2})?$";
+
+/// Column order of each cleaned frame (geo: coordinates as two columns, see module doc).
+pub fn cleaned_columns(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Pin => &[
+            "ind",
+            "unique_id",
+            "title",
+            "description",
+            "follower_count",
+            "poster_name",
+            "tag_list",
+            "is_image_or_video",
+            "image_src",
+            "save_location",
+            "category",
+        ],
+        Kind::Geo => &["ind", "country", "latitude", "longitude", "timestamp"],
+        Kind::User => &["ind", "user_name", "age", "date_joined"],
+    }
+}
+
+/// Data-quality counts, summed over batches and reported by the analysis (SPEC §5 `quality`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    /// Records tabled per table kind (`pin`, `geo`, `user`).
+    pub rows: BTreeMap<String, u64>,
+    /// `kind.column` → values nulled because they were placeholders.
+    pub placeholders: BTreeMap<String, u64>,
+    /// `kind.column` → values nulled because they could not be parsed (each one a warning).
+    pub unparseable: BTreeMap<String, u64>,
+    pub quarantined: u64,
+}
+
+impl Quality {
+    pub fn add(&mut self, other: &Quality) {
+        for (k, v) in &other.rows {
+            *self.rows.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.placeholders {
+            *self.placeholders.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.unparseable {
+            *self.unparseable.entry(k.clone()).or_default() += v;
+        }
+        self.quarantined += other.quarantined;
+    }
+
+    /// Warnings: every unparseable value.
+    pub fn warnings(&self) -> u64 {
+        self.unparseable.values().sum()
+    }
+}
+
+fn any_of(e: &Expr, values: &[&str]) -> Expr {
+    values
+        .iter()
+        .map(|v| e.clone().eq(lit(*v)))
+        .reduce(|a, b| a.or(b))
+        .unwrap_or(lit(false))
+        .fill_null(lit(false))
+}
+
+fn ph_flag(c: &str) -> String {
+    format!("__ph_{c}")
+}
+fn bad_flag(c: &str) -> String {
+    format!("__bad_{c}")
+}
+
+/// One cleaned output column with its placeholder and unparseable flags.
+struct Rule {
+    name: &'static str,
+    value: Expr,
+    placeholder: Expr,
+    unparseable: Expr,
+}
+
+fn string_rule(kind: Kind, field: &'static str) -> Rule {
+    let raw = col(field);
+    let mut ph: Vec<&str> = vec![""];
+    ph.extend_from_slice(placeholders(kind, field));
+    let is_ph = any_of(&raw, &ph);
+    Rule {
+        name: field,
+        value: when(is_ph.clone()).then(lit(NULL).cast(DataType::String)).otherwise(raw),
+        placeholder: is_ph,
+        unparseable: lit(false),
+    }
+}
+
+/// `follower_count`: digits with an optional fraction and k/M suffix, computed exactly in
+/// 128-bit integers (no floating point), rounded half away from zero, null past i64.
+fn follower_rule() -> Rule {
+    let raw = col("follower_count");
+    let is_ph = any_of(&raw, &["", "User Info Error"]);
+    let matched = raw.clone().str().contains(lit(FOLLOWER_RE), true).fill_null(lit(false));
+    let int_part = raw.clone().str().extract(lit(FOLLOWER_RE), 1).cast(DataType::Int128);
+    let frac = raw
+        .clone()
+        .str()
+        .extract(lit(FOLLOWER_RE), 2)
+        .fill_null(lit(""))
+        .str()
+        .pad_end(lit(7u64), '0');
+    let suffix = raw.clone().str().extract(lit(FOLLOWER_RE), 3).fill_null(lit(""));
+    let scaled = |digits: u32| {
+        let whole = int_part.clone() * lit(10i64.pow(digits)).cast(DataType::Int128);
+        let kept = if digits == 0 {
+            lit(0i64).cast(DataType::Int128)
+        } else {
+            frac.clone().str().slice(lit(0i64), lit(digits as u64)).cast(DataType::Int128)
+        };
+        let round_up = frac
+            .clone()
+            .str()
+            .slice(lit(digits as i64), lit(1u64))
+            .gt_eq(lit("5"))
+            .cast(DataType::Int128);
+        whole + kept + round_up
+    };
+    let value = when(any_of(&suffix, &["k", "K"]))
+        .then(scaled(3))
+        .when(any_of(&suffix, &["m", "M"]))
+        .then(scaled(6))
+        .otherwise(scaled(0));
+    let in_range = value.clone().lt_eq(lit(i64::MAX).cast(DataType::Int128)).fill_null(lit(false));
+    let parsed = when(matched.and(in_range).and(is_ph.clone().not()))
+        .then(value.cast(DataType::Int64))
+        .otherwise(lit(NULL).cast(DataType::Int64));
+    let unparseable = raw.is_not_null().and(is_ph.clone().not()).and(parsed.clone().is_null());
+    Rule { name: "follower_count", value: parsed, placeholder: is_ph, unparseable }
+}
+
+/// `save_location` loses its exact `Local save in ` prefix; an empty result is a placeholder.
+fn save_location_rule() -> Rule {
+    let raw = col("save_location");
+    let stripped = raw.clone().str().strip_prefix(lit("Local save in "));
+    let is_ph = any_of(&stripped, &[""]);
+    Rule {
+        name: "save_location",
+        value: when(is_ph.clone()).then(lit(NULL).cast(DataType::String)).otherwise(stripped),
+        placeholder: is_ph,
+        unparseable: lit(false),
+    }
+}
+
+fn number_rule(
+    kind: Kind,
+    field: &'static str,
+    pattern: &str,
+    dtype: DataType,
+) -> Rule {
+    let raw = col(field);
+    let is_ph = if is_string_field(kind, field) { any_of(&raw, &[""]) } else { lit(false) };
+    let ok = raw.clone().str().contains(lit(pattern.to_string()), true).fill_null(lit(false));
+    let parsed = when(ok).then(raw.clone().cast(dtype.clone())).otherwise(lit(NULL).cast(dtype));
+    let unparseable = raw.is_not_null().and(is_ph.clone().not()).and(parsed.clone().is_null());
+    Rule { name: field, value: parsed, placeholder: is_ph, unparseable }
+}
+
+/// Datetimes of SPEC §1 → UTC microseconds: the wall-clock part through strptime, then the
+/// fraction (kept to the microsecond) and the offset added as integers.
+pub fn datetime_expr(raw: Expr) -> Expr {
+    let part = |i: usize| raw.clone().str().extract(lit(DATETIME_RE), i);
+    let wall = concat_str([part(1), lit(" "), part(2)], "", false).str().to_datetime(
+        Some(TimeUnit::Microseconds),
+        None,
+        StrptimeOptions {
+            format: Some("%Y-%m-%d %H:%M:%S".into()),
+            strict: false,
+            exact: true,
+            cache: true,
+        },
+        lit("raise"),
+    );
+    let frac_us = part(3)
+        .fill_null(lit(""))
+        .str()
+        .pad_end(lit(6u64), '0')
+        .str()
+        .slice(lit(0i64), lit(6u64))
+        .cast(DataType::Int64);
+    let off = part(4);
+    let hours = off.clone().str().slice(lit(1i64), lit(2u64)).cast(DataType::Int64);
+    let minutes = off.clone().str().tail(lit(2i64)).cast(DataType::Int64);
+    let sign = when(off.clone().str().starts_with(lit("-"))).then(lit(-1i64)).otherwise(lit(1i64));
+    let off_minutes = when(off.clone().is_null().or(off.eq(lit("Z"))))
+        .then(lit(0i64))
+        .otherwise(sign * (hours * lit(60i64) + minutes));
+    (wall.cast(DataType::Int64) + frac_us - off_minutes * lit(60_000_000i64))
+        .cast(DataType::Datetime(TimeUnit::Microseconds, None))
+}
+
+fn datetime_rule(field: &'static str) -> Rule {
+    let raw = col(field);
+    let is_ph = any_of(&raw, &[""]);
+    let parsed = when(is_ph.clone())
+        .then(lit(NULL).cast(DataType::Datetime(TimeUnit::Microseconds, None)))
+        .otherwise(datetime_expr(raw.clone()));
+    let unparseable = raw.is_not_null().and(is_ph.clone().not()).and(parsed.clone().is_null());
+    Rule { name: field, value: parsed, placeholder: is_ph, unparseable }
+}
+
+fn rules(kind: Kind) -> Vec<Rule> {
+    match kind {
+        Kind::Pin => text_fields(kind)
+            .into_iter()
+            .map(|f| match f {
+                "follower_count" => follower_rule(),
+                "save_location" => save_location_rule(),
+                f => string_rule(kind, f),
+            })
+            .collect(),
+        Kind::Geo => vec![
+            string_rule(kind, "country"),
+            number_rule(kind, "latitude", FLOAT_RE, DataType::Float64),
+            number_rule(kind, "longitude", FLOAT_RE, DataType::Float64),
+            datetime_rule("timestamp"),
+        ],
+        Kind::User => vec![
+            string_rule(kind, "first_name"),
+            string_rule(kind, "last_name"),
+            number_rule(kind, "age", INT_RE, DataType::Int64),
+            datetime_rule("date_joined"),
+        ],
+    }
+}
+
+/// Cleans a decoded frame. Returns the cleaned frame in `cleaned_columns` order and the
+/// quality counts of this batch (rows, placeholders, unparseable, quarantined).
+pub fn clean(kind: Kind, decoded: &Decoded) -> PolarsResult<(DataFrame, Quality)> {
+    let rules = rules(kind);
+    let mut exprs = vec![col("ind")];
+    let mut flag_names = Vec::new();
+    for r in &rules {
+        exprs.push(r.value.clone().alias(r.name));
+        exprs.push(r.placeholder.clone().fill_null(lit(false)).alias(ph_flag(r.name)));
+        exprs.push(r.unparseable.clone().fill_null(lit(false)).alias(bad_flag(r.name)));
+        flag_names.push(r.name);
+    }
+    let staged = decoded.frame.clone().lazy().select(exprs);
+    let finish = match kind {
+        Kind::User => {
+            let first = col("first_name");
+            let last = col("last_name");
+            let user_name = when(first.clone().is_not_null().and(last.clone().is_not_null()))
+                .then(concat_str([first.clone(), lit(" "), last.clone()], "", false))
+                .when(first.clone().is_not_null())
+                .then(first)
+                .otherwise(last);
+            staged.with_column(user_name.alias("user_name"))
+        }
+        _ => staged,
+    };
+    let all = finish.collect()?;
+
+    let mut quality = Quality::default();
+    quality.rows.insert(kind.as_str().into(), all.height() as u64);
+    quality.quarantined = decoded.quarantined.len() as u64;
+    let text = text_fields(kind);
+    for name in flag_names {
+        let key = format!("{}.{}", kind.as_str(), name);
+        let ph = all.column(&ph_flag(name))?.bool()?.sum().unwrap_or(0) as u64;
+        let mut bad = all.column(&bad_flag(name))?.bool()?.sum().unwrap_or(0) as u64;
+        if let Some(i) = text.iter().position(|t| *t == name) {
+            bad += decoded.wrong_type.get(i).copied().unwrap_or(0);
+        }
+        if ph > 0 {
+            quality.placeholders.insert(key.clone(), ph);
+        }
+        if bad > 0 {
+            quality.unparseable.insert(key, bad);
+        }
+    }
+    let cleaned = all.select(cleaned_columns(kind).iter().copied())?;
+    Ok((cleaned, quality))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{decode, RawRecord};
+
+    fn run(kind: Kind, lines: &[String]) -> (DataFrame, Quality) {
+        let records: Vec<RawRecord> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| RawRecord {
+                source: "test".into(),
+                partition: "0".into(),
+                position: i.to_string(),
+                bytes: l.clone().into_bytes().into(),
+            })
+            .collect();
+        let decoded = decode(kind, &records).unwrap();
+        clean(kind, &decoded).unwrap()
+    }
+
+    fn pin_with(field: &str, value: &str) -> String {
+        format!(r#"{{"index":1,"{field}":{value}}}"#)
+    }
+
+    #[test]
+    fn follower_counts_table() {
+        let cases: &[(&str, Option<i64>, bool)] = &[
+            (r#""437""#, Some(437), false),
+            (r#""26k""#, Some(26_000), false),
+            (r#""26K""#, Some(26_000), false),
+            (r#""2M""#, Some(2_000_000), false),
+            (r#""2m""#, Some(2_000_000), false),
+            (r#""1.5k""#, Some(1_500), false),
+            (r#""1.2345k""#, Some(1_235), false),
+            (r#""1.2344k""#, Some(1_234), false),
+            (r#""0.0005k""#, Some(1), false),
+            (r#""0.0004k""#, Some(0), false),
+            (r#""2.5""#, Some(3), false),
+            (r#""1.0000005M""#, Some(1_000_001), false),
+            (r#""15M""#, Some(15_000_000), false),
+            (r#""9223372036854775807""#, Some(i64::MAX), false),
+            (r#""9223372036854775808""#, None, true),
+            (r#""9999999999999999999M""#, None, true),
+            (r#""99999999999999999999999999999999999999999""#, None, true),
+            (r#""User Info Error""#, None, false),
+            (r#""""#, None, false),
+            (r#""abc""#, None, true),
+            (r#""1,234""#, None, true),
+            (r#""1 k""#, None, true),
+            (r#"" 12""#, None, true),
+            (r#""12k ""#, None, true),
+            (r#""-5""#, None, true),
+            (r#""k""#, None, true),
+            ("437", Some(437), false),
+            ("null", None, false),
+        ];
+        let lines: Vec<String> = cases.iter().map(|(v, _, _)| pin_with("follower_count", v)).collect();
+        let (df, q) = run(Kind::Pin, &lines);
+        let got = df.column("follower_count").unwrap().i64().unwrap().clone();
+        for (i, (raw, want, _)) in cases.iter().enumerate() {
+            assert_eq!(got.get(i), *want, "follower_count {raw}");
+        }
+        let warnings = cases.iter().filter(|c| c.2).count() as u64;
+        assert_eq!(q.unparseable.get("pin.follower_count").copied(), Some(warnings));
+        assert_eq!(q.placeholders.get("pin.follower_count").copied(), Some(2));
+    }
+
+    #[test]
+    fn pin_placeholders_table() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("title", "No Title Data Available", None),
+            ("title", "No Title Data Available ", Some("No Title Data Available ")),
+            ("title", "", None),
+            ("title", "TireBuyer", Some("TireBuyer")),
+            ("description", "No description available Story format", None),
+            ("description", "No description available", None),
+            ("description", "Untitled", None),
+            ("description", "untitled", Some("untitled")),
+            ("description", "Sick.\u{a0}", Some("Sick.\u{a0}")),
+            ("poster_name", "User Info Error", None),
+            ("poster_name", "Ray Uyemura", Some("Ray Uyemura")),
+            ("tag_list", "N,o, ,T,a,g,s, ,A,v,a,i,l,a,b,l,e", None),
+            ("tag_list", "Lowrider,Old Vintage Cars", Some("Lowrider,Old Vintage Cars")),
+            ("image_src", "Image src error.", None),
+            ("unique_id", "", None),
+            ("category", "vehicles", Some("vehicles")),
+            ("is_image_or_video", "multi-video(story page format)", Some("multi-video(story page format)")),
+            ("save_location", "Local save in /data/vehicles", Some("/data/vehicles")),
+            ("save_location", "local save in /data/vehicles", Some("local save in /data/vehicles")),
+            ("save_location", "Local save in ", None),
+            ("save_location", "/data/x", Some("/data/x")),
+        ];
+        for (field, value, want) in cases {
+            let line = pin_with(field, &serde_json::to_string(value).unwrap());
+            let (df, q) = run(Kind::Pin, &[line]);
+            let got = df.column(field).unwrap().str().unwrap().get(0).map(str::to_string);
+            assert_eq!(got.as_deref(), *want, "{field} = {value:?}");
+            let counted = q.placeholders.get(&format!("pin.{field}")).copied().unwrap_or(0);
+            assert_eq!(counted, want.is_none() as u64, "placeholder count for {field} = {value:?}");
+        }
+    }
+
+    #[test]
+    fn pin_columns_and_renames() {
+        let (df, _) = run(Kind::Pin, &[r#"{"index":7528,"downloaded":1,"extra":"x"}"#.to_string()]);
+        let names: Vec<&str> = df.get_column_names().iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, cleaned_columns(Kind::Pin));
+        assert_eq!(df.column("ind").unwrap().i64().unwrap().get(0), Some(7528));
+    }
+
+    fn ts(s: &str) -> Option<i64> {
+        let line = format!(r#"{{"ind":1,"timestamp":{}}}"#, serde_json::to_string(s).unwrap());
+        let (df, _) = run(Kind::Geo, &[line]);
+        let c = df.column("timestamp").unwrap().cast(&DataType::Int64).unwrap();
+        c.i64().unwrap().get(0)
+    }
+
+    #[test]
+    fn datetimes_table() {
+        let base = 1_598_586_767_000_000i64; // 2020-08-28 03:52:47 UTC
+        assert_eq!(ts("2020-08-28 03:52:47"), Some(base));
+        assert_eq!(ts("2020-08-28T03:52:47"), Some(base));
+        assert_eq!(ts("2020-08-28 03:52:47Z"), Some(base));
+        assert_eq!(ts("2020-08-28 03:52:47.5"), Some(base + 500_000));
+        assert_eq!(ts("2020-08-28 03:52:47.123456789"), Some(base + 123_456));
+        assert_eq!(ts("2020-08-28 03:52:47.000001"), Some(base + 1));
+        assert_eq!(ts("2020-08-28T05:52:47+02:00"), Some(base));
+        assert_eq!(ts("2020-08-28T05:52:47+0200"), Some(base));
+        assert_eq!(ts("2020-08-28T01:22:47.25-0230"), Some(base + 250_000));
+        assert_eq!(ts("2020-08-28 03:52"), None);
+        assert_eq!(ts("2020-13-28 03:52:47"), None);
+        assert_eq!(ts("2020-02-30 03:52:47"), None);
+        assert_eq!(ts("2020-08-28 03:52:47.1234567891"), None);
+        assert_eq!(ts("28/08/2020 03:52:47"), None);
+        assert_eq!(ts(" 2020-08-28 03:52:47"), None);
+        assert_eq!(ts(""), None);
+    }
+
+    #[test]
+    fn geo_cleaning() {
+        let lines = vec![
+            r#"{"ind":1,"latitude":-89.9787,"longitude":"12.5","country":"Albania","timestamp":"2020-08-28 03:52:47"}"#.to_string(),
+            r#"{"ind":2,"latitude":"north","longitude":null,"country":"","timestamp":"yesterday"}"#.to_string(),
+            r#"{"ind":3,"latitude":"","longitude":{"x":1}}"#.to_string(),
+        ];
+        let (df, q) = run(Kind::Geo, &lines);
+        let lat = df.column("latitude").unwrap().f64().unwrap().clone();
+        let lon = df.column("longitude").unwrap().f64().unwrap().clone();
+        assert_eq!((lat.get(0), lon.get(0)), (Some(-89.9787), Some(12.5)));
+        assert_eq!((lat.get(1), lon.get(1)), (None, None));
+        assert_eq!(df.column("country").unwrap().str().unwrap().get(1), None);
+        assert_eq!(q.unparseable.get("geo.latitude"), Some(&2));
+        assert_eq!(q.unparseable.get("geo.longitude"), Some(&1));
+        assert_eq!(q.unparseable.get("geo.timestamp"), Some(&1));
+        assert_eq!(q.placeholders.get("geo.country"), Some(&1));
+    }
+
+    #[test]
+    fn user_cleaning() {
+        let lines = vec![
+            r#"{"ind":1,"first_name":"Abigail","last_name":"Ali","age":20,"date_joined":"2015-10-24 11:23:51"}"#,
+            r#"{"ind":2,"first_name":"Abigail","last_name":"","age":"20"}"#,
+            r#"{"ind":3,"last_name":"Ali","age":20.0}"#,
+            r#"{"ind":4,"first_name":"","last_name":null,"age":"x"}"#,
+            r#"{"ind":5,"age":"99999999999999999999"}"#,
+        ];
+        let lines: Vec<String> = lines.into_iter().map(String::from).collect();
+        let (df, q) = run(Kind::User, &lines);
+        let names: Vec<Option<&str>> = df.column("user_name").unwrap().str().unwrap().iter().collect();
+        assert_eq!(names, vec![Some("Abigail Ali"), Some("Abigail"), Some("Ali"), None, None]);
+        let ages: Vec<Option<i64>> = df.column("age").unwrap().i64().unwrap().iter().collect();
+        assert_eq!(ages, vec![Some(20), Some(20), None, None, None]);
+        assert_eq!(q.unparseable.get("user.age"), Some(&3));
+        let names: Vec<&str> = df.get_column_names().iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, cleaned_columns(Kind::User));
+    }
+}

@@ -1,0 +1,46 @@
+//! Typed errors for the library; binaries add context with `anyhow`.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("{path}: {reason}")]
+    Input { path: String, reason: String },
+    #[error("table {table} has a conflicting schema: {detail}")]
+    SchemaConflict { table: String, detail: String },
+    #[error("storage error at {location}: {source}")]
+    Storage {
+        location: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("delta table {table}: {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+    #[error("dataframe error: {0}")]
+    Polars(#[from] polars::prelude::PolarsError),
+    #[error("arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("io error at {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn delta(table: impl Into<String>, source: deltalake::DeltaTableError) -> Self {
+        Error::Delta { table: table.into(), source: Box::new(source) }
+    }
+    pub fn input(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Input { path: path.into(), reason: reason.into() }
+    }
+}
