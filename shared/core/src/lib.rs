@@ -7,3 +7,9 @@ pub mod record;
 
 pub use error::{Error, Result};
 pub use names::{Kind, PipelineId};
+pub mod bridge;
+pub mod delta;
+pub mod storage;
+pub mod landing;
+pub mod pipeline;
+pub mod analysis;

@@ -381,7 +381,8 @@ pub fn invalid_reason(kind: Kind, bytes: &[u8]) -> Option<String> {
 pub struct Decoded {
     /// `ind` (Int64) then one String column per text field, raw values.
     pub frame: DataFrame,
-    pub quarantined: Vec<QuarantineEntry>,
+    /// Each with the index of its record in the decoded input.
+    pub quarantined: Vec<(usize, QuarantineEntry)>,
     /// Per text field: values that were an object/array (nulled, counted as unparseable).
     pub wrong_type: Vec<u64>,
 }
@@ -390,7 +391,8 @@ pub struct Decoded {
 pub fn decode(kind: Kind, records: &[RawRecord]) -> PolarsResult<Decoded> {
     let parts: Vec<PolarsResult<Decoded>> = records
         .par_chunks(DECODE_CHUNK)
-        .map(|chunk| decode_chunk(kind, chunk))
+        .enumerate()
+        .map(|(i, chunk)| decode_chunk(kind, chunk, i * DECODE_CHUNK))
         .collect();
     let mut out: Option<Decoded> = None;
     for part in parts {
@@ -408,11 +410,11 @@ pub fn decode(kind: Kind, records: &[RawRecord]) -> PolarsResult<Decoded> {
     }
     match out {
         Some(d) => Ok(d),
-        None => decode_chunk(kind, &[]),
+        None => decode_chunk(kind, &[], 0),
     }
 }
 
-fn decode_chunk(kind: Kind, records: &[RawRecord]) -> PolarsResult<Decoded> {
+fn decode_chunk(kind: Kind, records: &[RawRecord], base: usize) -> PolarsResult<Decoded> {
     let names = fields(kind);
     let text = text_fields(kind);
     let slots: Vec<usize> = text
@@ -427,7 +429,7 @@ fn decode_chunk(kind: Kind, records: &[RawRecord]) -> PolarsResult<Decoded> {
     let mut wrong_type = vec![0u64; text.len()];
     let mut quarantined = Vec::new();
     let mut buf = String::new();
-    for record in records {
+    for (i, record) in records.iter().enumerate() {
         let res = with_parsed(kind, &record.bytes, |rec| {
             keys.push(rec.key);
             for (col, slot) in slots.iter().enumerate() {
@@ -442,7 +444,7 @@ fn decode_chunk(kind: Kind, records: &[RawRecord]) -> PolarsResult<Decoded> {
             }
         });
         if let Err(reason) = res {
-            quarantined.push(QuarantineEntry::new(record, reason));
+            quarantined.push((base + i, QuarantineEntry::new(record, reason)));
         }
     }
     let height = keys.len();
@@ -536,7 +538,8 @@ mod tests {
         let d = decode(Kind::Pin, &[rec(r#"{"title":"x"}"#), rec(r#"{"index":1}"#)]).unwrap();
         assert_eq!(d.frame.height(), 1);
         assert_eq!(d.quarantined.len(), 1);
-        let q = &d.quarantined[0];
+        let (idx, q) = &d.quarantined[0];
+        assert_eq!(*idx, 0);
         assert_eq!((q.source.as_str(), q.partition.as_str(), q.position.as_str()), ("t.pin", "0", "7"));
         assert_eq!(&q.raw[..], br#"{"title":"x"}"#);
         assert!(q.reason.contains("missing key"));

@@ -1,0 +1,386 @@
+//! The nine analysis outputs of SPEC §5, in polars, plus their CSV / JSON / Delta forms.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use deltalake::kernel::{DataType as DeltaType, StructField};
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::clean::Quality;
+use crate::error::Result;
+
+/// A column of an output: name and type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColType {
+    Str,
+    Year,
+    Long,
+    Double,
+}
+
+impl ColType {
+    fn polars(self) -> DataType {
+        match self {
+            ColType::Str => DataType::String,
+            ColType::Year => DataType::Int32,
+            ColType::Long => DataType::Int64,
+            ColType::Double => DataType::Float64,
+        }
+    }
+    fn delta(self) -> DeltaType {
+        match self {
+            ColType::Str => DeltaType::STRING,
+            ColType::Year => DeltaType::INTEGER,
+            ColType::Long => DeltaType::LONG,
+            ColType::Double => DeltaType::DOUBLE,
+        }
+    }
+}
+
+/// One SPEC §5 output: its name and columns.
+pub struct OutputSpec {
+    pub name: &'static str,
+    pub columns: &'static [(&'static str, ColType)],
+    pub title: &'static str,
+}
+
+use ColType::*;
+
+pub const OUTPUTS: [OutputSpec; 9] = [
+    OutputSpec {
+        name: "category_by_country",
+        columns: &[("country", Str), ("category", Str), ("category_count", Long)],
+        title: "Most popular category per country",
+    },
+    OutputSpec {
+        name: "category_by_year",
+        columns: &[("post_year", Year), ("category", Str), ("category_count", Long)],
+        title: "Most popular category per year, 2018-2022",
+    },
+    OutputSpec {
+        name: "top_user_by_country",
+        columns: &[("country", Str), ("poster_name", Str), ("follower_count", Long)],
+        title: "Most followed poster per country",
+    },
+    OutputSpec {
+        name: "top_country",
+        columns: &[("country", Str), ("follower_count", Long)],
+        title: "Country with the most followed poster",
+    },
+    OutputSpec {
+        name: "category_by_age_group",
+        columns: &[("age_group", Str), ("category", Str), ("category_count", Long)],
+        title: "Most popular category per age group",
+    },
+    OutputSpec {
+        name: "median_followers_by_age_group",
+        columns: &[("age_group", Str), ("median_follower_count", Double)],
+        title: "Median follower count per age group",
+    },
+    OutputSpec {
+        name: "users_joined_by_year",
+        columns: &[("post_year", Year), ("number_users_joined", Long)],
+        title: "Users joined per year, 2015-2020",
+    },
+    OutputSpec {
+        name: "median_followers_by_join_year",
+        columns: &[("post_year", Year), ("median_follower_count", Double)],
+        title: "Median follower count per join year, 2015-2020",
+    },
+    OutputSpec {
+        name: "median_followers_by_age_group_and_join_year",
+        columns: &[("age_group", Str), ("post_year", Year), ("median_follower_count", Double)],
+        title: "Median follower count per age group and join year",
+    },
+];
+
+impl OutputSpec {
+    /// Delta schema of the output table: the listed columns, then `run_time`.
+    pub fn delta_schema(&self) -> Vec<StructField> {
+        let mut f: Vec<StructField> =
+            self.columns.iter().map(|(n, t)| StructField::new(*n, t.delta(), true)).collect();
+        f.push(StructField::new("run_time", DeltaType::TIMESTAMP, true));
+        f
+    }
+}
+
+/// The cleaned tables as read for analysis (geo coordinates split, see `delta::batches_to_frame`).
+pub struct Inputs {
+    pub pin: DataFrame,
+    pub geo: DataFrame,
+    pub user: DataFrame,
+}
+
+/// Each `ind` once: the greatest row (column by column in table order, nulls lowest,
+/// strings by bytes), a rule of content alone so file order or compaction cannot change it.
+pub fn dedupe(df: &DataFrame) -> LazyFrame {
+    let names: Vec<PlSmallStr> = df.get_column_names().into_iter().cloned().collect();
+    let n = names.len();
+    df.clone()
+        .lazy()
+        .sort(
+            names,
+            SortMultipleOptions::default()
+                .with_order_descending_multi(vec![true; n])
+                .with_nulls_last_multi(vec![true; n])
+                .with_maintain_order(false),
+        )
+        .unique_stable(Some(cols(["ind"])), UniqueKeepStrategy::First)
+}
+
+fn age_group() -> Expr {
+    let age = col("age");
+    when(age.clone().gt_eq(lit(18i64)).and(age.clone().lt_eq(lit(24i64))))
+        .then(lit("18-24"))
+        .when(age.clone().gt_eq(lit(25i64)).and(age.clone().lt_eq(lit(35i64))))
+        .then(lit("25-35"))
+        .when(age.clone().gt_eq(lit(36i64)).and(age.clone().lt_eq(lit(50i64))))
+        .then(lit("36-50"))
+        .when(age.gt(lit(50i64)))
+        .then(lit("+50"))
+        .otherwise(lit(NULL).cast(DataType::String))
+        .alias("age_group")
+}
+
+/// Sort key putting age groups in SPEC order (18-24, 25-35, 36-50, +50).
+fn age_order() -> Expr {
+    let g = col("age_group");
+    when(g.clone().eq(lit("18-24")))
+        .then(lit(0i32))
+        .when(g.clone().eq(lit("25-35")))
+        .then(lit(1i32))
+        .when(g.clone().eq(lit("36-50")))
+        .then(lit(2i32))
+        .otherwise(lit(3i32))
+}
+
+fn asc(n: usize) -> SortMultipleOptions {
+    SortMultipleOptions::default().with_order_descending_multi(vec![false; n]).with_maintain_order(true)
+}
+
+/// Most popular category per `group`: highest count, ties to the first category by bytes.
+fn most_popular(lf: LazyFrame, group: &str, order: Option<Expr>) -> LazyFrame {
+    let ranked = lf
+        .filter(col(group).is_not_null().and(col("category").is_not_null()))
+        .group_by([col(group), col("category")])
+        .agg([len().cast(DataType::Int64).alias("category_count")])
+        .sort_by_exprs(
+            [col(group), col("category_count"), col("category")],
+            SortMultipleOptions::default().with_order_descending_multi([false, true, false]),
+        )
+        .unique_stable(Some(cols([group])), UniqueKeepStrategy::First);
+    sort_groups(ranked, group, order).select([col(group), col("category"), col("category_count")])
+}
+
+fn sort_groups(lf: LazyFrame, group: &str, order: Option<Expr>) -> LazyFrame {
+    match order {
+        Some(o) => lf.sort_by_exprs([o, col(group)], asc(2)),
+        None => lf.sort_by_exprs([col(group)], asc(1)),
+    }
+}
+
+/// Exact median of non-null follower counts per group; groups without one are left out.
+fn median_by(lf: LazyFrame, groups: &[&str], order: Option<Expr>) -> LazyFrame {
+    let keys: Vec<Expr> = groups.iter().map(|g| col(*g)).collect();
+    let not_null = keys.iter().cloned().fold(col("follower_count").is_not_null(), |a, k| a.and(k.is_not_null()));
+    let out = lf
+        .filter(not_null)
+        .group_by(keys.clone())
+        .agg([col("follower_count").cast(DataType::Float64).median().alias("median_follower_count")]);
+    let mut sort_keys = Vec::new();
+    if let Some(o) = order {
+        sort_keys.push(o);
+    }
+    sort_keys.extend(keys.clone());
+    let n = sort_keys.len();
+    let mut selected = keys;
+    selected.push(col("median_follower_count"));
+    out.sort_by_exprs(sort_keys, asc(n)).select(selected)
+}
+
+fn year_of(c: &str) -> Expr {
+    col(c).dt().year().cast(DataType::Int32).alias("post_year")
+}
+
+fn in_years(lo: i32, hi: i32) -> Expr {
+    col("post_year").gt_eq(lit(lo)).and(col("post_year").lt_eq(lit(hi)))
+}
+
+/// Computes all nine outputs, in `OUTPUTS` order, each with exactly its listed columns.
+pub fn compute(inputs: &Inputs) -> Result<Vec<(&'static OutputSpec, DataFrame)>> {
+    // Materialise the shared inputs once; each output is then a small query over them.
+    let pin = dedupe(&inputs.pin).collect()?.lazy();
+    let geo = dedupe(&inputs.geo).collect()?.lazy();
+    let user = dedupe(&inputs.user).collect()?.lazy();
+    let join = |a: LazyFrame, b: LazyFrame| a.join(b, [col("ind")], [col("ind")], JoinArgs::new(JoinType::Inner));
+    let pin_geo = join(pin.clone().select([col("ind"), col("category"), col("poster_name"), col("follower_count")]),
+        geo.select([col("ind"), col("country"), col("timestamp")]))
+    .collect()?
+    .lazy();
+    let pin_user = join(
+        pin.select([col("ind"), col("category"), col("follower_count")]),
+        user.clone().select([col("ind"), col("age"), col("date_joined")]),
+    )
+    .with_columns([age_group(), year_of("date_joined")])
+    .collect()?
+    .lazy();
+
+    let top_user = pin_geo
+        .clone()
+        .filter(col("country").is_not_null().and(col("follower_count").is_not_null()))
+        .sort_by_exprs(
+            [col("country"), col("follower_count"), col("poster_name")],
+            SortMultipleOptions::default()
+                .with_order_descending_multi([false, true, false])
+                .with_nulls_last_multi([true, true, true]),
+        )
+        .unique_stable(Some(cols(["country"])), UniqueKeepStrategy::First)
+        .sort_by_exprs([col("country")], asc(1))
+        .select([col("country"), col("poster_name"), col("follower_count")])
+        .collect()?
+        .lazy();
+
+    let plans: Vec<LazyFrame> = vec![
+        most_popular(pin_geo.clone(), "country", None),
+        most_popular(pin_geo.with_column(year_of("timestamp")).filter(in_years(2018, 2022)), "post_year", None),
+        top_user.clone(),
+        top_user
+            .sort_by_exprs(
+                [col("follower_count"), col("country")],
+                SortMultipleOptions::default().with_order_descending_multi([true, false]),
+            )
+            .limit(1)
+            .select([col("country"), col("follower_count")]),
+        most_popular(pin_user.clone(), "age_group", Some(age_order())),
+        median_by(pin_user.clone(), &["age_group"], Some(age_order())),
+        user.with_column(year_of("date_joined"))
+            .filter(in_years(2015, 2020))
+            .group_by([col("post_year")])
+            .agg([col("ind").n_unique().cast(DataType::Int64).alias("number_users_joined")])
+            .sort_by_exprs([col("post_year")], asc(1)),
+        median_by(pin_user.clone().filter(in_years(2015, 2020)), &["post_year"], None),
+        median_by(pin_user.filter(in_years(2015, 2020)), &["age_group", "post_year"], Some(age_order())),
+    ];
+    OUTPUTS
+        .iter()
+        .zip(plans)
+        .map(|(spec, df)| {
+            let typed: Vec<Expr> = spec.columns.iter().map(|(n, t)| col(*n).cast(t.polars())).collect();
+            Ok((spec, df.select(typed).collect()?))
+        })
+        .collect()
+}
+
+/// A value as it appears in CSV: integers plain, doubles shortest round-trip with a decimal
+/// point (`7000.0`), null empty, strings quoted per RFC 4180 when needed.
+fn csv_field(v: &AnyValue, out: &mut String) {
+    match v {
+        AnyValue::Null => {}
+        AnyValue::String(s) => csv_str(s, out),
+        AnyValue::StringOwned(s) => csv_str(s, out),
+        AnyValue::Float64(f) => {
+            let _ = write!(out, "{}", fmt_double(*f));
+        }
+        other => {
+            let _ = write!(out, "{other}");
+        }
+    }
+}
+
+/// Shortest round-trip form that always has a decimal point.
+pub fn fmt_double(f: f64) -> String {
+    let s = format!("{f:?}");
+    if s.contains('.') || s.contains("inf") || s.contains("NaN") {
+        s
+    } else if let Some((m, e)) = s.split_once('e') {
+        format!("{m}.0e{e}")
+    } else {
+        format!("{s}.0")
+    }
+}
+
+fn csv_str(s: &str, out: &mut String) {
+    if s.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&s.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(s);
+    }
+}
+
+/// The CSV file of one output (header row, `\n` line ends).
+pub fn to_csv(spec: &OutputSpec, df: &DataFrame) -> Result<String> {
+    let mut out = String::new();
+    let names: Vec<&str> = spec.columns.iter().map(|c| c.0).collect();
+    out.push_str(&names.join(","));
+    out.push('\n');
+    let columns: Vec<&Column> = names.iter().map(|n| df.column(n)).collect::<PolarsResult<_>>()?;
+    for row in 0..df.height() {
+        for (i, c) in columns.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            csv_field(&c.get(row)?, &mut out);
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Rows of an output as JSON objects (column order kept).
+pub fn to_json_rows(spec: &OutputSpec, df: &DataFrame) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    use serde_json::Value;
+    let mut rows = Vec::with_capacity(df.height());
+    for row in 0..df.height() {
+        let mut m = serde_json::Map::new();
+        for (name, _) in spec.columns {
+            let v = match df.column(name)?.get(row)? {
+                AnyValue::Null => Value::Null,
+                AnyValue::String(s) => Value::String(s.to_string()),
+                AnyValue::StringOwned(s) => Value::String(s.to_string()),
+                AnyValue::Int32(i) => Value::from(i),
+                AnyValue::Int64(i) => Value::from(i),
+                AnyValue::Float64(f) => Value::from(f),
+                other => Value::String(other.to_string()),
+            };
+            m.insert(name.to_string(), v);
+        }
+        rows.push(m);
+    }
+    Ok(rows)
+}
+
+/// Data quality as reported in `results.json`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QualityReport {
+    /// Rows read from each cleaned table (before counting each `ind` once).
+    pub rows_read: BTreeMap<String, u64>,
+    /// Distinct `ind`s per table: the posts the outputs count.
+    pub distinct_rows: BTreeMap<String, u64>,
+    /// Placeholders nulled per `table.column`, over every cleaning commit.
+    pub placeholders_nulled: BTreeMap<String, u64>,
+    /// Unparseable values nulled per `table.column` (each one a warning).
+    pub unparseable: BTreeMap<String, u64>,
+    pub quarantined_records: u64,
+}
+
+impl QualityReport {
+    pub fn new(inputs: &Inputs, cleaning: &Quality, quarantined: u64) -> Result<Self> {
+        let mut r = QualityReport {
+            placeholders_nulled: cleaning.placeholders.clone(),
+            unparseable: cleaning.unparseable.clone(),
+            quarantined_records: quarantined,
+            ..Default::default()
+        };
+        for (name, df) in [("pin", &inputs.pin), ("geo", &inputs.geo), ("user", &inputs.user)] {
+            r.rows_read.insert(name.into(), df.height() as u64);
+            r.distinct_rows.insert(name.into(), df.column("ind")?.n_unique()? as u64);
+        }
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests;

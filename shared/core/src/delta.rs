@@ -1,0 +1,378 @@
+//! Delta Lake tables: exact SPEC schemas, atomic appends that carry the exactly-once key
+//! (txn actions), and reading a table back into polars.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BinaryArray, Float64Array, Float64Builder, ListArray, RecordBatch,
+    StringArray, TimestampMicrosecondArray,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType as ArrowType, SchemaRef, TimeUnit as ArrowUnit};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, ArrayType, DataType, StructField, Transaction};
+use deltalake::operations::create::CreateBuilder;
+use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
+use polars::prelude::DataFrame;
+
+use crate::bridge;
+use crate::error::{Error, Result};
+use crate::names::Kind;
+use crate::record::QuarantineEntry;
+use crate::storage::{self, Location};
+
+/// Commit metadata key under which each cleaning commit stores its quality counts.
+pub const QUALITY_KEY: &str = "pinpipe.quality";
+
+/// Files read at once when loading a table.
+const READ_CONCURRENCY: usize = 16;
+
+/// SPEC §4 columns of a cleaned table, in order.
+pub fn data_schema(kind: Kind) -> Vec<StructField> {
+    let s = |n: &str| StructField::new(n, DataType::STRING, true);
+    let key = StructField::new("ind", DataType::LONG, false);
+    match kind {
+        Kind::Pin => vec![
+            key,
+            s("unique_id"),
+            s("title"),
+            s("description"),
+            StructField::new("follower_count", DataType::LONG, true),
+            s("poster_name"),
+            s("tag_list"),
+            s("is_image_or_video"),
+            s("image_src"),
+            s("save_location"),
+            s("category"),
+        ],
+        Kind::Geo => vec![
+            key,
+            s("country"),
+            StructField::new(
+                "coordinates",
+                DataType::Array(Box::new(ArrayType::new(DataType::DOUBLE, true))),
+                false,
+            ),
+            StructField::new("timestamp", DataType::TIMESTAMP, true),
+        ],
+        Kind::User => vec![
+            key,
+            s("user_name"),
+            StructField::new("age", DataType::LONG, true),
+            StructField::new("date_joined", DataType::TIMESTAMP, true),
+        ],
+    }
+}
+
+/// SPEC §4 quarantine columns.
+pub fn quarantine_schema() -> Vec<StructField> {
+    let s = |n: &str| StructField::new(n, DataType::STRING, true);
+    vec![
+        s("source"),
+        s("partition"),
+        s("position"),
+        s("reason"),
+        StructField::new("raw", DataType::BINARY, true),
+        StructField::new("quarantined_at", DataType::TIMESTAMP, true),
+    ]
+}
+
+fn describe(fields: &[StructField]) -> Vec<String> {
+    fields
+        .iter()
+        .map(|f| format!("{} {:?}{}", f.name(), f.data_type(), if f.is_nullable() { "" } else { " not null" }))
+        .collect()
+}
+
+/// Opens the table `name` under `root`, or `None` when nothing is there yet.
+pub async fn open(root: &Location, name: &str) -> Result<Option<DeltaTable>> {
+    storage::init();
+    let url = root.join(name).url().clone();
+    let builder = DeltaTableBuilder::from_url(url)
+        .map_err(|e| Error::delta(name, e))?
+        .with_storage_options(storage::delta_storage_options());
+    match builder.load().await {
+        Ok(t) => Ok(Some(t)),
+        Err(DeltaTableError::NotATable(_)) => Ok(None),
+        Err(e) => Err(Error::delta(name, e)),
+    }
+}
+
+/// Opens `name`, creating it with `fields` when absent; refuses a table whose schema differs.
+pub async fn open_or_create(root: &Location, name: &str, fields: Vec<StructField>) -> Result<DeltaTable> {
+    if let Some(table) = open(root, name).await? {
+        let existing: Vec<StructField> = table
+            .snapshot()
+            .map_err(|e| Error::delta(name, e))?
+            .schema()
+            .fields()
+            .cloned()
+            .collect();
+        if describe(&existing) != describe(&fields) {
+            return Err(Error::SchemaConflict {
+                table: name.to_string(),
+                detail: format!(
+                    "found [{}], expected [{}]; move the table aside or point --output elsewhere",
+                    describe(&existing).join(", "),
+                    describe(&fields).join(", ")
+                ),
+            });
+        }
+        return Ok(table);
+    }
+    if let Some(p) = root.local_path() {
+        std::fs::create_dir_all(p.join(name))
+            .map_err(|e| Error::Io { path: p.join(name).display().to_string(), source: e })?;
+    }
+    let created = CreateBuilder::new()
+        .with_location(root.join(name).url().as_str())
+        .with_storage_options(storage::delta_storage_options())
+        .with_table_name(name)
+        .with_columns(fields)
+        .with_save_mode(SaveMode::Ignore)
+        .await;
+    match created {
+        Ok(t) => Ok(t),
+        // Another writer created it first: use theirs (the schema check runs on reopen).
+        Err(_) => Box::pin(open_or_create_existing(root, name)).await,
+    }
+}
+
+async fn open_or_create_existing(root: &Location, name: &str) -> Result<DeltaTable> {
+    open(root, name)
+        .await?
+        .ok_or_else(|| Error::Config(format!("table {name} could not be created under {}", root.display())))
+}
+
+/// The exactly-once watermark stored for `app_id`, if any.
+pub async fn txn_version(table: &DeltaTable, name: &str, app_id: &str) -> Result<Option<i64>> {
+    table
+        .snapshot()
+        .map_err(|e| Error::delta(name, e))?
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(|e| Error::delta(name, e))
+}
+
+/// Appends `batch` (if any rows) and the txn watermarks in one atomic commit.
+/// A commit with only txn actions still advances the watermark (all-quarantined batches).
+pub async fn append(
+    table: &mut DeltaTable,
+    name: &str,
+    batch: Option<RecordBatch>,
+    txns: &[(String, i64)],
+    metadata: Vec<(String, serde_json::Value)>,
+) -> Result<i64> {
+    let err = |e| Error::delta(name, e);
+    let mut actions: Vec<Action> = Vec::new();
+    if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
+        let mut writer = RecordBatchWriter::for_table(table).map_err(err)?;
+        writer.write(batch).await.map_err(err)?;
+        actions.extend(writer.flush().await.map_err(err)?.into_iter().map(Action::Add));
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let txns: Vec<Transaction> = txns
+        .iter()
+        .map(|(app_id, version)| Transaction { app_id: app_id.clone(), version: *version, last_updated: Some(now) })
+        .collect();
+    let props = CommitProperties::default().with_application_transactions(txns).with_metadata(metadata);
+    let snapshot = table.snapshot().map_err(err)?.clone();
+    let finalized = CommitBuilder::from(props)
+        .with_actions(actions)
+        .build(
+            Some(&snapshot),
+            table.log_store(),
+            DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None },
+        )
+        .await
+        .map_err(err)?;
+    let version = finalized.version();
+    table.update_state().await.map_err(err)?;
+    Ok(version as i64)
+}
+
+/// Replaces the table's whole content with `batch` in one atomic commit (remove every active
+/// file, add the new ones), so readers see the old result or the new one, never a mix.
+pub async fn replace(
+    table: &mut DeltaTable,
+    name: &str,
+    batch: RecordBatch,
+    metadata: Vec<(String, serde_json::Value)>,
+) -> Result<i64> {
+    let err = |e| Error::delta(name, e);
+    let mut actions: Vec<Action> = table
+        .snapshot()
+        .map_err(err)?
+        .log_data()
+        .into_iter()
+        .map(|f| Action::Remove(f.remove_action(true)))
+        .collect();
+    if batch.num_rows() > 0 {
+        let mut writer = RecordBatchWriter::for_table(table).map_err(err)?;
+        writer.write(batch).await.map_err(err)?;
+        actions.extend(writer.flush().await.map_err(err)?.into_iter().map(Action::Add));
+    }
+    let snapshot = table.snapshot().map_err(err)?.clone();
+    let finalized = CommitBuilder::from(CommitProperties::default().with_metadata(metadata))
+        .with_actions(actions)
+        .build(
+            Some(&snapshot),
+            table.log_store(),
+            DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None },
+        )
+        .await
+        .map_err(err)?;
+    let version = finalized.version() as i64;
+    table.update_state().await.map_err(err)?;
+    Ok(version)
+}
+
+/// The arrow schema the table's writer expects.
+pub fn arrow_schema(table: &DeltaTable, name: &str) -> Result<SchemaRef> {
+    Ok(RecordBatchWriter::for_table(table).map_err(|e| Error::delta(name, e))?.arrow_schema())
+}
+
+/// A cleaned polars frame → a batch in the table's exact arrow schema (casts strings to
+/// Utf8, naive datetimes to UTC timestamps, packs geo `latitude`/`longitude` as `coordinates`).
+pub fn frame_to_batch(df: &DataFrame, schema: SchemaRef) -> Result<RecordBatch> {
+    let cols: HashMap<String, ArrayRef> = bridge::frame_columns(df)?.into_iter().collect();
+    let column = |n: &str| {
+        cols.get(n).cloned().ok_or_else(|| Error::Config(format!("cleaned frame lacks column {n}")))
+    };
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let array = match (field.name().as_str(), field.data_type()) {
+            ("coordinates", ArrowType::List(item)) => {
+                let lat = cast_f64(&column("latitude")?)?;
+                let lon = cast_f64(&column("longitude")?)?;
+                let mut values = Float64Builder::with_capacity(lat.len() * 2);
+                for i in 0..lat.len() {
+                    values.append_option(lat.is_valid(i).then(|| lat.value(i)));
+                    values.append_option(lon.is_valid(i).then(|| lon.value(i)));
+                }
+                let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(2, lat.len()));
+                Arc::new(ListArray::try_new(item.clone(), offsets, Arc::new(values.finish()), None)?)
+            }
+            (name, target) => arrow::compute::cast(&column(name)?, target)?,
+        };
+        arrays.push(array);
+    }
+    Ok(RecordBatch::try_new(schema, arrays)?)
+}
+
+fn cast_f64(a: &ArrayRef) -> Result<Float64Array> {
+    let c = arrow::compute::cast(a, &ArrowType::Float64)?;
+    Ok(c.as_any().downcast_ref::<Float64Array>().cloned().unwrap_or_else(|| Float64Array::from(Vec::<f64>::new())))
+}
+
+/// Quarantine entries as a batch of the quarantine table.
+pub fn quarantine_batch(entries: &[QuarantineEntry], schema: SchemaRef, at_micros: i64) -> Result<RecordBatch> {
+    let strs = |f: fn(&QuarantineEntry) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(entries.iter().map(f)))
+    };
+    let raw: ArrayRef = Arc::new(BinaryArray::from_iter_values(entries.iter().map(|e| e.raw.as_ref())));
+    let at: ArrayRef = Arc::new(
+        TimestampMicrosecondArray::from(vec![at_micros; entries.len()]).with_timezone("UTC"),
+    );
+    let arrays = vec![
+        strs(|e| &e.source),
+        strs(|e| &e.partition),
+        strs(|e| &e.position),
+        strs(|e| &e.reason),
+        raw,
+        at,
+    ];
+    let arrays = arrays
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(a, f)| arrow::compute::cast(&a, f.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema, arrays)?)
+}
+
+/// Reads every active file of the table (in parallel) into arrow batches.
+pub async fn read_batches(table: &DeltaTable, name: &str) -> Result<Vec<RecordBatch>> {
+    let snapshot = table.snapshot().map_err(|e| Error::delta(name, e))?;
+    let paths: Vec<_> = snapshot.log_data().into_iter().map(|f| f.object_store_path()).collect();
+    let store = table.object_store();
+    let batches: Vec<Vec<RecordBatch>> = futures::stream::iter(paths)
+        .map(|path| {
+            let store = store.clone();
+            async move {
+                let bytes = store
+                    .get(&path)
+                    .await
+                    .map_err(|e| Error::Storage { location: path.to_string(), source: e })?
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::Storage { location: path.to_string(), source: e })?;
+                let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                    .and_then(|b| b.with_batch_size(64 * 1024).build())
+                    .map_err(|e| Error::input(path.to_string(), e.to_string()))?;
+                reader.collect::<std::result::Result<Vec<_>, _>>().map_err(Error::from)
+            }
+        })
+        .buffered(READ_CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(batches.into_iter().flatten().collect())
+}
+
+/// A table's batches as one polars frame: `coordinates` split into `latitude`/`longitude`,
+/// timestamps as naive UTC datetimes. `empty` names the columns when there are no rows.
+pub fn batches_to_frame(batches: &[RecordBatch], schema: SchemaRef) -> Result<DataFrame> {
+    let batch = arrow::compute::concat_batches(&schema, batches)?;
+    let mut cols: Vec<(String, ArrayRef)> = Vec::new();
+    for (field, array) in schema.fields().iter().zip(batch.columns()) {
+        match field.data_type() {
+            ArrowType::List(_) => {
+                let list = array
+                    .as_any()
+                    .downcast_ref::<ListArray>()
+                    .ok_or_else(|| Error::Config(format!("{} is not a list", field.name())))?;
+                let mut lat = Float64Builder::with_capacity(list.len());
+                let mut lon = Float64Builder::with_capacity(list.len());
+                for i in 0..list.len() {
+                    let (a, b) = if list.is_valid(i) {
+                        let v = list.value(i);
+                        let v = v.as_any().downcast_ref::<Float64Array>().cloned();
+                        let get = |j: usize| v.as_ref().filter(|v| v.len() > j && v.is_valid(j)).map(|v| v.value(j));
+                        (get(0), get(1))
+                    } else {
+                        (None, None)
+                    };
+                    lat.append_option(a);
+                    lon.append_option(b);
+                }
+                cols.push(("latitude".into(), Arc::new(lat.finish())));
+                cols.push(("longitude".into(), Arc::new(lon.finish())));
+            }
+            ArrowType::Timestamp(unit, Some(_)) => {
+                let naive = arrow::compute::cast(array, &ArrowType::Timestamp(*unit, None))?;
+                let naive = arrow::compute::cast(&naive, &ArrowType::Timestamp(ArrowUnit::Microsecond, None))?;
+                cols.push((field.name().clone(), naive));
+            }
+            _ => cols.push((field.name().clone(), array.clone())),
+        }
+    }
+    bridge::frame_from_arrays(cols)
+}
+
+/// Reads a whole table into polars (see `batches_to_frame`).
+pub async fn read_frame(table: &DeltaTable, name: &str) -> Result<DataFrame> {
+    let schema = arrow_schema(table, name)?;
+    let batches = read_batches(table, name).await?;
+    batches_to_frame(&batches, schema)
+}
+
+/// Commit metadata values stored under `key` across the table's history, newest first.
+pub async fn history_metadata(table: &DeltaTable, name: &str, key: &str) -> Result<Vec<serde_json::Value>> {
+    let infos: Vec<_> = table.history(None).try_collect().await.map_err(|e| Error::delta(name, e))?;
+    Ok(infos.into_iter().filter_map(|mut ci| ci.info.remove(key)).collect())
+}

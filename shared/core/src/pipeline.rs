@@ -1,0 +1,236 @@
+//! Writing batches to the cleaned tables exactly once (SPEC §4), and `clean` over a landing.
+//!
+//! Every writer goes through `Tables::write`: per source partition it skips records at or
+//! below the stored txn watermark, commits quarantined records first (their own watermark),
+//! then the cleaned rows with the batch's highest offset as the data table's watermark, in
+//! the same commit as the rows. A crash between the two commits is healed by redelivery.
+
+use std::collections::{BTreeMap, HashMap};
+
+use deltalake::DeltaTable;
+use serde::Serialize;
+
+use crate::clean::{self, Quality};
+use crate::delta;
+use crate::error::Result;
+use crate::landing::{self, SourceRecords};
+use crate::names::{Kind, PipelineId};
+use crate::record::{self, RawRecord};
+use crate::storage::Location;
+
+/// Raw bytes read per commit when cleaning a landing: bounds memory, not correctness.
+pub const CLEAN_CHUNK_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What one write did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WriteReport {
+    /// Records handed in.
+    pub received: u64,
+    /// Records at or below a stored watermark (already written earlier).
+    pub skipped: u64,
+    pub tabled: u64,
+    pub quarantined: u64,
+    pub quality: Quality,
+}
+
+impl WriteReport {
+    pub fn add(&mut self, o: &WriteReport) {
+        self.received += o.received;
+        self.skipped += o.skipped;
+        self.tabled += o.tabled;
+        self.quarantined += o.quarantined;
+        self.quality.add(&o.quality);
+    }
+}
+
+/// Handles on the cleaned tables and the quarantine of one pipeline, opened once.
+pub struct Tables {
+    pub root: Location,
+    pub id: PipelineId,
+    data: HashMap<Kind, DeltaTable>,
+    quarantine: DeltaTable,
+}
+
+impl Tables {
+    /// Opens (creating when absent) the three cleaned tables and the quarantine; a table whose
+    /// schema conflicts is an error and is left untouched.
+    pub async fn open(root: &Location, id: &PipelineId) -> Result<Self> {
+        let mut data = HashMap::new();
+        for kind in Kind::ALL {
+            let t = delta::open_or_create(root, &id.table(kind), delta::data_schema(kind)).await?;
+            data.insert(kind, t);
+        }
+        let quarantine =
+            delta::open_or_create(root, &id.quarantine_table(), delta::quarantine_schema()).await?;
+        Ok(Tables { root: root.clone(), id: id.clone(), data, quarantine })
+    }
+
+    fn data_mut(&mut self, kind: Kind) -> &mut DeltaTable {
+        self.data.get_mut(&kind).expect("all kinds are opened in Tables::open")
+    }
+
+    /// The data table's stored watermark for `app_id` (records at or below it are in).
+    pub async fn watermark(&self, kind: Kind, app_id: &str) -> Result<Option<i64>> {
+        let t = &self.data[&kind];
+        delta::txn_version(t, &self.id.table(kind), app_id).await
+    }
+
+    /// Brings the table handles up to date with commits made elsewhere.
+    pub async fn refresh(&mut self) -> Result<()> {
+        for kind in Kind::ALL {
+            let name = self.id.table(kind);
+            self.data_mut(kind).update_state().await.map_err(|e| crate::Error::delta(name, e))?;
+        }
+        let name = self.id.quarantine_table();
+        self.quarantine.update_state().await.map_err(|e| crate::Error::delta(name, e))
+    }
+
+    /// Writes records of one kind, grouped by source partition in offset order, exactly once.
+    pub async fn write(&mut self, kind: Kind, sources: Vec<SourceRecords>) -> Result<WriteReport> {
+        let data_name = self.id.table(kind);
+        let q_name = self.id.quarantine_table();
+        let mut report = WriteReport::default();
+        let mut records: Vec<RawRecord> = Vec::new();
+        let mut offsets: Vec<i64> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        let mut q_marks: Vec<i64> = Vec::new();
+        let mut max_kept: Vec<Option<i64>> = Vec::new();
+        for (si, src) in sources.iter().enumerate() {
+            report.received += src.records.len() as u64;
+            let dv = delta::txn_version(&self.data[&kind], &data_name, &src.app_id).await?.unwrap_or(i64::MIN);
+            let qv = delta::txn_version(&self.quarantine, &q_name, &src.app_id).await?.unwrap_or(i64::MIN);
+            q_marks.push(qv);
+            let mut kept = None;
+            for (rec, off) in src.records.iter().zip(&src.offsets) {
+                if *off <= dv {
+                    report.skipped += 1;
+                    continue;
+                }
+                records.push(rec.clone());
+                offsets.push(*off);
+                owner.push(si);
+                kept = Some(*off);
+            }
+            max_kept.push(kept);
+        }
+        if records.is_empty() {
+            return Ok(report);
+        }
+        let decoded = record::decode(kind, &records)?;
+        let (frame, mut quality) = clean::clean(kind, &decoded)?;
+
+        // Quarantine first, skipping entries a previous (crashed) attempt already stored.
+        let mut q_entries = Vec::new();
+        let mut q_txn: BTreeMap<String, i64> = BTreeMap::new();
+        for (idx, entry) in &decoded.quarantined {
+            let si = owner[*idx];
+            if offsets[*idx] > q_marks[si] {
+                q_entries.push(entry.clone());
+                if let Some(v) = max_kept[si] {
+                    q_txn.insert(sources[si].app_id.clone(), v);
+                }
+            }
+        }
+        if !q_entries.is_empty() {
+            let schema = delta::arrow_schema(&self.quarantine, &q_name)?;
+            let now = chrono::Utc::now().timestamp_micros();
+            let batch = delta::quarantine_batch(&q_entries, schema, now)?;
+            let txns: Vec<(String, i64)> = q_txn.into_iter().collect();
+            delta::append(&mut self.quarantine, &q_name, Some(batch), &txns, vec![]).await?;
+        }
+
+        // Then the rows, with every source's highest offset (quarantined ones included).
+        let txns: Vec<(String, i64)> = sources
+            .iter()
+            .zip(&max_kept)
+            .filter_map(|(s, v)| v.map(|v| (s.app_id.clone(), v)))
+            .collect();
+        quality.quarantined = decoded.quarantined.len() as u64;
+        let table = self.data_mut(kind);
+        let schema = delta::arrow_schema(table, &data_name)?;
+        let batch = delta::frame_to_batch(&frame, schema)?;
+        let meta = vec![(delta::QUALITY_KEY.to_string(), serde_json::to_value(&quality).unwrap_or_default())];
+        delta::append(table, &data_name, Some(batch), &txns, meta).await?;
+        report.tabled = frame.height() as u64;
+        report.quarantined = decoded.quarantined.len() as u64;
+        report.quality = quality;
+        Ok(report)
+    }
+}
+
+/// What `clean_landing` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CleanReport {
+    pub per_kind: BTreeMap<String, WriteReport>,
+    /// Files under the input whose kind could not be told (not pin/geo/user): not read.
+    pub skipped_files: Vec<String>,
+    /// Landing objects not read because every record in them is already in the tables.
+    pub objects_already_done: u64,
+}
+
+impl CleanReport {
+    pub fn total(&self) -> WriteReport {
+        let mut t = WriteReport::default();
+        for r in self.per_kind.values() {
+            t.add(r);
+        }
+        t
+    }
+}
+
+/// Cleans a landing (SPEC §3) into the tables (SPEC §4), skipping what is already there.
+/// `progress(done, total)` is called with raw bytes read.
+pub async fn clean_landing(
+    input: &Location,
+    tables: &mut Tables,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<CleanReport> {
+    let scan = landing::scan(input).await?;
+    let store = input.store()?;
+    let mut report = CleanReport { skipped_files: scan.skipped.clone(), ..Default::default() };
+    let total: u64 = scan.sources.iter().flat_map(|s| &s.objects).map(|o| o.size).sum();
+    let mut done = 0u64;
+    progress(0, total);
+    for kind in Kind::ALL {
+        let mut kind_report = WriteReport::default();
+        let mut pending: Vec<SourceRecords> = Vec::new();
+        let mut pending_bytes = 0u64;
+        for source in scan.sources.iter().filter(|s| s.kind == kind) {
+            let mark = tables.watermark(kind, &source.app_id()).await?.unwrap_or(i64::MIN);
+            let objs = &source.objects;
+            let mut start = 0;
+            while start < objs.len() {
+                // An object whose successor starts at or below mark+1 holds only old records.
+                if objs.get(start + 1).is_some_and(|next| next.first - 1 <= mark) {
+                    report.objects_already_done += 1;
+                    done += objs[start].size;
+                    progress(done, total);
+                    start += 1;
+                    continue;
+                }
+                let mut end = start;
+                let mut bytes = 0;
+                while end < objs.len() && (end == start || pending_bytes + bytes < CLEAN_CHUNK_BYTES) {
+                    bytes += objs[end].size;
+                    end += 1;
+                }
+                let recs = landing::read_objects(&store, source, &objs[start..end]).await?;
+                pending.push(recs);
+                pending_bytes += bytes;
+                done += bytes;
+                start = end;
+                if pending_bytes >= CLEAN_CHUNK_BYTES {
+                    kind_report.add(&tables.write(kind, std::mem::take(&mut pending)).await?);
+                    pending_bytes = 0;
+                }
+                progress(done, total);
+            }
+        }
+        if !pending.is_empty() {
+            kind_report.add(&tables.write(kind, pending).await?);
+        }
+        report.per_kind.insert(kind.as_str().to_string(), kind_report);
+    }
+    progress(total, total);
+    Ok(report)
+}
