@@ -1,1 +1,214 @@
-fn main() {}
+//! `pinpipe`: the pipeline's core code, run locally (SPEC §6).
+
+mod bench;
+mod ui;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use pinpipe_core::generate::{self, GenConfig};
+use pinpipe_core::pipeline::{self, Tables};
+use pinpipe_core::run;
+use pinpipe_core::storage::Location;
+use pinpipe_core::PipelineId;
+
+#[derive(Parser)]
+#[command(
+    name = "pinpipe",
+    version,
+    about = "Serverless Pinterest event pipeline, run locally: generate, clean, analyze, demo, bench",
+    long_about = "pinpipe runs the same code as its AWS Lambdas on one machine.\n\n\
+        Storage arguments take a local path or an s3:// URL (AWS_ENDPOINT_URL points at a local S3).\n\
+        Quick start: `pinpipe demo` runs the whole pipeline on generated data."
+)]
+struct Cli {
+    /// Pipeline id: names topics (<ID>.pin), streams and tables (<ID>_pin_table).
+    #[arg(long, global = true, env = "PINPIPE_ID", default_value = "demo")]
+    id: String,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "PINPIPE_LOG_FORMAT")]
+    log_format: ui::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a synthetic source database: DIR/pin.jsonl, geo.jsonl, user.jsonl.
+    Generate(GenerateArgs),
+    /// Clean a raw landing (SPEC §3) into Delta tables (SPEC §4), exactly once.
+    Clean(CleanArgs),
+    /// Compute the nine analysis outputs (SPEC §5) from the cleaned tables.
+    Analyze(AnalyzeArgs),
+    /// Run the whole pipeline end to end on generated data (no cloud account needed).
+    Demo(DemoArgs),
+    /// Benchmarks that print pinpipe's figure beside a reference measured in the same run.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Distinct posts to generate.
+    #[arg(long)]
+    rows: u64,
+    /// Random seed: the same seed gives the same files.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Fraction of extra re-posts of earlier posts (0.1 adds rows/10 re-posts).
+    #[arg(long, default_value_t = 0.0)]
+    duplicates: f64,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct CleanArgs {
+    /// Landing root (local directory or s3://bucket/prefix) holding topics/… or *.jsonl files.
+    #[arg(long, env = "PINPIPE_LANDING")]
+    input: String,
+    /// Root of the Delta tables (created when absent).
+    #[arg(long, env = "PINPIPE_TABLES")]
+    output: String,
+}
+
+#[derive(Args)]
+struct AnalyzeArgs {
+    /// Root of the Delta tables.
+    #[arg(long, env = "PINPIPE_TABLES")]
+    tables: String,
+    /// Directory for the CSV files and results.json (local or s3://).
+    #[arg(long)]
+    out: String,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Posts to generate.
+    #[arg(long, default_value_t = 100_000)]
+    rows: u64,
+    /// Fraction of re-posts, as real producers send.
+    #[arg(long, default_value_t = 0.05)]
+    duplicates: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Working directory (landing/, tables/, out/); replaced on each run.
+    #[arg(long, default_value = "pinpipe-demo")]
+    dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ui::init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let id = PipelineId::new(&cli.id)?;
+    match cli.command {
+        Command::Generate(a) => cmd_generate(a),
+        Command::Clean(a) => cmd_clean(&id, a).await,
+        Command::Analyze(a) => cmd_analyze(&id, a).await,
+        Command::Demo(a) => cmd_demo(&id, a).await,
+        Command::Bench(a) => bench::run(&id, a).await,
+    }
+}
+
+fn cmd_generate(a: GenerateArgs) -> Result<()> {
+    anyhow::ensure!(
+        (0.0..=10.0).contains(&a.duplicates),
+        "--duplicates {} must be between 0 and 10",
+        a.duplicates
+    );
+    let cfg = GenConfig { posts: a.rows, seed: a.seed, duplicates: a.duplicates };
+    let bar = ui::bar(cfg.total_rows(), "generating posts");
+    generate::generate_to_dir(&cfg, &a.out, &|n| bar.set_position(n))
+        .with_context(|| format!("generating into {}", a.out.display()))?;
+    bar.finish_and_clear();
+    println!(
+        "generated {} posts ({} re-posts) into {}: pin.jsonl, geo.jsonl, user.jsonl",
+        cfg.posts,
+        cfg.reposts(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// Cleans `input` into `output`; shared by `clean` and `demo`.
+async fn clean(id: &PipelineId, input: &Location, output: &Location) -> Result<pipeline::CleanReport> {
+    let mut tables = Tables::open(output, id).await?;
+    let bar = ui::bytes_bar("cleaning landing");
+    let report = pipeline::clean_landing(input, &mut tables, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+async fn cmd_clean(id: &PipelineId, a: CleanArgs) -> Result<()> {
+    let input = Location::parse_existing(&a.input)?;
+    let output = Location::parse(&a.output)?;
+    let report = clean(id, &input, &output).await?;
+    ui::print_clean(&report, &output);
+    Ok(())
+}
+
+async fn analyze(id: &PipelineId, tables: &Location, out: &Location) -> Result<run::AnalysisRun> {
+    let spinner = ui::spinner("analyzing");
+    let mut run = run::analyze(tables, id, chrono::Utc::now()).await?;
+    run.write_tables(tables).await?;
+    run.write_files(out).await?;
+    spinner.finish_and_clear();
+    Ok(run)
+}
+
+async fn cmd_analyze(id: &PipelineId, a: AnalyzeArgs) -> Result<()> {
+    let tables = Location::parse_existing(&a.tables)?;
+    let out = Location::parse(&a.out)?;
+    let run = analyze(id, &tables, &out).await?;
+    ui::print_results(&run, &tables, &out);
+    Ok(())
+}
+
+async fn cmd_demo(id: &PipelineId, a: DemoArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let dir = ui::fresh_demo_dir(&a.dir)?;
+    let landing = Location::parse(&dir.join("landing").display().to_string())?;
+    let tables = Location::parse(&dir.join("tables").display().to_string())?;
+    let out = Location::parse(&dir.join("out").display().to_string())?;
+    let cfg = GenConfig { posts: a.rows, seed: a.seed, duplicates: a.duplicates };
+    println!("pinpipe demo (id {}): {} posts + {} re-posts", id.as_str(), cfg.posts, cfg.reposts());
+
+    let bar = ui::bar(cfg.total_rows(), "1/3 landing generated posts");
+    let store = landing.store()?;
+    let objects = generate::generate_to_landing(&cfg, &store, id, 10_000, &|n| bar.set_position(n)).await?;
+    bar.finish_and_clear();
+    println!("1/3 landed {} records in {objects} objects under {}", cfg.total_rows() * 3, landing.display());
+
+    let report = clean(id, &landing, &tables).await?;
+    print!("2/3 ");
+    ui::print_clean(&report, &tables);
+
+    let run = analyze(id, &tables, &out).await?;
+    println!("3/3 analysis done");
+    ui::print_results(&run, &tables, &out);
+    println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -93,6 +93,9 @@ fn describe(fields: &[StructField]) -> Vec<String> {
 /// Opens the table `name` under `root`, or `None` when nothing is there yet.
 pub async fn open(root: &Location, name: &str) -> Result<Option<DeltaTable>> {
     storage::init();
+    if !has_log(&root.join(name)).await? {
+        return Ok(None);
+    }
     let url = root.join(name).url().clone();
     let builder = DeltaTableBuilder::from_url(url)
         .map_err(|e| Error::delta(name, e))?
@@ -101,6 +104,21 @@ pub async fn open(root: &Location, name: &str) -> Result<Option<DeltaTable>> {
         Ok(t) => Ok(Some(t)),
         Err(DeltaTableError::NotATable(_)) => Ok(None),
         Err(e) => Err(Error::delta(name, e)),
+    }
+}
+
+/// Whether a Delta log exists at `table` (without creating anything).
+async fn has_log(table: &Location) -> Result<bool> {
+    if let Some(p) = table.local_path() {
+        return Ok(p.join("_delta_log").is_dir());
+    }
+    let store = table.store()?;
+    let prefix = object_store::path::Path::from("_delta_log");
+    let first = store.list(Some(&prefix)).next().await;
+    match first {
+        None => Ok(false),
+        Some(Ok(_)) => Ok(true),
+        Some(Err(e)) => Err(Error::Storage { location: table.display(), source: e }),
     }
 }
 

@@ -13,3 +13,6 @@ pub mod storage;
 pub mod landing;
 pub mod pipeline;
 pub mod analysis;
+pub mod generate;
+mod generate_data;
+pub mod run;

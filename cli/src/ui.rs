@@ -1,0 +1,159 @@
+//! Terminal output: logging set-up, progress bars and result summaries.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use pinpipe_core::pipeline::CleanReport;
+use pinpipe_core::run::{fmt_time, AnalysisRun};
+use pinpipe_core::storage::Location;
+use polars::prelude::AnyValue;
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs go to stderr (warnings by default; `RUST_LOG` overrides), so stdout stays the result.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+pub fn bar(len: u64, msg: &'static str) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template("{msg:30} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b.set_message(msg);
+    b
+}
+
+pub fn bytes_bar(msg: &'static str) -> ProgressBar {
+    let b = ProgressBar::new(0);
+    b.set_style(
+        ProgressStyle::with_template("{msg:30} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b.set_message(msg);
+    b
+}
+
+pub fn spinner(msg: &'static str) -> ProgressBar {
+    let s = ProgressBar::new_spinner();
+    s.set_message(msg);
+    s.enable_steady_tick(Duration::from_millis(120));
+    s
+}
+
+/// The demo owns its directory: a previous demo's output (marked) is replaced, anything
+/// else already there is refused rather than deleted.
+pub fn fresh_demo_dir(dir: &Path) -> Result<PathBuf> {
+    let marker = dir.join(".pinpipe-demo");
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+        anyhow::ensure!(
+            empty || marker.exists(),
+            "{} exists and was not made by `pinpipe demo`; pass --dir with a new directory",
+            dir.display()
+        );
+        for sub in ["landing", "tables", "out"] {
+            let p = dir.join(sub);
+            if p.exists() {
+                std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(&marker, b"made by pinpipe demo\n").with_context(|| format!("writing {}", marker.display()))?;
+    Ok(dir.to_path_buf())
+}
+
+pub fn print_clean(report: &CleanReport, tables: &Location) {
+    let total = report.total();
+    println!(
+        "cleaned into {}: {} records received, {} tabled, {} quarantined, {} already present",
+        tables.display(),
+        total.received,
+        total.tabled,
+        total.quarantined,
+        total.skipped
+    );
+    for (kind, r) in &report.per_kind {
+        println!(
+            "  {kind:5} received {:>9}  tabled {:>9}  quarantined {:>6}  already present {:>9}",
+            r.received, r.tabled, r.quarantined, r.skipped
+        );
+    }
+    let warnings = total.quality.warnings();
+    if warnings > 0 {
+        let detail: Vec<String> = total.quality.unparseable.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("  warnings: {warnings} unparseable values nulled ({})", detail.join(", "));
+    }
+    if total.quarantined > 0 {
+        println!("  quarantined records are in the {} table with their reason", "<id>_quarantine");
+    }
+    for f in &report.skipped_files {
+        eprintln!("warning: skipped {f}: not a pin/geo/user landing object or JSON Lines file");
+    }
+}
+
+fn cell(v: AnyValue) -> String {
+    match v {
+        AnyValue::Null => "".into(),
+        AnyValue::String(s) => s.to_string(),
+        AnyValue::StringOwned(s) => s.to_string(),
+        AnyValue::Float64(f) => pinpipe_core::analysis::fmt_double(f),
+        other => other.to_string(),
+    }
+}
+
+/// A compact table per output: the first rows, then where everything was written.
+pub fn print_results(run: &AnalysisRun, tables: &Location, out: &Location) {
+    const SHOWN: usize = 5;
+    println!("analysis at {} over {} posts:", fmt_time(&run.run_time), run.quality.distinct_rows.get("pin").unwrap_or(&0));
+    for (spec, df) in &run.outputs {
+        println!("\n{} ({}; {} rows)", spec.name, spec.title, df.height());
+        let names: Vec<&str> = spec.columns.iter().map(|c| c.0).collect();
+        let mut rows: Vec<Vec<String>> = vec![names.iter().map(|s| s.to_string()).collect()];
+        for r in 0..df.height().min(SHOWN) {
+            rows.push(names.iter().map(|n| df.column(n).and_then(|c| c.get(r)).map(cell).unwrap_or_default()).collect());
+        }
+        let widths: Vec<usize> =
+            (0..names.len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0).min(40)).collect();
+        for row in &rows {
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| {
+                    let c: String = c.chars().take(*w).collect();
+                    format!("{c:<w$}", w = *w)
+                })
+                .collect();
+            println!("  {}", line.join("  ").trim_end());
+        }
+        if df.height() > SHOWN {
+            println!("  … {} more", df.height() - SHOWN);
+        }
+    }
+    let q = &run.quality;
+    println!(
+        "\nquality: rows read {:?}; placeholders nulled {}; unparseable {}; quarantined {}",
+        q.rows_read,
+        q.placeholders_nulled.values().sum::<u64>(),
+        q.unparseable.values().sum::<u64>(),
+        q.quarantined_records
+    );
+    println!("results: {} (CSV per output, results.json)", out.display());
+    println!("tables:  {} ({}_<output> Delta tables)", tables.display(), run.id.as_str());
+}

@@ -1,0 +1,162 @@
+//! One analysis run (SPEC §5): read the cleaned tables, compute the nine outputs, write them as
+//! Delta tables (each run replaces the last atomically) and as CSV + `results.json`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::analysis::{self, Inputs, OutputSpec, QualityReport};
+use crate::clean::Quality;
+use crate::delta;
+use crate::error::{Error, Result};
+use crate::names::{Kind, PipelineId};
+use crate::storage::Location;
+
+/// Everything one run produced, kept for reporting.
+pub struct AnalysisRun {
+    pub id: PipelineId,
+    pub run_time: DateTime<Utc>,
+    pub outputs: Vec<(&'static OutputSpec, DataFrame)>,
+    pub quality: QualityReport,
+    /// Version of each input table read.
+    pub table_versions: BTreeMap<String, i64>,
+    /// Seconds per step (read, compute, write).
+    pub timings: BTreeMap<String, f64>,
+}
+
+/// `results.json` (SPEC §5).
+#[derive(Serialize)]
+struct ResultsJson<'a> {
+    pipeline_id: &'a str,
+    run_time: String,
+    outputs: BTreeMap<&'static str, Vec<serde_json::Map<String, serde_json::Value>>>,
+    quality: &'a QualityReport,
+}
+
+/// Formats a run time the way every output shows it.
+pub fn fmt_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Reads the tables and computes the outputs.
+pub async fn analyze(tables: &Location, id: &PipelineId, run_time: DateTime<Utc>) -> Result<AnalysisRun> {
+    let started = Instant::now();
+    let mut frames = Vec::new();
+    let mut versions = BTreeMap::new();
+    let mut cleaning = Quality::default();
+    for kind in Kind::ALL {
+        let name = id.table(kind);
+        let table = delta::open(tables, &name).await?.ok_or_else(|| {
+            Error::input(
+                tables.join(&name).display(),
+                "no Delta table here: run `pinpipe clean` (or the sinks) first, or check --tables and --id",
+            )
+        })?;
+        versions.insert(name.clone(), table.version().map_or(-1, |v| v as i64));
+        frames.push(delta::read_frame(&table, &name).await?);
+        for v in delta::history_metadata(&table, &name, delta::QUALITY_KEY).await? {
+            if let Ok(q) = serde_json::from_value::<Quality>(v) {
+                cleaning.add(&q);
+            }
+        }
+    }
+    let quarantined = match delta::open(tables, &id.quarantine_table()).await? {
+        Some(t) => {
+            versions.insert(id.quarantine_table(), t.version().map_or(-1, |v| v as i64));
+            delta::read_batches(&t, &id.quarantine_table()).await?.iter().map(|b| b.num_rows() as u64).sum()
+        }
+        None => 0,
+    };
+    let read_s = started.elapsed().as_secs_f64();
+    let user = frames.pop().unwrap_or_default();
+    let geo = frames.pop().unwrap_or_default();
+    let pin = frames.pop().unwrap_or_default();
+    let inputs = Inputs { pin, geo, user };
+    let t = Instant::now();
+    let outputs = tokio::task::block_in_place(|| analysis::compute(&inputs))?;
+    let compute_s = t.elapsed().as_secs_f64();
+    let quality = QualityReport::new(&inputs, &cleaning, quarantined)?;
+    let mut timings = BTreeMap::new();
+    timings.insert("read".into(), read_s);
+    timings.insert("compute".into(), compute_s);
+    Ok(AnalysisRun { id: id.clone(), run_time, outputs, quality, table_versions: versions, timings })
+}
+
+impl AnalysisRun {
+    /// `results.json` text.
+    pub fn results_json(&self) -> Result<String> {
+        let mut outputs = BTreeMap::new();
+        for (spec, df) in &self.outputs {
+            outputs.insert(spec.name, analysis::to_json_rows(spec, df)?);
+        }
+        let doc = ResultsJson {
+            pipeline_id: self.id.as_str(),
+            run_time: fmt_time(&self.run_time),
+            outputs,
+            quality: &self.quality,
+        };
+        serde_json::to_string_pretty(&doc).map_err(|e| Error::Config(format!("results.json: {e}")))
+    }
+
+    /// The files for people: one CSV per output and `results.json`, as (name, bytes).
+    pub fn files(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut files = Vec::new();
+        for (spec, df) in &self.outputs {
+            files.push((format!("{}.csv", spec.name), analysis::to_csv(spec, df)?.into_bytes()));
+        }
+        files.push(("results.json".into(), self.results_json()?.into_bytes()));
+        Ok(files)
+    }
+
+    /// Writes each output as the Delta table `<ID>_<output>` under `tables` (replacing the
+    /// previous run's rows in one commit), with `run_time` as the last column.
+    pub async fn write_tables(&mut self, tables: &Location) -> Result<()> {
+        let t = Instant::now();
+        let run_us = self.run_time.timestamp_micros();
+        for (spec, df) in &self.outputs {
+            let name = self.id.output_table(spec.name);
+            let mut table = delta::open_or_create(tables, &name, spec.delta_schema()).await?;
+            let with_time = df
+                .clone()
+                .lazy()
+                .with_column(lit(run_us).cast(DataType::Datetime(TimeUnit::Microseconds, None)).alias("run_time"))
+                .collect()?;
+            let schema = delta::arrow_schema(&table, &name)?;
+            let batch = delta::frame_to_batch(&with_time, schema)?;
+            let meta = vec![("pinpipe.run_time".to_string(), serde_json::Value::String(fmt_time(&self.run_time)))];
+            delta::replace(&mut table, &name, batch, meta).await?;
+        }
+        self.timings.insert("write_tables".into(), t.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Writes the people files into `dir` (local or S3).
+    pub async fn write_files(&self, dir: &Location) -> Result<Vec<String>> {
+        let store = dir.store()?;
+        write_files_to(&store, "", &self.files()?).await
+    }
+}
+
+/// Puts `files` under `prefix` in `store`; returns the keys written.
+pub async fn write_files_to(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &str,
+    files: &[(String, Vec<u8>)],
+) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    for (name, bytes) in files {
+        let key = if prefix.is_empty() { name.clone() } else { format!("{}/{name}", prefix.trim_end_matches('/')) };
+        let path = object_store::path::Path::from(key.as_str());
+        store
+            .put(&path, PutPayload::from(bytes.clone()))
+            .await
+            .map_err(|e| Error::Storage { location: key.clone(), source: e })?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
