@@ -16,10 +16,13 @@ pub enum LogFormat {
     Json,
 }
 
+/// deltalake warns on every commit that binary columns get no statistics: expected, not news.
+const DEFAULT_FILTER: &str = "warn,deltalake_core::writer::stats=error";
+
 /// Logs go to stderr (warnings by default; `RUST_LOG` overrides), so stdout stays the result.
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
