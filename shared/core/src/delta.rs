@@ -314,32 +314,35 @@ pub fn quarantine_batch(entries: &[QuarantineEntry], schema: SchemaRef, at_micro
     Ok(RecordBatch::try_new(schema, arrays)?)
 }
 
-/// Reads every active file of the table (in parallel) into arrow batches.
+/// Reads every active file of the table into arrow batches: fetched concurrently, decoded
+/// in parallel on rayon (decoding inside the futures would run on one task, serially).
 pub async fn read_batches(table: &DeltaTable, name: &str) -> Result<Vec<RecordBatch>> {
+    use rayon::prelude::*;
     let snapshot = table.snapshot().map_err(|e| Error::delta(name, e))?;
     let paths: Vec<_> = snapshot.log_data().into_iter().map(|f| f.object_store_path()).collect();
     let store = table.object_store();
-    let batches: Vec<Vec<RecordBatch>> = futures::stream::iter(paths)
+    let files: Vec<(String, bytes::Bytes)> = futures::stream::iter(paths)
         .map(|path| {
             let store = store.clone();
             async move {
-                let bytes = store
-                    .get(&path)
-                    .await
-                    .map_err(|e| Error::Storage { location: path.to_string(), source: e })?
-                    .bytes()
-                    .await
-                    .map_err(|e| Error::Storage { location: path.to_string(), source: e })?;
-                let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                    .and_then(|b| b.with_batch_size(64 * 1024).build())
-                    .map_err(|e| Error::input(path.to_string(), e.to_string()))?;
-                reader.collect::<std::result::Result<Vec<_>, _>>().map_err(Error::from)
+                let storage = |e| Error::Storage { location: path.to_string(), source: e };
+                let bytes = store.get(&path).await.map_err(storage)?.bytes().await.map_err(storage)?;
+                Ok::<_, Error>((path.to_string(), bytes))
             }
         })
         .buffered(READ_CONCURRENCY)
         .try_collect()
         .await?;
-    Ok(batches.into_iter().flatten().collect())
+    let decoded: Vec<Vec<RecordBatch>> = files
+        .into_par_iter()
+        .map(|(path, bytes)| {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .and_then(|b| b.with_batch_size(64 * 1024).build())
+                .map_err(|e| Error::input(path, e.to_string()))?;
+            reader.collect::<std::result::Result<Vec<_>, _>>().map_err(Error::from)
+        })
+        .collect::<Result<_>>()?;
+    Ok(decoded.into_iter().flatten().collect())
 }
 
 /// A table's batches as one polars frame: `coordinates` split into `latitude`/`longitude`,

@@ -87,6 +87,13 @@ impl Tables {
 
     /// Writes records of one kind, grouped by source partition in offset order, exactly once.
     pub async fn write(&mut self, kind: Kind, sources: Vec<SourceRecords>) -> Result<WriteReport> {
+        let staged = self.stage(kind, &sources).await?;
+        self.commit_quarantine(&staged).await?;
+        self.commit_data(staged).await
+    }
+
+    /// Drops records at or below the stored watermarks, decodes and cleans the rest.
+    pub async fn stage(&self, kind: Kind, sources: &[SourceRecords]) -> Result<Staged> {
         let data_name = self.id.table(kind);
         let q_name = self.id.quarantine_table();
         let mut report = WriteReport::default();
@@ -113,49 +120,78 @@ impl Tables {
             }
             max_kept.push(kept);
         }
+        // Every source's highest offset, quarantined records included, for the data table.
+        let data_txns: Vec<(String, i64)> = sources
+            .iter()
+            .zip(&max_kept)
+            .filter_map(|(s, v)| v.map(|v| (s.app_id.clone(), v)))
+            .collect();
         if records.is_empty() {
-            return Ok(report);
+            return Ok(Staged { kind, report, frame: None, quarantine: vec![], quarantine_txns: vec![], data_txns });
         }
         let decoded = record::decode(kind, &records)?;
         let (frame, mut quality) = clean::clean(kind, &decoded)?;
-
-        // Quarantine first, skipping entries a previous (crashed) attempt already stored.
-        let mut q_entries = Vec::new();
+        // Quarantine entries a previous (crashed) attempt already stored are not stored again.
+        let mut quarantine = Vec::new();
         let mut q_txn: BTreeMap<String, i64> = BTreeMap::new();
         for (idx, entry) in &decoded.quarantined {
             let si = owner[*idx];
             if offsets[*idx] > q_marks[si] {
-                q_entries.push(entry.clone());
+                quarantine.push(entry.clone());
                 if let Some(v) = max_kept[si] {
                     q_txn.insert(sources[si].app_id.clone(), v);
                 }
             }
         }
-        if !q_entries.is_empty() {
-            let schema = delta::arrow_schema(&self.quarantine, &q_name)?;
-            let now = chrono::Utc::now().timestamp_micros();
-            let batch = delta::quarantine_batch(&q_entries, schema, now)?;
-            let txns: Vec<(String, i64)> = q_txn.into_iter().collect();
-            delta::append(&mut self.quarantine, &q_name, Some(batch), &txns, vec![]).await?;
-        }
-
-        // Then the rows, with every source's highest offset (quarantined ones included).
-        let txns: Vec<(String, i64)> = sources
-            .iter()
-            .zip(&max_kept)
-            .filter_map(|(s, v)| v.map(|v| (s.app_id.clone(), v)))
-            .collect();
         quality.quarantined = decoded.quarantined.len() as u64;
-        let table = self.data_mut(kind);
-        let schema = delta::arrow_schema(table, &data_name)?;
-        let batch = delta::frame_to_batch(&frame, schema)?;
-        let meta = vec![(delta::QUALITY_KEY.to_string(), serde_json::to_value(&quality).unwrap_or_default())];
-        delta::append(table, &data_name, Some(batch), &txns, meta).await?;
         report.tabled = frame.height() as u64;
         report.quarantined = decoded.quarantined.len() as u64;
         report.quality = quality;
-        Ok(report)
+        Ok(Staged {
+            kind,
+            report,
+            frame: Some(frame),
+            quarantine,
+            quarantine_txns: q_txn.into_iter().collect(),
+            data_txns,
+        })
     }
+
+    /// First commit: quarantined records with the quarantine table's own watermarks.
+    pub async fn commit_quarantine(&mut self, staged: &Staged) -> Result<()> {
+        if staged.quarantine.is_empty() {
+            return Ok(());
+        }
+        let q_name = self.id.quarantine_table();
+        let schema = delta::arrow_schema(&self.quarantine, &q_name)?;
+        let now = chrono::Utc::now().timestamp_micros();
+        let batch = delta::quarantine_batch(&staged.quarantine, schema, now)?;
+        delta::append(&mut self.quarantine, &q_name, Some(batch), &staged.quarantine_txns, vec![]).await?;
+        Ok(())
+    }
+
+    /// Second commit: the cleaned rows and the data watermarks, atomically.
+    pub async fn commit_data(&mut self, staged: Staged) -> Result<WriteReport> {
+        let Some(frame) = staged.frame else { return Ok(staged.report) };
+        let data_name = self.id.table(staged.kind);
+        let table = self.data_mut(staged.kind);
+        let schema = delta::arrow_schema(table, &data_name)?;
+        let batch = delta::frame_to_batch(&frame, schema)?;
+        let quality = serde_json::to_value(&staged.report.quality).unwrap_or_default();
+        let meta = vec![(delta::QUALITY_KEY.to_string(), quality)];
+        delta::append(table, &data_name, Some(batch), &staged.data_txns, meta).await?;
+        Ok(staged.report)
+    }
+}
+
+/// A batch decoded and cleaned, ready for its two commits.
+pub struct Staged {
+    kind: Kind,
+    report: WriteReport,
+    frame: Option<polars::prelude::DataFrame>,
+    quarantine: Vec<crate::record::QuarantineEntry>,
+    quarantine_txns: Vec<(String, i64)>,
+    data_txns: Vec<(String, i64)>,
 }
 
 /// What `clean_landing` did.
@@ -233,4 +269,72 @@ pub async fn clean_landing(
     }
     progress(total, total);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn source(lines: &[&str]) -> SourceRecords {
+        let mut s = SourceRecords::new(landing::app_id("t.user", "0"));
+        for (i, l) in lines.iter().enumerate() {
+            let rec = RawRecord {
+                source: "t.user".into(),
+                partition: "0".into(),
+                position: i.to_string(),
+                bytes: Bytes::copy_from_slice(l.as_bytes()),
+            };
+            s.push(i as i64, rec);
+        }
+        s
+    }
+
+    async fn count(root: &Location, name: &str) -> usize {
+        let t = delta::open(root, name).await.unwrap().unwrap();
+        delta::read_batches(&t, name).await.unwrap().iter().map(|b| b.num_rows()).sum()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn crash_between_the_two_commits_is_healed_by_redelivery() {
+        let dir = std::env::temp_dir().join(format!("pinpipe-crash-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let root = Location::parse(dir.to_str().unwrap()).unwrap();
+        let id = PipelineId::new("t").unwrap();
+        let lines = [r#"{"ind":1}"#, "oops", r#"{"ind":2}"#, "[]", r#"{"ind":3}"#];
+        {
+            // The first attempt stores the quarantine, then "crashes" before the data commit.
+            let mut tables = Tables::open(&root, &id).await.unwrap();
+            let staged = tables.stage(Kind::User, &[source(&lines)]).await.unwrap();
+            tables.commit_quarantine(&staged).await.unwrap();
+        }
+        assert_eq!(count(&root, "t_quarantine").await, 2);
+        assert_eq!(count(&root, "t_user_table").await, 0);
+        // Redelivery of the same batch: rows land once, quarantine is not doubled.
+        let mut tables = Tables::open(&root, &id).await.unwrap();
+        let report = tables.write(Kind::User, vec![source(&lines)]).await.unwrap();
+        assert_eq!((report.received, report.tabled, report.skipped), (5, 3, 0));
+        assert_eq!(count(&root, "t_quarantine").await, 2);
+        assert_eq!(count(&root, "t_user_table").await, 3);
+        // A third delivery finds everything in.
+        let report = tables.write(Kind::User, vec![source(&lines)]).await.unwrap();
+        assert_eq!((report.tabled, report.skipped), (0, 5));
+        assert_eq!(count(&root, "t_user_table").await + count(&root, "t_quarantine").await, lines.len());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_all_quarantined_batch_still_advances_the_data_watermark() {
+        let dir = std::env::temp_dir().join(format!("pinpipe-allq-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let root = Location::parse(dir.to_str().unwrap()).unwrap();
+        let id = PipelineId::new("t").unwrap();
+        let mut tables = Tables::open(&root, &id).await.unwrap();
+        tables.write(Kind::User, vec![source(&["x", "y"])]).await.unwrap();
+        assert_eq!(tables.watermark(Kind::User, "t.user-0").await.unwrap(), Some(1));
+        let again = tables.write(Kind::User, vec![source(&["x", "y"])]).await.unwrap();
+        assert_eq!(again.skipped, 2);
+        assert_eq!(count(&root, "t_quarantine").await, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

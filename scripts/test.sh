@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test: Rust unit tests, then the end-to-end suite that drives the real `pinpipe`
+# binary against real Delta tables (read back with the deltalake package), DuckDB as an
+# independent implementation, and moto's S3 on 127.0.0.1. Installs what it needs, idempotently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo not found; install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+python3 -c 'import deltalake, duckdb, pyarrow, pytest, moto, boto3' 2>/dev/null ||
+  python3 -m pip install --disable-pip-version-check -q -r tests/requirements.txt
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/pinpipe-target}"
+if [ "${CI:-}" = "true" ]; then
+  export CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=0
+fi
+
+cargo build --locked -p pinpipe-cli
+cargo test --locked --workspace
+python3 -m pytest tests/ -q -p no:cacheprovider "$@"
