@@ -187,32 +187,17 @@ pub async fn append(
     txns: &[(String, i64)],
     metadata: Vec<(String, serde_json::Value)>,
 ) -> Result<i64> {
-    let err = |e| Error::delta(name, e);
-    let mut actions: Vec<Action> = Vec::new();
-    if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
-        let mut writer = RecordBatchWriter::for_table(table).map_err(err)?;
-        writer.write(batch).await.map_err(err)?;
-        actions.extend(writer.flush().await.map_err(err)?.into_iter().map(Action::Add));
-    }
+    let actions = match batch {
+        Some(b) => write_files(table, name, b).await?,
+        None => vec![],
+    };
     let now = chrono::Utc::now().timestamp_millis();
     let txns: Vec<Transaction> = txns
         .iter()
         .map(|(app_id, version)| Transaction { app_id: app_id.clone(), version: *version, last_updated: Some(now) })
         .collect();
     let props = CommitProperties::default().with_application_transactions(txns).with_metadata(metadata);
-    let snapshot = table.snapshot().map_err(err)?.clone();
-    let finalized = CommitBuilder::from(props)
-        .with_actions(actions)
-        .build(
-            Some(&snapshot),
-            table.log_store(),
-            DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None },
-        )
-        .await
-        .map_err(err)?;
-    let version = finalized.version();
-    table.update_state().await.map_err(err)?;
-    Ok(version as i64)
+    commit(table, name, actions, props, SaveMode::Append).await
 }
 
 /// Replaces the table's whole content with `batch` in one atomic commit (remove every active
@@ -223,26 +208,44 @@ pub async fn replace(
     batch: RecordBatch,
     metadata: Vec<(String, serde_json::Value)>,
 ) -> Result<i64> {
-    let err = |e| Error::delta(name, e);
     let mut actions: Vec<Action> = table
         .snapshot()
-        .map_err(err)?
+        .map_err(|e| Error::delta(name, e))?
         .log_data()
         .into_iter()
         .map(|f| Action::Remove(f.remove_action(true)))
         .collect();
-    if batch.num_rows() > 0 {
-        let mut writer = RecordBatchWriter::for_table(table).map_err(err)?;
-        writer.write(batch).await.map_err(err)?;
-        actions.extend(writer.flush().await.map_err(err)?.into_iter().map(Action::Add));
+    actions.extend(write_files(table, name, batch).await?);
+    commit(table, name, actions, CommitProperties::default().with_metadata(metadata), SaveMode::Overwrite).await
+}
+
+/// Writes a batch's Parquet files into the table's folder; returns their (uncommitted) adds.
+async fn write_files(table: &DeltaTable, name: &str, batch: RecordBatch) -> Result<Vec<Action>> {
+    if batch.num_rows() == 0 {
+        return Ok(vec![]);
     }
+    let err = |e| Error::delta(name, e);
+    let mut writer = RecordBatchWriter::for_table(table).map_err(err)?;
+    writer.write(batch).await.map_err(err)?;
+    Ok(writer.flush().await.map_err(err)?.into_iter().map(Action::Add).collect())
+}
+
+/// Commits `actions` atomically (deltalake retries non-conflicting races) and reloads state.
+async fn commit(
+    table: &mut DeltaTable,
+    name: &str,
+    actions: Vec<Action>,
+    props: CommitProperties,
+    mode: SaveMode,
+) -> Result<i64> {
+    let err = |e| Error::delta(name, e);
     let snapshot = table.snapshot().map_err(err)?.clone();
-    let finalized = CommitBuilder::from(CommitProperties::default().with_metadata(metadata))
+    let finalized = CommitBuilder::from(props)
         .with_actions(actions)
         .build(
             Some(&snapshot),
             table.log_store(),
-            DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None },
+            DeltaOperation::Write { mode, partition_by: None, predicate: None },
         )
         .await
         .map_err(err)?;

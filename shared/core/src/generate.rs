@@ -122,7 +122,9 @@ fn follower_count(rng: &mut Pcg64Mcg) -> String {
         let k = (rng.random::<f64>().powi(3) * 998.0) as u32 + 1;
         format!("{k}k")
     } else {
-        format!("{}M", rng.random_range(1..=15u32))
+        // Mostly 1-3M; 15M (the seed's maximum) is rare.
+        let m = ((rng.random::<f64>().powi(4) * 15.0).ceil() as u32).clamp(1, 15);
+        format!("{m}M")
     }
 }
 
