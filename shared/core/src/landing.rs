@@ -17,8 +17,10 @@ use crate::names::Kind;
 use crate::record::RawRecord;
 use crate::storage::Location;
 
-/// Objects fetched at once while reading.
-const FETCH_CONCURRENCY: usize = 32;
+/// Pieces fetched at once while reading.
+const FETCH_CONCURRENCY: usize = 8;
+/// Bytes per fetched piece (whole objects when smaller).
+const PIECE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// One landing object and where its records sit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,8 +133,9 @@ pub async fn scan(root: &Location) -> Result<Scan> {
     Ok(Scan { sources, skipped })
 }
 
-/// Splits an object into (offset, line) pairs. Blank lines keep their offset but hold no record.
-pub fn split_lines(bytes: &Bytes, first: i64) -> Vec<(i64, Bytes)> {
+/// Splits bytes into (offset, line) pairs starting at `first`; returns them and the offset
+/// after the last line. Blank lines keep their offset but hold no record.
+pub fn split_lines(bytes: &Bytes, first: i64) -> (Vec<(i64, Bytes)>, i64) {
     let mut out = Vec::new();
     let mut start = 0usize;
     let mut offset = first;
@@ -150,7 +153,7 @@ pub fn split_lines(bytes: &Bytes, first: i64) -> Vec<(i64, Bytes)> {
         offset += 1;
         start = end + 1;
     }
-    out
+    (out, offset)
 }
 
 /// Records of one source partition read from some of its objects, in offset order, each
@@ -176,39 +179,116 @@ impl SourceRecords {
     }
 }
 
-/// Reads `objects` of `source` (concurrently) into records in offset order.
-pub async fn read_objects(
-    store: &Arc<dyn ObjectStore>,
-    source: &SourcePartition,
-    objects: &[LandingObject],
-) -> Result<SourceRecords> {
-    let fetched: Vec<(LandingObject, Bytes)> = futures::stream::iter(objects.iter().cloned())
-        .map(|obj| {
-            let store = store.clone();
-            async move {
-                let storage = |e| Error::Storage { location: obj.key.to_string(), source: e };
-                let bytes = store.get(&obj.key).await.map_err(storage)?.bytes().await.map_err(storage)?;
-                Ok::<_, Error>((obj, bytes))
+/// A byte range of one object: objects are read in pieces so memory stays bounded by the
+/// piece size times the fetch concurrency, however large a file is.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    object: usize,
+    range: std::ops::Range<u64>,
+    last: bool,
+}
+
+fn pieces(objects: &[LandingObject], piece_bytes: u64) -> Vec<Piece> {
+    let mut out = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        let mut start = 0;
+        loop {
+            let end = (start + piece_bytes.max(1)).min(o.size);
+            out.push(Piece { object: i, range: start..end, last: end >= o.size });
+            if end >= o.size {
+                break;
             }
-        })
-        .buffered(FETCH_CONCURRENCY)
-        .try_collect()
-        .await?;
-    let src: Arc<str> = source.source.as_str().into();
-    let part: Arc<str> = source.partition.as_str().into();
-    let mut out = SourceRecords::new(source.app_id());
-    for (obj, bytes) in fetched {
-        for (offset, line) in split_lines(&bytes, obj.first) {
-            let record = RawRecord {
-                source: src.clone(),
-                partition: part.clone(),
-                position: offset.to_string(),
-                bytes: line,
-            };
-            out.push(offset, record);
+            start = end;
         }
     }
-    Ok(out)
+    out
+}
+
+/// Reads objects of one source in offset order, a piece at a time; pieces are fetched
+/// `FETCH_CONCURRENCY` ahead, in order. Lines crossing a piece boundary are carried over.
+pub struct SourceReader {
+    fetches: futures::stream::BoxStream<'static, Result<(Piece, Bytes)>>,
+    firsts: Vec<i64>,
+    source: Arc<str>,
+    partition: Arc<str>,
+    carry: Vec<u8>,
+    next_offset: i64,
+    current: usize,
+}
+
+impl SourceReader {
+    pub fn new(store: Arc<dyn ObjectStore>, source: &SourcePartition, objects: &[LandingObject]) -> Self {
+        Self::with_piece_bytes(store, source, objects, PIECE_BYTES)
+    }
+
+    pub fn with_piece_bytes(
+        store: Arc<dyn ObjectStore>,
+        source: &SourcePartition,
+        objects: &[LandingObject],
+        piece_bytes: u64,
+    ) -> Self {
+        let keys: Vec<Path> = objects.iter().map(|o| o.key.clone()).collect();
+        let fetches = futures::stream::iter(pieces(objects, piece_bytes))
+            .map(move |piece| {
+                let store = store.clone();
+                let key = keys[piece.object].clone();
+                async move {
+                    let storage = |e| Error::Storage { location: key.to_string(), source: e };
+                    let bytes = if piece.range.is_empty() {
+                        Bytes::new()
+                    } else {
+                        store.get_range(&key, piece.range.clone()).await.map_err(storage)?
+                    };
+                    Ok::<_, Error>((piece, bytes))
+                }
+            })
+            .buffered(FETCH_CONCURRENCY)
+            .boxed();
+        SourceReader {
+            fetches,
+            firsts: objects.iter().map(|o| o.first).collect(),
+            source: source.source.as_str().into(),
+            partition: source.partition.as_str().into(),
+            carry: Vec::new(),
+            next_offset: 0,
+            current: usize::MAX,
+        }
+    }
+
+    /// The next piece's records with their offsets, and the bytes it covered; `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<(Vec<(i64, RawRecord)>, u64)>> {
+        let Some(fetched) = self.fetches.next().await else { return Ok(None) };
+        let (piece, bytes) = fetched?;
+        if piece.object != self.current {
+            self.current = piece.object;
+            self.next_offset = self.firsts[piece.object];
+            self.carry.clear();
+        }
+        let data = if self.carry.is_empty() {
+            bytes
+        } else {
+            self.carry.extend_from_slice(&bytes);
+            Bytes::from(std::mem::take(&mut self.carry))
+        };
+        // Complete lines only, unless the object ends here; the rest waits for the next piece.
+        let cut = if piece.last { data.len() } else { memchr::memrchr(b'\n', &data).map(|i| i + 1).unwrap_or(0) };
+        self.carry.extend_from_slice(&data[cut..]);
+        let (lines, next) = split_lines(&data.slice(..cut), self.next_offset);
+        self.next_offset = next;
+        let records = lines
+            .into_iter()
+            .map(|(offset, line)| {
+                let rec = RawRecord {
+                    source: self.source.clone(),
+                    partition: self.partition.clone(),
+                    position: offset.to_string(),
+                    bytes: line,
+                };
+                (offset, rec)
+            })
+            .collect();
+        Ok(Some((records, piece.range.end - piece.range.start)))
+    }
 }
 
 /// Writes one landing object (idempotent: a redelivered batch rewrites the same key).
@@ -250,10 +330,38 @@ mod tests {
     #[test]
     fn lines_keep_offsets() {
         let b = Bytes::from_static(b"{\"a\":1}\r\n\n{\"b\":2}\n  \n{\"c\":3}");
-        let lines = split_lines(&b, 10);
+        let (lines, next) = split_lines(&b, 10);
         let offs: Vec<i64> = lines.iter().map(|(o, _)| *o).collect();
         assert_eq!(offs, vec![10, 12, 14]);
+        assert_eq!(next, 15);
         assert_eq!(&lines[0].1[..], b"{\"a\":1}");
+    }
+
+    #[tokio::test]
+    async fn pieces_split_lines_without_losing_or_doubling_any() {
+        let dir = std::env::temp_dir().join(format!("pinpipe-pieces-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let loc = Location::parse(dir.to_str().unwrap()).unwrap();
+        let store = loc.store().unwrap();
+        let lines: Vec<String> = (0..200).map(|i| format!("{{\"ind\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 37))).collect();
+        let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+        write_object(&store, "a.geo", 0, 0, &refs[..120]).await.unwrap();
+        write_object(&store, "a.geo", 0, 120, &refs[120..]).await.unwrap();
+        let scan = scan(&loc).await.unwrap();
+        let src = &scan.sources[0];
+        for piece in [1, 7, 64, 1 << 20] {
+            let mut r = SourceReader::with_piece_bytes(store.clone(), src, &src.objects, piece);
+            let mut got = Vec::new();
+            let mut bytes = 0;
+            while let Some((recs, b)) = r.next().await.unwrap() {
+                bytes += b;
+                got.extend(recs.into_iter().map(|(o, rec)| (o, String::from_utf8(rec.bytes.to_vec()).unwrap())));
+            }
+            let want: Vec<(i64, String)> = lines.iter().cloned().enumerate().map(|(i, l)| (i as i64, l)).collect();
+            assert_eq!(got, want, "piece size {piece}");
+            assert_eq!(bytes, src.objects.iter().map(|o| o.size).sum::<u64>());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -234,32 +234,31 @@ pub async fn clean_landing(
         for source in scan.sources.iter().filter(|s| s.kind == kind) {
             let mark = tables.watermark(kind, &source.app_id()).await?.unwrap_or(i64::MIN);
             let objs = &source.objects;
-            let mut start = 0;
-            while start < objs.len() {
-                // An object whose successor starts at or below mark+1 holds only old records.
-                if objs.get(start + 1).is_some_and(|next| next.first - 1 <= mark) {
-                    report.objects_already_done += 1;
-                    done += objs[start].size;
-                    progress(done, total);
-                    start += 1;
-                    continue;
+            // An object whose successor starts at or below mark+1 holds only old records.
+            let first_needed = (0..objs.len())
+                .find(|&i| objs.get(i + 1).is_none_or(|next| next.first - 1 > mark))
+                .unwrap_or(objs.len());
+            for o in &objs[..first_needed] {
+                report.objects_already_done += 1;
+                done += o.size;
+            }
+            let mut reader = landing::SourceReader::new(store.clone(), source, &objs[first_needed..]);
+            let mut current = SourceRecords::new(source.app_id());
+            while let Some((records, bytes)) = reader.next().await? {
+                for (offset, rec) in records {
+                    current.push(offset, rec);
                 }
-                let mut end = start;
-                let mut bytes = 0;
-                while end < objs.len() && (end == start || pending_bytes + bytes < CLEAN_CHUNK_BYTES) {
-                    bytes += objs[end].size;
-                    end += 1;
-                }
-                let recs = landing::read_objects(&store, source, &objs[start..end]).await?;
-                pending.push(recs);
                 pending_bytes += bytes;
                 done += bytes;
-                start = end;
+                progress(done, total);
                 if pending_bytes >= CLEAN_CHUNK_BYTES {
+                    pending.push(std::mem::replace(&mut current, SourceRecords::new(source.app_id())));
                     kind_report.add(&tables.write(kind, std::mem::take(&mut pending)).await?);
                     pending_bytes = 0;
                 }
-                progress(done, total);
+            }
+            if !current.records.is_empty() {
+                pending.push(current);
             }
         }
         if !pending.is_empty() {
