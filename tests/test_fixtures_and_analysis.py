@@ -160,6 +160,22 @@ def test_rerun_of_analysis_replaces_output_tables(seed_run):
            [{k: v for k, v in r.items() if k != "run_time"} for r in before]
 
 
+def test_report_is_self_contained_and_re_renders_identically(seed_run):
+    html = (seed_run["out"] / "report.html").read_text(encoding="utf-8")
+    for name in OUTPUTS:
+        assert f'id="{name}"' in html, name
+    assert html.count("<svg") >= len(OUTPUTS)
+    # No external resource of any kind: no URLs outside the data itself, no scripts.
+    assert "<script" not in html and "<link" not in html and "src=" not in html
+    assert "@import" not in html and "url(" not in html
+    assert "Data quality" in html and "quarantined records" in html
+    fresh, again = seed_run["root"] / "fresh", seed_run["root"] / "rerendered"
+    run("--id", "121ca9f7ce2b", "analyze", "--tables", seed_run["tables"], "--out", fresh)
+    run("--id", "121ca9f7ce2b", "report", "--tables", seed_run["tables"], "--out", again)
+    for f in ["report.html", "results.json"] + [f"{n}.csv" for n in OUTPUTS]:
+        assert (again / f).read_bytes() == (fresh / f).read_bytes(), f
+
+
 def test_double_encoded_kinesis_records_are_decoded(tmp_path):
     """Real Kinesis user records (base64 `data`), landed as JSON strings holding the object."""
     rows = list(csv.DictReader(open(SEED / "libertinoss__pinterest-data-pipeline" / "sample_dataframes" / "df_pin.csv")))

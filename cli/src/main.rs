@@ -42,6 +42,8 @@ enum Command {
     Clean(CleanArgs),
     /// Compute the nine analysis outputs (SPEC §5) from the cleaned tables.
     Analyze(AnalyzeArgs),
+    /// Re-render report.html, the CSVs and results.json from the last analysis's output tables.
+    Report(ReportArgs),
     /// Run the whole pipeline end to end on generated data (no cloud account needed).
     Demo(DemoArgs),
     /// Benchmarks that print pinpipe's figure beside a reference measured in the same run.
@@ -80,6 +82,16 @@ struct AnalyzeArgs {
     #[arg(long, env = "PINPIPE_TABLES")]
     tables: String,
     /// Directory for the CSV files and results.json (local or s3://).
+    #[arg(long)]
+    out: String,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Root of the Delta tables (holding the <ID>_<output> tables of the last run).
+    #[arg(long, env = "PINPIPE_TABLES")]
+    tables: String,
+    /// Directory for report.html, the CSV files and results.json (local or s3://).
     #[arg(long)]
     out: String,
 }
@@ -141,6 +153,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Generate(a) => cmd_generate(a),
         Command::Clean(a) => cmd_clean(&id, a).await,
         Command::Analyze(a) => cmd_analyze(&id, a).await,
+        Command::Report(a) => cmd_report(&id, a).await,
         Command::Demo(a) => cmd_demo(&id, a).await,
         Command::Bench(a) => bench::run(&id, a).await,
     }
@@ -189,7 +202,7 @@ async fn cmd_clean(id: &PipelineId, a: CleanArgs) -> Result<()> {
 
 async fn analyze(id: &PipelineId, tables: &Location, out: &Location) -> Result<run::AnalysisRun> {
     let spinner = ui::spinner("analyzing");
-    let mut run = run::analyze(tables, id, chrono::Utc::now()).await?;
+    let run = run::analyze(tables, id, chrono::Utc::now()).await?;
     run.write_tables(tables).await?;
     run.write_files(out).await?;
     spinner.finish_and_clear();
@@ -201,6 +214,15 @@ async fn cmd_analyze(id: &PipelineId, a: AnalyzeArgs) -> Result<()> {
     let out = Location::parse(&a.out)?;
     let run = analyze(id, &tables, &out).await?;
     ui::print_results(&run, &tables, &out);
+    Ok(())
+}
+
+async fn cmd_report(id: &PipelineId, a: ReportArgs) -> Result<()> {
+    let tables = Location::parse_existing(&a.tables)?;
+    let out = Location::parse(&a.out)?;
+    let run = run::load_last(&tables, id).await?;
+    let written = run.write_files(&out).await?;
+    println!("re-rendered the run of {} into {}: {}", run::fmt_time(&run.run_time), out.display(), written.join(", "));
     Ok(())
 }
 

@@ -157,6 +157,6 @@ pub fn print_results(run: &AnalysisRun, tables: &Location, out: &Location) {
         q.unparseable.values().sum::<u64>(),
         q.quarantined_records
     );
-    println!("results: {} (CSV per output, results.json)", out.display());
+    println!("results: {} (report.html, a CSV per output, results.json)", out.display());
     println!("tables:  {} ({}_<output> Delta tables)", tables.display(), run.id.as_str());
 }

@@ -353,7 +353,7 @@ pub fn to_json_rows(spec: &OutputSpec, df: &DataFrame) -> Result<Vec<serde_json:
 }
 
 /// Data quality as reported in `results.json`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct QualityReport {
     /// Rows read from each cleaned table (before counting each `ind` once).
     pub rows_read: BTreeMap<String, u64>,

@@ -16,3 +16,4 @@ pub mod analysis;
 pub mod generate;
 mod generate_data;
 pub mod run;
+pub mod report;

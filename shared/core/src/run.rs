@@ -29,6 +29,51 @@ pub struct AnalysisRun {
     pub timings: BTreeMap<String, f64>,
 }
 
+/// Commit metadata key of output tables: the run that wrote them.
+const RUN_KEY: &str = "pinpipe.run";
+
+#[derive(Serialize, serde::Deserialize)]
+struct RunMeta {
+    run_time: String,
+    quality: QualityReport,
+    table_versions: BTreeMap<String, i64>,
+    timings: BTreeMap<String, f64>,
+}
+
+/// The last run as stored in the output tables (for re-rendering its report).
+pub async fn load_last(tables: &Location, id: &PipelineId) -> Result<AnalysisRun> {
+    let mut outputs = Vec::new();
+    let mut meta: Option<RunMeta> = None;
+    for spec in analysis::OUTPUTS.iter() {
+        let name = id.output_table(spec.name);
+        let table = delta::open(tables, &name).await?.ok_or_else(|| {
+            Error::input(tables.join(&name).display(), "no analysis output here: run `pinpipe analyze` first")
+        })?;
+        let df = delta::read_frame(&table, &name).await?;
+        let cols: Vec<Expr> = spec.columns.iter().map(|(n, _)| col(*n)).collect();
+        outputs.push((spec, df.lazy().select(cols).collect()?));
+        if meta.is_none() {
+            meta = delta::history_metadata(&table, &name, RUN_KEY)
+                .await?
+                .into_iter()
+                .next()
+                .and_then(|v| serde_json::from_value(v).ok());
+        }
+    }
+    let meta = meta.ok_or_else(|| Error::input(tables.display(), "output tables carry no run metadata"))?;
+    let run_time = DateTime::parse_from_rfc3339(&meta.run_time)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| Error::input(tables.display(), format!("bad run time {}: {e}", meta.run_time)))?;
+    Ok(AnalysisRun {
+        id: id.clone(),
+        run_time,
+        outputs,
+        quality: meta.quality,
+        table_versions: meta.table_versions,
+        timings: meta.timings,
+    })
+}
+
 /// `results.json` (SPEC §5).
 #[derive(Serialize)]
 struct ResultsJson<'a> {
@@ -110,13 +155,13 @@ impl AnalysisRun {
             files.push((format!("{}.csv", spec.name), analysis::to_csv(spec, df)?.into_bytes()));
         }
         files.push(("results.json".into(), self.results_json()?.into_bytes()));
+        files.push(("report.html".into(), crate::report::render(self).into_bytes()));
         Ok(files)
     }
 
     /// Writes each output as the Delta table `<ID>_<output>` under `tables` (replacing the
     /// previous run's rows in one commit), with `run_time` as the last column.
-    pub async fn write_tables(&mut self, tables: &Location) -> Result<()> {
-        let t = Instant::now();
+    pub async fn write_tables(&self, tables: &Location) -> Result<()> {
         let run_us = self.run_time.timestamp_micros();
         for (spec, df) in &self.outputs {
             let name = self.id.output_table(spec.name);
@@ -128,11 +173,21 @@ impl AnalysisRun {
                 .collect()?;
             let schema = delta::arrow_schema(&table, &name)?;
             let batch = delta::frame_to_batch(&with_time, schema)?;
-            let meta = vec![("pinpipe.run_time".to_string(), serde_json::Value::String(fmt_time(&self.run_time)))];
+            let meta = self.commit_metadata();
             delta::replace(&mut table, &name, batch, meta).await?;
         }
-        self.timings.insert("write_tables".into(), t.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// What each output commit records about its run, so `load_last` can re-render it.
+    fn commit_metadata(&self) -> Vec<(String, serde_json::Value)> {
+        let run = RunMeta {
+            run_time: fmt_time(&self.run_time),
+            quality: self.quality.clone(),
+            table_versions: self.table_versions.clone(),
+            timings: self.timings.clone(),
+        };
+        vec![(RUN_KEY.to_string(), serde_json::to_value(run).unwrap_or_default())]
     }
 
     /// Writes the people files into `dir` (local or S3).
