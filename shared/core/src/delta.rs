@@ -320,9 +320,14 @@ pub fn quarantine_batch(entries: &[QuarantineEntry], schema: SchemaRef, at_micro
 /// Reads every active file of the table into arrow batches: fetched concurrently, decoded
 /// in parallel on rayon (decoding inside the futures would run on one task, serially).
 pub async fn read_batches(table: &DeltaTable, name: &str) -> Result<Vec<RecordBatch>> {
-    use rayon::prelude::*;
     let snapshot = table.snapshot().map_err(|e| Error::delta(name, e))?;
     let paths: Vec<_> = snapshot.log_data().into_iter().map(|f| f.object_store_path()).collect();
+    read_files(table, paths).await
+}
+
+/// Reads the given data files of the table (paths relative to its root).
+pub async fn read_files(table: &DeltaTable, paths: Vec<object_store::path::Path>) -> Result<Vec<RecordBatch>> {
+    use rayon::prelude::*;
     let store = table.object_store();
     let files: Vec<(String, bytes::Bytes)> = futures::stream::iter(paths)
         .map(|path| {

@@ -17,3 +17,4 @@ pub mod generate;
 mod generate_data;
 pub mod run;
 pub mod report;
+pub mod maintenance;
