@@ -46,6 +46,9 @@ enum Command {
     Report(ReportArgs),
     /// Run the whole pipeline end to end on generated data (no cloud account needed).
     Demo(DemoArgs),
+    /// Run one Lambda's handler in-process on an event file, configured from the environment
+    /// exactly as in AWS (PINPIPE_ID, PINPIPE_TABLES, ...), and print its JSON response.
+    Invoke(InvokeArgs),
     /// Benchmarks that print pinpipe's figure beside a reference measured in the same run.
     Bench(bench::BenchArgs),
 }
@@ -97,6 +100,22 @@ struct ReportArgs {
 }
 
 #[derive(Args)]
+struct InvokeArgs {
+    /// The function whose handler runs.
+    #[arg(value_enum)]
+    function: Function,
+    /// The event JSON file (samples in events/).
+    #[arg(long)]
+    event: PathBuf,
+}
+
+/// Lambdas that `invoke` can run (the others arrive with their issues).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Function {
+    BatchAnalysis,
+}
+
+#[derive(Args)]
 struct DemoArgs {
     /// Posts to generate.
     #[arg(long, default_value_t = 100_000)]
@@ -112,6 +131,11 @@ struct DemoArgs {
 }
 
 fn main() -> ExitCode {
+    // Exit quietly when stdout is closed early (`pinpipe … | head`), as Unix tools do.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     ui::init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -155,6 +179,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Analyze(a) => cmd_analyze(&id, a).await,
         Command::Report(a) => cmd_report(&id, a).await,
         Command::Demo(a) => cmd_demo(&id, a).await,
+        Command::Invoke(a) => cmd_invoke(a).await,
         Command::Bench(a) => bench::run(&id, a).await,
     }
 }
@@ -214,6 +239,20 @@ async fn cmd_analyze(id: &PipelineId, a: AnalyzeArgs) -> Result<()> {
     let out = Location::parse(&a.out)?;
     let run = analyze(id, &tables, &out).await?;
     ui::print_results(&run, &tables, &out);
+    Ok(())
+}
+
+async fn cmd_invoke(a: InvokeArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&a.event).with_context(|| format!("reading event {}", a.event.display()))?;
+    let cfg = pinpipe_core::config::Config::from_env()?;
+    let response = match a.function {
+        Function::BatchAnalysis => {
+            let event = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not an EventBridge event", a.event.display()))?;
+            serde_json::to_value(pinpipe_core::handlers::batch_analysis(&cfg, event).await?)?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(())
 }
 

@@ -18,3 +18,5 @@ mod generate_data;
 pub mod run;
 pub mod report;
 pub mod maintenance;
+pub mod config;
+pub mod handlers;

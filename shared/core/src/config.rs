@@ -1,0 +1,88 @@
+//! Lambda configuration from the environment (SPEC §7); `pinpipe invoke` reads the same.
+
+use crate::error::{Error, Result};
+use crate::maintenance::MaintenanceConfig;
+use crate::names::PipelineId;
+use crate::storage::Location;
+
+/// Everything a function needs, parsed once per container.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: PipelineId,
+    pub tables: Location,
+    pub landing: Option<Location>,
+    pub reports: Option<Location>,
+    pub maintenance: MaintenanceConfig,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Parses configuration from any key lookup (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let need = |k: &str| get(k).ok_or_else(|| Error::Config(format!("{k} is not set (see README, Configuration)")));
+        let loc = |k: &str| get(k).map(|v| Location::parse(&v)).transpose();
+        let num = |k: &str, default: i64| -> Result<i64> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| Error::Config(format!("{k}={v:?} is not a whole number"))),
+            }
+        };
+        let d = MaintenanceConfig::default();
+        Ok(Config {
+            id: PipelineId::new(&need("PINPIPE_ID")?)?,
+            tables: Location::parse(&need("PINPIPE_TABLES")?)?,
+            landing: loc("PINPIPE_LANDING")?,
+            reports: loc("PINPIPE_REPORTS")?,
+            maintenance: MaintenanceConfig {
+                checkpoint_interval: num("PINPIPE_CHECKPOINT_INTERVAL", d.checkpoint_interval)?,
+                target_file_bytes: num("PINPIPE_COMPACT_TARGET_BYTES", d.target_file_bytes)?,
+                min_small_files: num("PINPIPE_COMPACT_MIN_FILES", d.min_small_files as i64)? as usize,
+                vacuum_retention_hours: num("PINPIPE_VACUUM_RETENTION_HOURS", d.vacuum_retention_hours)?,
+            },
+        })
+    }
+}
+
+/// Structured JSON logs for Lambda (CloudWatch), level from `RUST_LOG` (default info).
+pub fn init_lambda_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,deltalake_core::writer::stats=error"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_ansi(false)
+        .without_time()
+        .with_target(true)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn reads_spec_variables_and_explains_missing_ones() {
+        let env: HashMap<&str, &str> = [
+            ("PINPIPE_ID", "121ca9f7ce2b"),
+            ("PINPIPE_TABLES", "s3://bucket/tables"),
+            ("PINPIPE_REPORTS", "s3://bucket"),
+            ("PINPIPE_VACUUM_RETENTION_HOURS", "24"),
+        ]
+        .into();
+        let c = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(c.id.as_str(), "121ca9f7ce2b");
+        assert!(c.landing.is_none());
+        assert_eq!(c.maintenance.vacuum_retention_hours, 24);
+        let err = Config::from_lookup(|_| None).unwrap_err().to_string();
+        assert!(err.contains("PINPIPE_ID is not set"), "{err}");
+        let bad: HashMap<&str, &str> =
+            [("PINPIPE_ID", "x"), ("PINPIPE_TABLES", "/t"), ("PINPIPE_CHECKPOINT_INTERVAL", "ten")].into();
+        let err = Config::from_lookup(|k| bad.get(k).map(|v| v.to_string())).unwrap_err().to_string();
+        assert!(err.contains("PINPIPE_CHECKPOINT_INTERVAL"), "{err}");
+    }
+}
