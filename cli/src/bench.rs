@@ -37,11 +37,24 @@ enum BenchWhat {
         #[arg(long, default_value = "python3")]
         python: String,
     },
+    /// Scan time of a table after many small appends, before and after compaction.
+    Maintenance {
+        /// Appends (commits) to make, each one small file.
+        #[arg(long, default_value_t = 1000)]
+        appends: u64,
+        /// Posts per append.
+        #[arg(long, default_value_t = 100)]
+        rows: u64,
+        /// Working directory (default: a fresh one under the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 pub async fn run(id: &PipelineId, a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Batch { posts, dir, python } => batch(id, posts, dir, &python).await,
+        BenchWhat::Maintenance { appends, rows, dir } => maintenance(id, appends, rows, dir).await,
     }
 }
 
@@ -151,4 +164,71 @@ fn dir_size(p: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// Median seconds of `reps` full scans (open + read every file into polars).
+async fn scan_seconds(tables: &Location, name: &str, reps: usize) -> Result<(f64, usize)> {
+    let mut times = Vec::new();
+    let mut rows = 0;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let table = pinpipe_core::delta::open(tables, name).await?.context("table vanished")?;
+        rows = pinpipe_core::delta::read_frame(&table, name).await?.height();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], rows))
+}
+
+async fn maintenance(id: &PipelineId, appends: u64, rows: u64, dir: Option<PathBuf>) -> Result<()> {
+    use pinpipe_core::landing::SourceRecords;
+    use pinpipe_core::maintenance::{maintain, MaintenanceConfig};
+    use pinpipe_core::pipeline::Tables;
+    use pinpipe_core::record::RawRecord;
+    use pinpipe_core::Kind;
+
+    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("pinpipe-bench-maintenance-{appends}")));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    let tables = Location::parse(&dir.display().to_string())?;
+    let mut t = Tables::open(&tables, id).await?;
+    let cfg = GenConfig { posts: appends * rows, seed: 7, duplicates: 0.0 };
+    let bar = ui::bar(appends, "small appends");
+    for a in 0..appends {
+        let block = generate::block(&cfg, a * rows, (a + 1) * rows);
+        let mut src = SourceRecords::new(format!("{}-0", id.topic(Kind::Pin)));
+        for (i, line) in block[0].split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+            let offset = (a * rows) as i64 + i as i64;
+            let rec = RawRecord {
+                source: id.topic(Kind::Pin).into(),
+                partition: "0".into(),
+                position: offset.to_string(),
+                bytes: line.to_vec().into(),
+            };
+            src.push(offset, rec);
+        }
+        t.write(Kind::Pin, vec![src]).await?;
+        bar.set_position(a + 1);
+    }
+    bar.finish_and_clear();
+    let name = id.table(Kind::Pin);
+    let (before, n_before) = scan_seconds(&tables, &name, 3).await?;
+    let table = pinpipe_core::delta::open(&tables, &name).await?.context("table vanished")?;
+    let started = Instant::now();
+    let mcfg = MaintenanceConfig { vacuum_retention_hours: 0, ..Default::default() };
+    let report = maintain(table, &name, &mcfg).await?;
+    let maint_s = started.elapsed().as_secs_f64();
+    let (after, n_after) = scan_seconds(&tables, &name, 3).await?;
+    anyhow::ensure!(n_before == n_after, "compaction changed the row count: {n_before} -> {n_after}");
+    println!("bench maintenance: {appends} appends of {rows} posts into {name} ({n_before} rows)");
+    println!(
+        "maintenance: {} files compacted into {}, checkpoint at {:?}, {} files vacuumed, in {maint_s:.2} s",
+        report.files_compacted, report.files_written, report.checkpoint_at, report.files_vacuumed
+    );
+    println!("{:<40} {:>10}", "", "scan s");
+    println!("{:<40} {:>10.3}", format!("before compaction ({appends} files)"), before);
+    println!("{:<40} {:>10.3}", format!("after compaction ({} files)", report.files_written.max(1)), after);
+    println!("ratio after/before (lower is better): {:.3}  (speed-up {:.1}x)", after / before, before / after);
+    Ok(())
 }
