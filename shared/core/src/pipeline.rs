@@ -87,9 +87,24 @@ impl Tables {
 
     /// Writes records of one kind, grouped by source partition in offset order, exactly once.
     pub async fn write(&mut self, kind: Kind, sources: Vec<SourceRecords>) -> Result<WriteReport> {
+        let t = std::time::Instant::now();
         let staged = self.stage(kind, &sources).await?;
+        let staged_s = t.elapsed().as_secs_f64();
         self.commit_quarantine(&staged).await?;
-        self.commit_data(staged).await
+        let quarantine_s = t.elapsed().as_secs_f64() - staged_s;
+        let report = self.commit_data(staged).await?;
+        tracing::info!(
+            kind = kind.as_str(),
+            received = report.received,
+            tabled = report.tabled,
+            quarantined = report.quarantined,
+            already_present = report.skipped,
+            stage_s = staged_s,
+            quarantine_commit_s = quarantine_s,
+            data_commit_s = t.elapsed().as_secs_f64() - staged_s - quarantine_s,
+            "batch written"
+        );
+        Ok(report)
     }
 
     /// Drops records at or below the stored watermarks, decodes and cleans the rest.
