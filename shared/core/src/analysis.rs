@@ -114,11 +114,16 @@ pub struct Inputs {
 
 /// Each `ind` once: the greatest row (column by column in table order, nulls lowest,
 /// strings by bytes), a rule of content alone so file order or compaction cannot change it.
+/// Only rows whose `ind` repeats are sorted; the rest pass through untouched.
 pub fn dedupe(df: &DataFrame) -> LazyFrame {
     let names: Vec<PlSmallStr> = df.get_column_names().into_iter().cloned().collect();
     let n = names.len();
-    df.clone()
+    let repeated = col("ind").is_duplicated();
+    let single = df.clone().lazy().filter(repeated.clone().not());
+    let greatest = df
+        .clone()
         .lazy()
+        .filter(repeated)
         .sort(
             names,
             SortMultipleOptions::default()
@@ -126,7 +131,8 @@ pub fn dedupe(df: &DataFrame) -> LazyFrame {
                 .with_nulls_last_multi(vec![true; n])
                 .with_maintain_order(false),
         )
-        .unique_stable(Some(cols(["ind"])), UniqueKeepStrategy::First)
+        .unique_stable(Some(cols(["ind"])), UniqueKeepStrategy::First);
+    concat([single, greatest], UnionArgs::default()).unwrap_or_else(|_| df.clone().lazy())
 }
 
 fn age_group() -> Expr {

@@ -317,19 +317,26 @@ pub fn quarantine_batch(entries: &[QuarantineEntry], schema: SchemaRef, at_micro
     Ok(RecordBatch::try_new(schema, arrays)?)
 }
 
-/// Reads every active file of the table into arrow batches: fetched concurrently, decoded
-/// in parallel on rayon (decoding inside the futures would run on one task, serially).
+/// Reads every active file of the table into arrow batches.
 pub async fn read_batches(table: &DeltaTable, name: &str) -> Result<Vec<RecordBatch>> {
-    let snapshot = table.snapshot().map_err(|e| Error::delta(name, e))?;
-    let paths: Vec<_> = snapshot.log_data().into_iter().map(|f| f.object_store_path()).collect();
-    read_files(table, paths).await
+    let files = fetch_files(table, active_paths(table, name)?).await?;
+    read_files_with(files, Ok)
 }
 
 /// Reads the given data files of the table (paths relative to its root).
 pub async fn read_files(table: &DeltaTable, paths: Vec<object_store::path::Path>) -> Result<Vec<RecordBatch>> {
-    use rayon::prelude::*;
+    read_files_with(fetch_files(table, paths).await?, Ok)
+}
+
+fn active_paths(table: &DeltaTable, name: &str) -> Result<Vec<object_store::path::Path>> {
+    let snapshot = table.snapshot().map_err(|e| Error::delta(name, e))?;
+    Ok(snapshot.log_data().into_iter().map(|f| f.object_store_path()).collect())
+}
+
+/// Fetches files concurrently (compressed Parquet: small next to what it decodes to).
+async fn fetch_files(table: &DeltaTable, paths: Vec<object_store::path::Path>) -> Result<Vec<(String, bytes::Bytes)>> {
     let store = table.object_store();
-    let files: Vec<(String, bytes::Bytes)> = futures::stream::iter(paths)
+    futures::stream::iter(paths)
         .map(|path| {
             let store = store.clone();
             async move {
@@ -340,14 +347,23 @@ pub async fn read_files(table: &DeltaTable, paths: Vec<object_store::path::Path>
         })
         .buffered(READ_CONCURRENCY)
         .try_collect()
-        .await?;
-    let decoded: Vec<Vec<RecordBatch>> = files
+        .await
+}
+
+/// Decodes files in parallel on rayon (decoding inside futures would run serially), mapping
+/// each batch as soon as it is decoded so that only the mapped form is kept.
+fn read_files_with<T: Send>(
+    files: Vec<(String, bytes::Bytes)>,
+    map: impl Fn(RecordBatch) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    use rayon::prelude::*;
+    let decoded: Vec<Vec<T>> = files
         .into_par_iter()
         .map(|(path, bytes)| {
             let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
                 .and_then(|b| b.with_batch_size(64 * 1024).build())
                 .map_err(|e| Error::input(path, e.to_string()))?;
-            reader.collect::<std::result::Result<Vec<_>, _>>().map_err(Error::from)
+            reader.map(|b| map(b?)).collect::<Result<Vec<T>>>()
         })
         .collect::<Result<_>>()?;
     Ok(decoded.into_iter().flatten().collect())
@@ -356,7 +372,10 @@ pub async fn read_files(table: &DeltaTable, paths: Vec<object_store::path::Path>
 /// A table's batches as one polars frame: `coordinates` split into `latitude`/`longitude`,
 /// timestamps as naive UTC datetimes. `empty` names the columns when there are no rows.
 pub fn batches_to_frame(batches: &[RecordBatch], schema: SchemaRef) -> Result<DataFrame> {
-    let batch = arrow::compute::concat_batches(&schema, batches)?;
+    let batch = match batches {
+        [one] => one.clone(),
+        many => arrow::compute::concat_batches(&schema, many)?,
+    };
     let mut cols: Vec<(String, ArrayRef)> = Vec::new();
     for (field, array) in schema.fields().iter().zip(batch.columns()) {
         match field.data_type() {
@@ -393,11 +412,18 @@ pub fn batches_to_frame(batches: &[RecordBatch], schema: SchemaRef) -> Result<Da
     bridge::frame_from_arrays(cols)
 }
 
-/// Reads a whole table into polars (see `batches_to_frame`).
+/// Reads a whole table into polars (see `batches_to_frame`), batch by batch, so arrow and
+/// polars copies of the whole table never coexist.
 pub async fn read_frame(table: &DeltaTable, name: &str) -> Result<DataFrame> {
     let schema = arrow_schema(table, name)?;
-    let batches = read_batches(table, name).await?;
-    batches_to_frame(&batches, schema)
+    let files = fetch_files(table, active_paths(table, name)?).await?;
+    let frames = read_files_with(files, |b| batches_to_frame(&[b], schema.clone()))?;
+    let mut frames = frames.into_iter();
+    let Some(mut df) = frames.next() else { return batches_to_frame(&[], schema) };
+    for f in frames {
+        df.vstack_mut_owned(f)?;
+    }
+    Ok(df)
 }
 
 /// Commit metadata values stored under `key` across the table's history, newest first.
