@@ -16,10 +16,11 @@ use crate::error::{Error, Result};
 const _: () = assert!(std::mem::size_of::<pffi::ArrowArray>() == std::mem::size_of::<FFI_ArrowArray>());
 const _: () = assert!(std::mem::size_of::<pffi::ArrowSchema>() == std::mem::size_of::<FFI_ArrowSchema>());
 
-/// One polars column → one arrow-rs array (strings come out as LargeUtf8; cast as needed).
+/// One polars column → one arrow-rs array. Strings come out as Utf8View (polars' own layout,
+/// no copy here); the Delta writer casts them to Utf8 once.
 pub fn series_to_arrow(series: &Series) -> Result<ArrayRef> {
     let series = series.rechunk();
-    let compat = CompatLevel::oldest();
+    let compat = CompatLevel::newest();
     let field = series.field().to_arrow(compat);
     let array = series.to_arrow(0, compat);
     let c_array = pffi::export_array_to_c(array);

@@ -219,15 +219,37 @@ pub async fn replace(
     commit(table, name, actions, CommitProperties::default().with_metadata(metadata), SaveMode::Overwrite).await
 }
 
+/// Rows below which a batch is written as one file (splitting would only add small files).
+const PARALLEL_WRITE_MIN_ROWS: usize = 50_000;
+
 /// Writes a batch's Parquet files into the table's folder; returns their (uncommitted) adds.
+/// Large batches are cut into one slice per core, each encoded by its own writer at once:
+/// Parquet encoding is single-threaded per file and would otherwise leave cores idle.
 async fn write_files(table: &DeltaTable, name: &str, batch: RecordBatch) -> Result<Vec<Action>> {
-    if batch.num_rows() == 0 {
+    let rows = batch.num_rows();
+    if rows == 0 {
         return Ok(vec![]);
     }
-    let err = |e| Error::delta(name, e);
-    let mut writer = RecordBatchWriter::for_table(table).map_err(err)?;
-    writer.write(batch).await.map_err(err)?;
-    Ok(writer.flush().await.map_err(err)?.into_iter().map(Action::Add).collect())
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parts = (rows / PARALLEL_WRITE_MIN_ROWS).clamp(1, cores);
+    let per = rows.div_ceil(parts);
+    let mut tasks = Vec::with_capacity(parts);
+    for i in 0..parts {
+        let slice = batch.slice(i * per, per.min(rows - i * per));
+        let mut writer = RecordBatchWriter::for_table(table).map_err(|e| Error::delta(name, e))?;
+        let name = name.to_string();
+        tasks.push(tokio::spawn(async move {
+            let err = |e| Error::delta(name.clone(), e);
+            writer.write(slice).await.map_err(err)?;
+            Ok::<_, Error>(writer.flush().await.map_err(err)?)
+        }));
+    }
+    let mut actions = Vec::new();
+    for t in tasks {
+        let adds = t.await.map_err(|e| Error::Config(format!("parquet writer task failed: {e}")))??;
+        actions.extend(adds.into_iter().map(Action::Add));
+    }
+    Ok(actions)
 }
 
 /// Commits `actions` atomically (deltalake retries non-conflicting races) and reloads state.
