@@ -108,6 +108,8 @@ fn bad_flag(c: &str) -> String {
 /// One cleaned output column with its placeholder and unparseable flags.
 struct Rule {
     name: &'static str,
+    /// Intermediate columns computed once, in order, before `value` (which refers to them).
+    helpers: Vec<Expr>,
     value: Expr,
     placeholder: Expr,
     unparseable: Expr,
@@ -120,33 +122,55 @@ fn string_rule(kind: Kind, field: &'static str) -> Rule {
     let is_ph = any_of(&raw, &ph);
     Rule {
         name: field,
+        helpers: vec![],
         value: when(is_ph.clone()).then(lit(NULL).cast(DataType::String)).otherwise(raw),
         placeholder: is_ph,
         unparseable: lit(false),
     }
 }
 
+/// Lengths computed for rows that fail validation can go negative; slicing needs ≥ 0.
+fn non_negative(e: Expr) -> Expr {
+    when(e.clone().lt(lit(0i64))).then(lit(0i64)).otherwise(e)
+}
+
+/// Byte length of a string column as Int64 (for slicing arithmetic).
+fn len_i64(e: Expr) -> Expr {
+    e.str().len_bytes().cast(DataType::Int64)
+}
+
 /// `follower_count`: digits with an optional fraction and k/M suffix, computed exactly in
 /// 128-bit integers (no floating point), rounded half away from zero, null past i64.
+/// The regex only validates (a fast match); the parts are cut by slicing, not captures.
 fn follower_rule() -> Rule {
     let raw = col("follower_count");
     let is_ph = any_of(&raw, &["", "User Info Error"]);
     let matched = raw.clone().str().contains(lit(FOLLOWER_RE), true).fill_null(lit(false));
-    let int_part = raw.clone().str().extract(lit(FOLLOWER_RE), 1).cast(DataType::Int128);
-    let frac = raw
-        .clone()
-        .str()
-        .extract(lit(FOLLOWER_RE), 2)
-        .fill_null(lit(""))
+    let last = raw.clone().str().tail(lit(1i64));
+    let thousands = any_of(&last, &["k", "K"]);
+    let millions = any_of(&last, &["m", "M"]);
+    let number = when(thousands.clone().or(millions.clone()))
+        .then(raw.clone().str().head(lit(-1i64)))
+        .otherwise(raw.clone())
+        .alias("__fc_number");
+    let dot = col("__fc_number").str().find_literal(lit(".")).cast(DataType::Int64).alias("__fc_dot");
+    let helpers = vec![number, dot];
+    let (number, dot) = (col("__fc_number"), col("__fc_dot"));
+    let int_part = when(dot.clone().is_null())
+        .then(number.clone())
+        .otherwise(number.clone().str().slice(lit(0i64), dot.clone()))
+        .cast(DataType::Int128);
+    let frac = when(dot.clone().is_null())
+        .then(lit(""))
+        .otherwise(number.clone().str().tail(len_i64(number.clone()) - dot - lit(1i64)))
         .str()
         .pad_end(lit(7u64), '0');
-    let suffix = raw.clone().str().extract(lit(FOLLOWER_RE), 3).fill_null(lit(""));
     let scaled = |digits: u32| {
         let whole = int_part.clone() * lit(10i64.pow(digits)).cast(DataType::Int128);
         let kept = if digits == 0 {
             lit(0i64).cast(DataType::Int128)
         } else {
-            frac.clone().str().slice(lit(0i64), lit(digits as u64)).cast(DataType::Int128)
+            frac.clone().str().head(lit(digits as i64)).cast(DataType::Int128)
         };
         let round_up = frac
             .clone()
@@ -156,17 +180,13 @@ fn follower_rule() -> Rule {
             .cast(DataType::Int128);
         whole + kept + round_up
     };
-    let value = when(any_of(&suffix, &["k", "K"]))
-        .then(scaled(3))
-        .when(any_of(&suffix, &["m", "M"]))
-        .then(scaled(6))
-        .otherwise(scaled(0));
+    let value = when(thousands).then(scaled(3)).when(millions).then(scaled(6)).otherwise(scaled(0));
     let in_range = value.clone().lt_eq(lit(i64::MAX).cast(DataType::Int128)).fill_null(lit(false));
     let parsed = when(matched.and(in_range).and(is_ph.clone().not()))
         .then(value.cast(DataType::Int64))
         .otherwise(lit(NULL).cast(DataType::Int64));
     let unparseable = raw.is_not_null().and(is_ph.clone().not()).and(parsed.clone().is_null());
-    Rule { name: "follower_count", value: parsed, placeholder: is_ph, unparseable }
+    Rule { name: "follower_count", helpers, value: parsed, placeholder: is_ph, unparseable }
 }
 
 /// `save_location` loses its exact `Local save in ` prefix; an empty result is a placeholder.
@@ -176,6 +196,7 @@ fn save_location_rule() -> Rule {
     let is_ph = any_of(&stripped, &[""]);
     Rule {
         name: "save_location",
+        helpers: vec![],
         value: when(is_ph.clone()).then(lit(NULL).cast(DataType::String)).otherwise(stripped),
         placeholder: is_ph,
         unparseable: lit(false),
@@ -193,14 +214,28 @@ fn number_rule(
     let ok = raw.clone().str().contains(lit(pattern.to_string()), true).fill_null(lit(false));
     let parsed = when(ok).then(raw.clone().cast(dtype.clone())).otherwise(lit(NULL).cast(dtype));
     let unparseable = raw.is_not_null().and(is_ph.clone().not()).and(parsed.clone().is_null());
-    Rule { name: field, value: parsed, placeholder: is_ph, unparseable }
+    Rule { name: field, helpers: vec![], value: parsed, placeholder: is_ph, unparseable }
 }
 
-/// Datetimes of SPEC §1 → UTC microseconds: the wall-clock part through strptime, then the
-/// fraction (kept to the microsecond) and the offset added as integers.
-pub fn datetime_expr(raw: Expr) -> Expr {
-    let part = |i: usize| raw.clone().str().extract(lit(DATETIME_RE), i);
-    let wall = concat_str([part(1), lit(" "), part(2)], "", false).str().to_datetime(
+/// Datetimes of SPEC §1 → UTC microseconds: validated by one regex match, then cut by
+/// position (the form is fixed): the wall-clock part through strptime, the fraction (kept to
+/// the microsecond) and the offset added as integers. Returns (helpers, value).
+fn datetime_parts(field: &str) -> (Vec<Expr>, Expr) {
+    let raw = col(field);
+    let rest_name = format!("__{field}_rest");
+    let off_name = format!("__{field}_offpos");
+    let rest_len = non_negative(len_i64(raw.clone()) - lit(19i64));
+    let rest_h = raw.clone().str().tail(rest_len).alias(rest_name.as_str());
+    let rest = col(rest_name.as_str());
+    let rest_len = len_i64(rest.clone());
+    let sign = rest.clone().str().find_literal(lit("+")).fill_null(rest.clone().str().find_literal(lit("-")));
+    let off_h = when(rest.clone().str().ends_with(lit("Z")))
+        .then(rest_len.clone() - lit(1i64))
+        .otherwise(sign.cast(DataType::Int64))
+        .alias(off_name.as_str());
+    let off_pos = col(off_name.as_str());
+    let valid = raw.clone().str().contains(lit(DATETIME_RE), true).fill_null(lit(false));
+    let wall = raw.str().head(lit(19i64)).str().replace(lit("T"), lit(" "), true).str().to_datetime(
         Some(TimeUnit::Microseconds),
         None,
         StrptimeOptions {
@@ -211,32 +246,35 @@ pub fn datetime_expr(raw: Expr) -> Expr {
         },
         lit("raise"),
     );
-    let frac_us = part(3)
-        .fill_null(lit(""))
-        .str()
-        .pad_end(lit(6u64), '0')
-        .str()
-        .slice(lit(0i64), lit(6u64))
-        .cast(DataType::Int64);
-    let off = part(4);
+    let frac_end = off_pos.clone().fill_null(rest_len.clone());
+    let frac = when(rest.clone().str().starts_with(lit(".")))
+        .then(rest.clone().str().slice(lit(1i64), non_negative(frac_end - lit(1i64))))
+        .otherwise(lit(""));
+    let frac_us = frac.str().pad_end(lit(6u64), '0').str().head(lit(6i64)).cast(DataType::Int64);
+    let off = rest.str().tail(non_negative(rest_len - off_pos.clone()));
     let hours = off.clone().str().slice(lit(1i64), lit(2u64)).cast(DataType::Int64);
     let minutes = off.clone().str().tail(lit(2i64)).cast(DataType::Int64);
     let sign = when(off.clone().str().starts_with(lit("-"))).then(lit(-1i64)).otherwise(lit(1i64));
-    let off_minutes = when(off.clone().is_null().or(off.eq(lit("Z"))))
+    let off_minutes = when(off_pos.is_null().or(off.eq(lit("Z"))))
         .then(lit(0i64))
         .otherwise(sign * (hours * lit(60i64) + minutes));
-    (wall.cast(DataType::Int64) + frac_us - off_minutes * lit(60_000_000i64))
-        .cast(DataType::Datetime(TimeUnit::Microseconds, None))
+    let micros = wall.cast(DataType::Int64) + frac_us - off_minutes * lit(60_000_000i64);
+    let value = when(valid)
+        .then(micros)
+        .otherwise(lit(NULL).cast(DataType::Int64))
+        .cast(DataType::Datetime(TimeUnit::Microseconds, None));
+    (vec![rest_h, off_h], value)
 }
 
 fn datetime_rule(field: &'static str) -> Rule {
     let raw = col(field);
     let is_ph = any_of(&raw, &[""]);
+    let (helpers, value) = datetime_parts(field);
     let parsed = when(is_ph.clone())
         .then(lit(NULL).cast(DataType::Datetime(TimeUnit::Microseconds, None)))
-        .otherwise(datetime_expr(raw.clone()));
+        .otherwise(value);
     let unparseable = raw.is_not_null().and(is_ph.clone().not()).and(parsed.clone().is_null());
-    Rule { name: field, value: parsed, placeholder: is_ph, unparseable }
+    Rule { name: field, helpers, value: parsed, placeholder: is_ph, unparseable }
 }
 
 fn rules(kind: Kind) -> Vec<Rule> {
@@ -276,7 +314,12 @@ pub fn clean(kind: Kind, decoded: &Decoded) -> PolarsResult<(DataFrame, Quality)
         exprs.push(r.unparseable.clone().fill_null(lit(false)).alias(bad_flag(r.name)));
         flag_names.push(r.name);
     }
-    let staged = decoded.frame.clone().lazy().select(exprs);
+    // Helpers may build on the helpers before them, so each is its own stage, in order.
+    let with_helpers = rules
+        .iter()
+        .flat_map(|r| r.helpers.iter().cloned())
+        .fold(decoded.frame.clone().lazy(), |lf, h| lf.with_column(h));
+    let staged = with_helpers.select(exprs);
     let finish = match kind {
         Kind::User => {
             let first = col("first_name");
