@@ -187,10 +187,22 @@ pub async fn append(
     txns: &[(String, i64)],
     metadata: Vec<(String, serde_json::Value)>,
 ) -> Result<i64> {
-    let actions = match batch {
-        Some(b) => write_files(table, name, b).await?,
-        None => vec![],
+    let files = match batch {
+        Some(b) => start_files(table, name, b)?,
+        None => FilesInFlight::default(),
     };
+    append_files(table, name, files, txns, metadata).await
+}
+
+/// Commits files written earlier (`start_files`) with the txn watermarks, atomically.
+pub async fn append_files(
+    table: &mut DeltaTable,
+    name: &str,
+    files: FilesInFlight,
+    txns: &[(String, i64)],
+    metadata: Vec<(String, serde_json::Value)>,
+) -> Result<i64> {
+    let actions = files.join().await?;
     let now = chrono::Utc::now().timestamp_millis();
     let txns: Vec<Transaction> = txns
         .iter()
@@ -215,20 +227,39 @@ pub async fn replace(
         .into_iter()
         .map(|f| Action::Remove(f.remove_action(true)))
         .collect();
-    actions.extend(write_files(table, name, batch).await?);
+    actions.extend(start_files(table, name, batch)?.join().await?);
     commit(table, name, actions, CommitProperties::default().with_metadata(metadata), SaveMode::Overwrite).await
 }
 
 /// Rows below which a batch is written as one file (splitting would only add small files).
 const PARALLEL_WRITE_MIN_ROWS: usize = 50_000;
 
-/// Writes a batch's Parquet files into the table's folder; returns their (uncommitted) adds.
-/// Large batches are cut into one slice per core, each encoded by its own writer at once:
-/// Parquet encoding is single-threaded per file and would otherwise leave cores idle.
-async fn write_files(table: &DeltaTable, name: &str, batch: RecordBatch) -> Result<Vec<Action>> {
+/// Parquet files being written for a commit: the writers run as tasks, so the caller can do
+/// other work (clean the next batch) meanwhile.
+#[derive(Default)]
+pub struct FilesInFlight {
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<deltalake::kernel::Add>>>>,
+}
+
+impl FilesInFlight {
+    /// Waits for every file; their (uncommitted) add actions.
+    pub async fn join(self) -> Result<Vec<Action>> {
+        let mut actions = Vec::new();
+        for t in self.tasks {
+            let adds = t.await.map_err(|e| Error::Config(format!("parquet writer task failed: {e}")))??;
+            actions.extend(adds.into_iter().map(Action::Add));
+        }
+        Ok(actions)
+    }
+}
+
+/// Starts writing a batch's Parquet files into the table's folder. Large batches are cut into
+/// one slice per core, each encoded by its own writer at once: Parquet encoding is
+/// single-threaded per file and would otherwise leave cores idle.
+pub fn start_files(table: &DeltaTable, name: &str, batch: RecordBatch) -> Result<FilesInFlight> {
     let rows = batch.num_rows();
     if rows == 0 {
-        return Ok(vec![]);
+        return Ok(FilesInFlight::default());
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let parts = (rows / PARALLEL_WRITE_MIN_ROWS).clamp(1, cores);
@@ -241,15 +272,10 @@ async fn write_files(table: &DeltaTable, name: &str, batch: RecordBatch) -> Resu
         tasks.push(tokio::spawn(async move {
             let err = |e| Error::delta(name.clone(), e);
             writer.write(slice).await.map_err(err)?;
-            Ok::<_, Error>(writer.flush().await.map_err(err)?)
+            writer.flush().await.map_err(err)
         }));
     }
-    let mut actions = Vec::new();
-    for t in tasks {
-        let adds = t.await.map_err(|e| Error::Config(format!("parquet writer task failed: {e}")))??;
-        actions.extend(adds.into_iter().map(Action::Add));
-    }
-    Ok(actions)
+    Ok(FilesInFlight { tasks })
 }
 
 /// Commits `actions` atomically (deltalake retries non-conflicting races) and reloads state.

@@ -163,18 +163,31 @@ pub struct SourceRecords {
     pub app_id: String,
     pub records: Vec<RawRecord>,
     pub offsets: Vec<i64>,
+    /// Highest offset ever pushed, including records already handed out by `take`.
+    last: Option<i64>,
 }
 
 impl SourceRecords {
     pub fn new(app_id: String) -> Self {
-        SourceRecords { app_id, records: Vec::new(), offsets: Vec::new() }
+        SourceRecords { app_id, records: Vec::new(), offsets: Vec::new(), last: None }
     }
 
-    /// Adds a record if its offset is past everything already held.
+    /// Adds a record if its offset is past everything already held (or handed out before).
     pub fn push(&mut self, offset: i64, record: RawRecord) {
-        if self.offsets.last().is_none_or(|last| offset > *last) {
+        if self.last.is_none_or(|last| offset > last) {
             self.offsets.push(offset);
             self.records.push(record);
+            self.last = Some(offset);
+        }
+    }
+
+    /// Hands out the records held so far; later pushes still skip offsets at or below them.
+    pub fn take(&mut self) -> SourceRecords {
+        SourceRecords {
+            app_id: self.app_id.clone(),
+            records: std::mem::take(&mut self.records),
+            offsets: std::mem::take(&mut self.offsets),
+            last: self.last,
         }
     }
 }
@@ -372,5 +385,12 @@ mod tests {
             s.push(o, r(&o.to_string()));
         }
         assert_eq!(s.offsets, vec![0, 1, 2, 3]);
+        let first = s.take();
+        assert_eq!(first.offsets, vec![0, 1, 2, 3]);
+        // A later chunk of the same source never repeats what an earlier chunk took.
+        for o in [2, 3, 4] {
+            s.push(o, r(&o.to_string()));
+        }
+        assert_eq!(s.offsets, vec![4]);
     }
 }

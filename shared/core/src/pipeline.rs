@@ -87,21 +87,43 @@ impl Tables {
 
     /// Writes records of one kind, grouped by source partition in offset order, exactly once.
     pub async fn write(&mut self, kind: Kind, sources: Vec<SourceRecords>) -> Result<WriteReport> {
-        let t = std::time::Instant::now();
         let staged = self.stage(kind, &sources).await?;
-        let staged_s = t.elapsed().as_secs_f64();
+        let flight = self.start(staged)?;
+        self.finish(flight).await
+    }
+
+    /// Starts writing a staged batch's data files (tasks); nothing is committed yet.
+    pub fn start(&self, staged: Staged) -> Result<InFlight> {
+        let files = match &staged.frame {
+            Some(frame) if frame.height() > 0 => {
+                let name = self.id.table(staged.kind);
+                let table = &self.data[&staged.kind];
+                let batch = delta::frame_to_batch(frame, delta::arrow_schema(table, &name)?)?;
+                delta::start_files(table, &name, batch)?
+            }
+            _ => delta::FilesInFlight::default(),
+        };
+        Ok(InFlight { staged, files, started: std::time::Instant::now() })
+    }
+
+    /// Commits a batch: quarantine first, then its rows and watermarks in one commit.
+    pub async fn finish(&mut self, flight: InFlight) -> Result<WriteReport> {
+        let InFlight { staged, files, started } = flight;
         self.commit_quarantine(&staged).await?;
-        let quarantine_s = t.elapsed().as_secs_f64() - staged_s;
-        let report = self.commit_data(staged).await?;
+        let report = staged.report.clone();
+        if staged.frame.is_some() {
+            let name = self.id.table(staged.kind);
+            let quality = serde_json::to_value(&report.quality).unwrap_or_default();
+            let meta = vec![(delta::QUALITY_KEY.to_string(), quality)];
+            delta::append_files(self.data_mut(staged.kind), &name, files, &staged.data_txns, meta).await?;
+        }
         tracing::info!(
-            kind = kind.as_str(),
+            kind = staged.kind.as_str(),
             received = report.received,
             tabled = report.tabled,
             quarantined = report.quarantined,
             already_present = report.skipped,
-            stage_s = staged_s,
-            quarantine_commit_s = quarantine_s,
-            data_commit_s = t.elapsed().as_secs_f64() - staged_s - quarantine_s,
+            write_s = started.elapsed().as_secs_f64(),
             "batch written"
         );
         Ok(report)
@@ -144,8 +166,12 @@ impl Tables {
         if records.is_empty() {
             return Ok(Staged { kind, report, frame: None, quarantine: vec![], quarantine_txns: vec![], data_txns });
         }
-        let decoded = record::decode(kind, &records)?;
-        let (frame, mut quality) = clean::clean(kind, &decoded)?;
+        // CPU-bound: let the runtime move other tasks (Parquet writers) off this thread.
+        let (decoded, (frame, mut quality)) = tokio::task::block_in_place(|| {
+            let decoded = record::decode(kind, &records)?;
+            let cleaned = clean::clean(kind, &decoded)?;
+            Ok::<_, polars::prelude::PolarsError>((decoded, cleaned))
+        })?;
         // Quarantine entries a previous (crashed) attempt already stored are not stored again.
         let mut quarantine = Vec::new();
         let mut q_txn: BTreeMap<String, i64> = BTreeMap::new();
@@ -185,18 +211,13 @@ impl Tables {
         Ok(())
     }
 
-    /// Second commit: the cleaned rows and the data watermarks, atomically.
-    pub async fn commit_data(&mut self, staged: Staged) -> Result<WriteReport> {
-        let Some(frame) = staged.frame else { return Ok(staged.report) };
-        let data_name = self.id.table(staged.kind);
-        let table = self.data_mut(staged.kind);
-        let schema = delta::arrow_schema(table, &data_name)?;
-        let batch = delta::frame_to_batch(&frame, schema)?;
-        let quality = serde_json::to_value(&staged.report.quality).unwrap_or_default();
-        let meta = vec![(delta::QUALITY_KEY.to_string(), quality)];
-        delta::append(table, &data_name, Some(batch), &staged.data_txns, meta).await?;
-        Ok(staged.report)
-    }
+}
+
+/// A batch whose data files are being written.
+pub struct InFlight {
+    staged: Staged,
+    files: delta::FilesInFlight,
+    started: std::time::Instant,
 }
 
 /// A batch decoded and cleaned, ready for its two commits.
@@ -229,11 +250,29 @@ impl CleanReport {
     }
 }
 
+/// Commits a batch in flight and counts it under its kind.
+async fn finish_into(tables: &mut Tables, flight: InFlight, report: &mut CleanReport) -> Result<()> {
+    let kind = flight.staged.kind.as_str().to_string();
+    let batch = tables.finish(flight).await?;
+    report.per_kind.entry(kind).or_default().add(&batch);
+    Ok(())
+}
+
 /// Cleans a landing (SPEC §3) into the tables (SPEC §4), skipping what is already there.
 /// `progress(done, total)` is called with raw bytes read.
 pub async fn clean_landing(
     input: &Location,
     tables: &mut Tables,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<CleanReport> {
+    clean_landing_in_chunks(input, tables, CLEAN_CHUNK_BYTES, progress).await
+}
+
+/// `clean_landing` committing about every `chunk_bytes` of raw input.
+pub async fn clean_landing_in_chunks(
+    input: &Location,
+    tables: &mut Tables,
+    chunk_bytes: u64,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<CleanReport> {
     let scan = landing::scan(input).await?;
@@ -242,8 +281,11 @@ pub async fn clean_landing(
     let total: u64 = scan.sources.iter().flat_map(|s| &s.objects).map(|o| o.size).sum();
     let mut done = 0u64;
     progress(0, total);
+    // Pipelined: while one batch's Parquet files are written (tasks), the next is decoded
+    // and cleaned; commits stay in order. A source's next batch never repeats offsets handed
+    // to the previous one (`SourceRecords::take`), so watermarks lagging by one batch are safe.
+    let mut in_flight: Option<InFlight> = None;
     for kind in Kind::ALL {
-        let mut kind_report = WriteReport::default();
         let mut pending: Vec<SourceRecords> = Vec::new();
         let mut pending_bytes = 0u64;
         for source in scan.sources.iter().filter(|s| s.kind == kind) {
@@ -266,20 +308,33 @@ pub async fn clean_landing(
                 pending_bytes += bytes;
                 done += bytes;
                 progress(done, total);
-                if pending_bytes >= CLEAN_CHUNK_BYTES {
-                    pending.push(std::mem::replace(&mut current, SourceRecords::new(source.app_id())));
-                    kind_report.add(&tables.write(kind, std::mem::take(&mut pending)).await?);
+                if pending_bytes >= chunk_bytes {
+                    pending.push(current.take());
+                    let staged = tables.stage(kind, &std::mem::take(&mut pending)).await?;
+                    if let Some(previous) = in_flight.take() {
+                        finish_into(tables, previous, &mut report).await?;
+                    }
+                    in_flight = Some(tables.start(staged)?);
                     pending_bytes = 0;
                 }
             }
             if !current.records.is_empty() {
-                pending.push(current);
+                pending.push(current.take());
             }
         }
         if !pending.is_empty() {
-            kind_report.add(&tables.write(kind, pending).await?);
+            let staged = tables.stage(kind, &pending).await?;
+            if let Some(previous) = in_flight.take() {
+                finish_into(tables, previous, &mut report).await?;
+            }
+            in_flight = Some(tables.start(staged)?);
         }
-        report.per_kind.insert(kind.as_str().to_string(), kind_report);
+    }
+    if let Some(last) = in_flight.take() {
+        finish_into(tables, last, &mut report).await?;
+    }
+    for kind in Kind::ALL {
+        report.per_kind.entry(kind.as_str().to_string()).or_default();
     }
     progress(total, total);
     Ok(report)
@@ -334,6 +389,34 @@ mod tests {
         let report = tables.write(Kind::User, vec![source(&lines)]).await.unwrap();
         assert_eq!((report.tabled, report.skipped), (0, 5));
         assert_eq!(count(&root, "t_user_table").await + count(&root, "t_quarantine").await, lines.len());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn pipelined_small_chunks_write_every_offset_once() {
+        let dir = std::env::temp_dir().join(format!("pinpipe-chunks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let landing = Location::parse(dir.join("landing").to_str().unwrap()).unwrap();
+        let root = Location::parse(dir.join("tables").to_str().unwrap()).unwrap();
+        let store = landing.store().unwrap();
+        let line = |i: i64| format!(r#"{{"ind":{i},"age":{}}}"#, 20 + i % 30).into_bytes();
+        // Objects overlap (0-9, 5-14, 12-19) and one record is poison.
+        for (first, n) in [(0i64, 10i64), (5, 10), (12, 8)] {
+            let lines: Vec<Vec<u8>> = (first..first + n).map(|i| if i == 7 { b"{oops".to_vec() } else { line(i) }).collect();
+            let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_slice()).collect();
+            landing::write_object(&store, "p.user", 0, first, &refs).await.unwrap();
+        }
+        let id = PipelineId::new("t").unwrap();
+        let mut tables = Tables::open(&root, &id).await.unwrap();
+        let report = clean_landing_in_chunks(&landing, &mut tables, 1, &|_, _| {}).await.unwrap();
+        let user = &report.per_kind["user"];
+        assert_eq!((user.tabled, user.quarantined), (19, 1));
+        assert_eq!(count(&root, "t_user_table").await, 19);
+        assert_eq!(count(&root, "t_quarantine").await, 1);
+        assert_eq!(tables.watermark(Kind::User, "p.user-0").await.unwrap(), Some(19));
+        let again = clean_landing_in_chunks(&landing, &mut tables, 1, &|_, _| {}).await.unwrap();
+        assert_eq!(again.per_kind["user"].tabled, 0);
+        assert_eq!(count(&root, "t_user_table").await + count(&root, "t_quarantine").await, 20);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
