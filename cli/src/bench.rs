@@ -203,7 +203,7 @@ async fn maintenance(id: &PipelineId, appends: u64, rows: u64, dir: Option<PathB
             let rec = RawRecord {
                 source: id.topic(Kind::Pin).into(),
                 partition: "0".into(),
-                position: offset.to_string(),
+                position: offset.into(),
                 bytes: line.to_vec().into(),
             };
             src.push(offset, rec);

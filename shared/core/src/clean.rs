@@ -369,7 +369,7 @@ mod tests {
             .map(|(i, l)| RawRecord {
                 source: "test".into(),
                 partition: "0".into(),
-                position: i.to_string(),
+                position: (i as i64).into(),
                 bytes: l.clone().into_bytes().into(),
             })
             .collect();

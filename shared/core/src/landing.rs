@@ -277,16 +277,31 @@ impl SourceReader {
             self.next_offset = self.firsts[piece.object];
             self.carry.clear();
         }
-        let data = if self.carry.is_empty() {
-            bytes
-        } else {
-            self.carry.extend_from_slice(&bytes);
-            Bytes::from(std::mem::take(&mut self.carry))
-        };
+        // A line cut by the previous piece is completed from the head of this one; only that
+        // line is copied, the rest of the piece is split in place.
+        let mut lines = Vec::new();
+        let mut body = bytes;
+        if !self.carry.is_empty() {
+            let head_end = match memchr::memchr(b'\n', &body) {
+                Some(i) => i + 1,
+                None if piece.last => body.len(),
+                None => {
+                    self.carry.extend_from_slice(&body);
+                    return Ok(Some((Vec::new(), piece.range.end - piece.range.start)));
+                }
+            };
+            self.carry.extend_from_slice(&body[..head_end]);
+            let joined = Bytes::from(std::mem::take(&mut self.carry));
+            let (head, next) = split_lines(&joined, self.next_offset);
+            lines.extend(head);
+            self.next_offset = next;
+            body = body.slice(head_end..);
+        }
         // Complete lines only, unless the object ends here; the rest waits for the next piece.
-        let cut = if piece.last { data.len() } else { memchr::memrchr(b'\n', &data).map(|i| i + 1).unwrap_or(0) };
-        self.carry.extend_from_slice(&data[cut..]);
-        let (lines, next) = split_lines(&data.slice(..cut), self.next_offset);
+        let cut = if piece.last { body.len() } else { memchr::memrchr(b'\n', &body).map(|i| i + 1).unwrap_or(0) };
+        self.carry.extend_from_slice(&body[cut..]);
+        let (rest, next) = split_lines(&body.slice(..cut), self.next_offset);
+        lines.extend(rest);
         self.next_offset = next;
         let records = lines
             .into_iter()
@@ -294,7 +309,7 @@ impl SourceReader {
                 let rec = RawRecord {
                     source: self.source.clone(),
                     partition: self.partition.clone(),
-                    position: offset.to_string(),
+                    position: offset.into(),
                     bytes: line,
                 };
                 (offset, rec)
@@ -380,7 +395,7 @@ mod tests {
     #[test]
     fn overlapping_offsets_are_taken_once() {
         let mut s = SourceRecords::new("t-0".into());
-        let r = |p: &str| RawRecord { source: "t".into(), partition: "0".into(), position: p.into(), bytes: Bytes::new() };
+        let r = |p: &str| RawRecord { source: "t".into(), partition: "0".into(), position: p.parse::<i64>().unwrap().into(), bytes: Bytes::new() };
         for o in [0, 1, 2, 1, 2, 3] {
             s.push(o, r(&o.to_string()));
         }

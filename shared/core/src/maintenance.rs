@@ -196,7 +196,7 @@ mod tests {
         let mut s = SourceRecords::new(app.to_string());
         for i in from..from + n {
             let line = format!(r#"{{"ind":{i},"first_name":"A{i}","age":{}}}"#, 20 + i % 40);
-            let rec = RawRecord { source: "t.user".into(), partition: "0".into(), position: i.to_string(), bytes: line.into_bytes().into() };
+            let rec = RawRecord { source: "t.user".into(), partition: "0".into(), position: i.into(), bytes: line.into_bytes().into() };
             s.push(i, rec);
         }
         s

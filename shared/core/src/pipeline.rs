@@ -87,7 +87,7 @@ impl Tables {
 
     /// Writes records of one kind, grouped by source partition in offset order, exactly once.
     pub async fn write(&mut self, kind: Kind, sources: Vec<SourceRecords>) -> Result<WriteReport> {
-        let staged = self.stage(kind, &sources).await?;
+        let staged = self.stage(kind, sources).await?;
         let flight = self.start(staged)?;
         self.finish(flight).await
     }
@@ -130,7 +130,7 @@ impl Tables {
     }
 
     /// Drops records at or below the stored watermarks, decodes and cleans the rest.
-    pub async fn stage(&self, kind: Kind, sources: &[SourceRecords]) -> Result<Staged> {
+    pub async fn stage(&self, kind: Kind, sources: Vec<SourceRecords>) -> Result<Staged> {
         let data_name = self.id.table(kind);
         let q_name = self.id.quarantine_table();
         let mut report = WriteReport::default();
@@ -139,29 +139,31 @@ impl Tables {
         let mut owner: Vec<usize> = Vec::new();
         let mut q_marks: Vec<i64> = Vec::new();
         let mut max_kept: Vec<Option<i64>> = Vec::new();
-        for (si, src) in sources.iter().enumerate() {
+        let mut app_ids = Vec::with_capacity(sources.len());
+        for (si, src) in sources.into_iter().enumerate() {
             report.received += src.records.len() as u64;
             let dv = delta::txn_version(&self.data[&kind], &data_name, &src.app_id).await?.unwrap_or(i64::MIN);
             let qv = delta::txn_version(&self.quarantine, &q_name, &src.app_id).await?.unwrap_or(i64::MIN);
             q_marks.push(qv);
             let mut kept = None;
-            for (rec, off) in src.records.iter().zip(&src.offsets) {
-                if *off <= dv {
+            for (rec, off) in src.records.into_iter().zip(src.offsets) {
+                if off <= dv {
                     report.skipped += 1;
                     continue;
                 }
-                records.push(rec.clone());
-                offsets.push(*off);
+                records.push(rec);
+                offsets.push(off);
                 owner.push(si);
-                kept = Some(*off);
+                kept = Some(off);
             }
             max_kept.push(kept);
+            app_ids.push(src.app_id);
         }
         // Every source's highest offset, quarantined records included, for the data table.
-        let data_txns: Vec<(String, i64)> = sources
+        let data_txns: Vec<(String, i64)> = app_ids
             .iter()
             .zip(&max_kept)
-            .filter_map(|(s, v)| v.map(|v| (s.app_id.clone(), v)))
+            .filter_map(|(a, v)| v.map(|v| (a.clone(), v)))
             .collect();
         if records.is_empty() {
             return Ok(Staged { kind, report, frame: None, quarantine: vec![], quarantine_txns: vec![], data_txns });
@@ -180,7 +182,7 @@ impl Tables {
             if offsets[*idx] > q_marks[si] {
                 quarantine.push(entry.clone());
                 if let Some(v) = max_kept[si] {
-                    q_txn.insert(sources[si].app_id.clone(), v);
+                    q_txn.insert(app_ids[si].clone(), v);
                 }
             }
         }
@@ -310,7 +312,7 @@ pub async fn clean_landing_in_chunks(
                 progress(done, total);
                 if pending_bytes >= chunk_bytes {
                     pending.push(current.take());
-                    let staged = tables.stage(kind, &std::mem::take(&mut pending)).await?;
+                    let staged = tables.stage(kind, std::mem::take(&mut pending)).await?;
                     if let Some(previous) = in_flight.take() {
                         finish_into(tables, previous, &mut report).await?;
                     }
@@ -323,7 +325,7 @@ pub async fn clean_landing_in_chunks(
             }
         }
         if !pending.is_empty() {
-            let staged = tables.stage(kind, &pending).await?;
+            let staged = tables.stage(kind, pending).await?;
             if let Some(previous) = in_flight.take() {
                 finish_into(tables, previous, &mut report).await?;
             }
@@ -351,7 +353,7 @@ mod tests {
             let rec = RawRecord {
                 source: "t.user".into(),
                 partition: "0".into(),
-                position: i.to_string(),
+                position: (i as i64).into(),
                 bytes: Bytes::copy_from_slice(l.as_bytes()),
             };
             s.push(i as i64, rec);
@@ -374,7 +376,7 @@ mod tests {
         {
             // The first attempt stores the quarantine, then "crashes" before the data commit.
             let mut tables = Tables::open(&root, &id).await.unwrap();
-            let staged = tables.stage(Kind::User, &[source(&lines)]).await.unwrap();
+            let staged = tables.stage(Kind::User, vec![source(&lines)]).await.unwrap();
             tables.commit_quarantine(&staged).await.unwrap();
         }
         assert_eq!(count(&root, "t_quarantine").await, 2);

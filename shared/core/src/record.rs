@@ -19,6 +19,29 @@ use crate::names::Kind;
 /// spread a Lambda-sized batch over both cores.
 const DECODE_CHUNK: usize = 8192;
 
+/// Where a record sits in its source: an offset or line (most records), or a text position
+/// such as a Kinesis sequence number. Kept cheap: one is made per record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Position {
+    Offset(i64),
+    Text(Arc<str>),
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::Offset(o) => write!(f, "{o}"),
+            Position::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl From<i64> for Position {
+    fn from(o: i64) -> Self {
+        Position::Offset(o)
+    }
+}
+
 /// One record as received, with the position that makes it unique (SPEC §3, §4).
 #[derive(Debug, Clone)]
 pub struct RawRecord {
@@ -27,7 +50,7 @@ pub struct RawRecord {
     /// Partition or shard.
     pub partition: Arc<str>,
     /// Offset, sequence number or line.
-    pub position: String,
+    pub position: Position,
     pub bytes: Bytes,
 }
 
@@ -46,7 +69,7 @@ impl QuarantineEntry {
         QuarantineEntry {
             source: record.source.to_string(),
             partition: record.partition.to_string(),
-            position: record.position.clone(),
+            position: record.position.to_string(),
             reason,
             raw: record.bytes.clone(),
         }
@@ -462,7 +485,7 @@ mod tests {
         RawRecord {
             source: "t.pin".into(),
             partition: "0".into(),
-            position: "7".into(),
+            position: Position::Offset(7),
             bytes: Bytes::copy_from_slice(json.as_bytes()),
         }
     }
