@@ -90,6 +90,22 @@ fn ticks(max: f64) -> Vec<f64> {
     (0..=n).map(|i| i as f64 * step).collect()
 }
 
+/// Horizontal grid lines with their values, from 0 at the bottom to the last tick at the top.
+fn value_axis(s: &mut String, ticks: &[f64], top: f64, plot_h: f64, left: f64) {
+    let max = ticks.last().copied().unwrap_or(1.0);
+    for v in ticks.iter().copied() {
+        let y = top + plot_h - plot_h * v / max;
+        let _ = write!(
+            s,
+            r#"<line x1="{left}" x2="{x2}" y1="{y:.1}" y2="{y:.1}" class="grid"/><text x="{tx}" y="{ty:.1}" text-anchor="end" class="axis">{v}</text>"#,
+            x2 = WIDTH - 20.0,
+            tx = left - 6.0,
+            ty = y + 4.0,
+            v = escape(&short(v)),
+        );
+    }
+}
+
 /// A bar to draw: label, value, colour and a note shown beside the value.
 struct Bar {
     label: String,
@@ -137,17 +153,7 @@ fn vbars(bars: &[Bar]) -> String {
     let slot = plot_w / bars.len().max(1) as f64;
     let bw = (slot * 0.6).min(120.0);
     let mut s = format!(r#"<svg viewBox="0 0 {WIDTH} {h}" width="100%" role="img">"#);
-    for v in ticks.iter().copied() {
-        let y = top + plot_h - plot_h * v / max;
-        let _ = write!(
-            s,
-            r#"<line x1="{left}" x2="{x2}" y1="{y:.1}" y2="{y:.1}" class="grid"/><text x="{tx}" y="{ty:.1}" text-anchor="end" class="axis">{v}</text>"#,
-            x2 = WIDTH - 20.0,
-            tx = left - 6.0,
-            ty = y + 4.0,
-            v = escape(&short(v)),
-        );
-    }
+    value_axis(&mut s, &ticks, top, plot_h, left);
     for (i, b) in bars.iter().enumerate() {
         let bh = b.value / max * plot_h;
         let x = left + slot * i as f64 + (slot - bw) / 2.0;
@@ -196,17 +202,7 @@ fn grouped(groups: &[String], series: &[String], value: impl Fn(usize, usize) ->
             n = escape(name)
         );
     }
-    for v in ticks.iter().copied() {
-        let y = top + plot_h - plot_h * v / max;
-        let _ = write!(
-            s,
-            r#"<line x1="{left}" x2="{x2}" y1="{y:.1}" y2="{y:.1}" class="grid"/><text x="{tx}" y="{ty:.1}" text-anchor="end" class="axis">{v}</text>"#,
-            x2 = WIDTH - 20.0,
-            tx = left - 6.0,
-            ty = y + 4.0,
-            v = escape(&short(v))
-        );
-    }
+    value_axis(&mut s, &ticks, top, plot_h, left);
     for (g, label) in groups.iter().enumerate() {
         let gx = left + slot * g as f64 + (slot - bw * series.len() as f64) / 2.0;
         for k in 0..series.len() {
