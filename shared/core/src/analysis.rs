@@ -115,7 +115,7 @@ pub struct Inputs {
 /// Each `ind` once: the greatest row (column by column in table order, nulls lowest,
 /// strings by bytes), a rule of content alone so file order or compaction cannot change it.
 /// Only rows whose `ind` repeats are sorted; the rest pass through untouched.
-pub fn dedupe(df: &DataFrame) -> LazyFrame {
+pub fn dedupe(df: &DataFrame) -> PolarsResult<LazyFrame> {
     let names: Vec<PlSmallStr> = df.get_column_names().into_iter().cloned().collect();
     let n = names.len();
     let repeated = col("ind").is_duplicated();
@@ -132,7 +132,7 @@ pub fn dedupe(df: &DataFrame) -> LazyFrame {
                 .with_maintain_order(false),
         )
         .unique_stable(Some(cols(["ind"])), UniqueKeepStrategy::First);
-    concat([single, greatest], UnionArgs::default()).unwrap_or_else(|_| df.clone().lazy())
+    concat([single, greatest], UnionArgs::default())
 }
 
 fn age_group() -> Expr {
@@ -216,9 +216,9 @@ fn in_years(lo: i32, hi: i32) -> Expr {
 /// Computes all nine outputs, in `OUTPUTS` order, each with exactly its listed columns.
 pub fn compute(inputs: &Inputs) -> Result<Vec<(&'static OutputSpec, DataFrame)>> {
     // Materialise the shared inputs once; each output is then a small query over them.
-    let pin = dedupe(&inputs.pin).collect()?.lazy();
-    let geo = dedupe(&inputs.geo).collect()?.lazy();
-    let user = dedupe(&inputs.user).collect()?.lazy();
+    let pin = dedupe(&inputs.pin)?.collect()?.lazy();
+    let geo = dedupe(&inputs.geo)?.collect()?.lazy();
+    let user = dedupe(&inputs.user)?.collect()?.lazy();
     let join = |a: LazyFrame, b: LazyFrame| a.join(b, [col("ind")], [col("ind")], JoinArgs::new(JoinType::Inner));
     let pin_geo = join(pin.clone().select([col("ind"), col("category"), col("poster_name"), col("follower_count")]),
         geo.select([col("ind"), col("country"), col("timestamp")]))

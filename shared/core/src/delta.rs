@@ -148,6 +148,7 @@ pub async fn open_or_create(root: &Location, name: &str, fields: Vec<StructField
         std::fs::create_dir_all(p.join(name))
             .map_err(|e| Error::Io { path: p.join(name).display().to_string(), source: e })?;
     }
+    let expected = fields.clone();
     let created = CreateBuilder::new()
         .with_location(root.join(name).url().as_str())
         .with_storage_options(storage::delta_storage_options())
@@ -157,15 +158,12 @@ pub async fn open_or_create(root: &Location, name: &str, fields: Vec<StructField
         .await;
     match created {
         Ok(t) => Ok(t),
-        // Another writer created it first: use theirs (the schema check runs on reopen).
-        Err(_) => Box::pin(open_or_create_existing(root, name)).await,
+        // Another writer may have created it first: use theirs, checked like any existing one.
+        Err(e) => match open(root, name).await? {
+            Some(_) => Box::pin(open_or_create(root, name, expected)).await,
+            None => Err(Error::delta(name, e)),
+        },
     }
-}
-
-async fn open_or_create_existing(root: &Location, name: &str) -> Result<DeltaTable> {
-    open(root, name)
-        .await?
-        .ok_or_else(|| Error::Config(format!("table {name} could not be created under {}", root.display())))
 }
 
 /// The exactly-once watermark stored for `app_id`, if any.
@@ -337,7 +335,10 @@ pub fn frame_to_batch(df: &DataFrame, schema: SchemaRef) -> Result<RecordBatch> 
 
 fn cast_f64(a: &ArrayRef) -> Result<Float64Array> {
     let c = arrow::compute::cast(a, &ArrowType::Float64)?;
-    Ok(c.as_any().downcast_ref::<Float64Array>().cloned().unwrap_or_else(|| Float64Array::from(Vec::<f64>::new())))
+    c.as_any()
+        .downcast_ref::<Float64Array>()
+        .cloned()
+        .ok_or_else(|| Error::Config("a coordinate column did not cast to Float64".into()))
 }
 
 /// Quarantine entries as a batch of the quarantine table.
