@@ -112,6 +112,7 @@ struct InvokeArgs {
 /// Lambdas that `invoke` can run (the others arrive with their issues).
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Function {
+    KafkaSink,
     BatchAnalysis,
 }
 
@@ -246,6 +247,12 @@ async fn cmd_invoke(a: InvokeArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.event).with_context(|| format!("reading event {}", a.event.display()))?;
     let cfg = pinpipe_core::config::Config::from_env()?;
     let response = match a.function {
+        Function::KafkaSink => {
+            let event = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not an MSK (Kafka) event", a.event.display()))?;
+            let mut tables = pinpipe_core::pipeline::Tables::open(&cfg.tables, &cfg.id).await?;
+            serde_json::to_value(pinpipe_core::handlers::kafka_sink(&cfg, &mut tables, event).await?)?
+        }
         Function::BatchAnalysis => {
             let event = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not an EventBridge event", a.event.display()))?;

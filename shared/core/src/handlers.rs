@@ -76,3 +76,86 @@ pub async fn batch_analysis(cfg: &Config, event: EventBridgeEvent<serde_json::Va
     tracing::info!(outputs = OUTPUTS.len(), reports = reports.len(), "scheduled analysis finished");
     Ok(BatchAnalysisResponse { run_time: fmt_time(&run_time), catch_up, maintenance: maintenance_reports, outputs, reports })
 }
+
+/// What the Kafka sink did with one MSK batch, returned as the Lambda's response.
+#[derive(Debug, Default, Serialize)]
+pub struct KafkaSinkResponse {
+    pub received: u64,
+    /// Landing objects written (one per contiguous run of offsets per topic-partition).
+    pub landed_objects: Vec<String>,
+    pub tabled: u64,
+    pub quarantined: u64,
+    /// Records at or below a stored watermark: a redelivery, written before.
+    pub already_present: u64,
+}
+
+/// The Kafka/MSK sink (replaces the Confluent S3 sink): lands each topic-partition's raw values
+/// under PINPIPE_LANDING (SPEC §3; a redelivery rewrites the same keys), then cleans them into
+/// the tables exactly once. A failure returns an error, so Lambda retries the whole batch;
+/// what an earlier attempt stored is then skipped by its watermark.
+pub async fn kafka_sink(
+    cfg: &Config,
+    tables: &mut Tables,
+    event: aws_lambda_events::kafka::KafkaEvent,
+) -> Result<KafkaSinkResponse> {
+    use base64::Engine;
+    use std::collections::BTreeMap;
+
+    use crate::landing::{self, SourceRecords};
+    use crate::record::RawRecord;
+
+    let landing_root = cfg.landing.as_ref().ok_or_else(|| {
+        crate::Error::Config("PINPIPE_LANDING is not set: the Kafka sink lands raw batches there".into())
+    })?;
+    let store = landing_root.store()?;
+    // Other instances (other partitions, or a redelivery elsewhere) may have committed since.
+    tables.refresh().await?;
+    let mut groups: BTreeMap<(String, i64), Vec<(i64, bytes::Bytes)>> = BTreeMap::new();
+    let mut response = KafkaSinkResponse::default();
+    for record in event.records.into_values().flatten() {
+        response.received += 1;
+        let topic = record.topic.clone().unwrap_or_default();
+        // A value that is not base64 is kept as sent; cleaning then quarantines it with a reason.
+        let value = record.value.unwrap_or_default();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(value.as_bytes())
+            .map(bytes::Bytes::from)
+            .unwrap_or_else(|_| bytes::Bytes::from(value.into_bytes()));
+        groups.entry((topic, record.partition)).or_default().push((record.offset, bytes));
+    }
+    let mut by_kind: BTreeMap<Kind, Vec<SourceRecords>> = BTreeMap::new();
+    for ((topic, partition), mut records) in groups {
+        let kind = Kind::from_source_name(&topic).ok_or_else(|| {
+            crate::Error::Config(format!("topic {topic:?} is not a pin, geo or user topic; check the event source mapping"))
+        })?;
+        records.sort_by_key(|(o, _)| *o);
+        records.dedup_by_key(|(o, _)| *o);
+        // Line i of an object is offset first+i, so a gap in offsets starts a new object.
+        let mut start = 0;
+        for i in 1..=records.len() {
+            if i == records.len() || records[i].0 != records[i - 1].0 + 1 {
+                let run = &records[start..i];
+                let lines: Vec<&[u8]> = run.iter().map(|(_, b)| b.as_ref()).collect();
+                let key = landing::write_object(&store, &topic, partition as i32, run[0].0, &lines).await?;
+                response.landed_objects.push(key.to_string());
+                start = i;
+            }
+        }
+        let part = partition.to_string();
+        let mut source = SourceRecords::new(landing::app_id(&topic, &part));
+        let (src, prt): (std::sync::Arc<str>, std::sync::Arc<str>) = (topic.as_str().into(), part.as_str().into());
+        for (offset, bytes) in records {
+            source.push(offset, RawRecord { source: src.clone(), partition: prt.clone(), position: offset.into(), bytes });
+        }
+        by_kind.entry(kind).or_default().push(source);
+    }
+    for (kind, sources) in by_kind {
+        let r = tables.write(kind, sources).await?;
+        response.tabled += r.tabled;
+        response.quarantined += r.quarantined;
+        response.already_present += r.skipped;
+    }
+    tracing::info!(received = response.received, tabled = response.tabled, quarantined = response.quarantined,
+        already_present = response.already_present, objects = response.landed_objects.len(), "kafka batch done");
+    Ok(response)
+}
