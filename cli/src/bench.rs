@@ -37,6 +37,19 @@ enum BenchWhat {
         #[arg(long, default_value = "python3")]
         python: String,
     },
+    /// One MSK-shaped batch through the Kafka sink (landing + clean + Delta commit), against a
+    /// bare Parquet writer writing the same rows; peak RSS of the sink as its own process.
+    Sink {
+        /// Records in the batch (spread over the pin, geo and user topics).
+        #[arg(long, default_value_t = 10_000)]
+        records: u64,
+        /// Also run against this S3 location (for example s3://bucket/bench on moto).
+        #[arg(long)]
+        s3: Option<String>,
+        /// Working directory (default: a fresh one under the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Scan time of a table after many small appends, before and after compaction.
     Maintenance {
         /// Appends (commits) to make, each one small file.
@@ -55,6 +68,7 @@ pub async fn run(id: &PipelineId, a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Batch { posts, dir, python } => batch(id, posts, dir, &python).await,
         BenchWhat::Maintenance { appends, rows, dir } => maintenance(id, appends, rows, dir).await,
+        BenchWhat::Sink { records, s3, dir } => sink(id, records, s3, dir).await,
     }
 }
 
@@ -230,5 +244,117 @@ async fn maintenance(id: &PipelineId, appends: u64, rows: u64, dir: Option<PathB
     println!("{:<40} {:>10.3}", format!("before compaction ({appends} files)"), before);
     println!("{:<40} {:>10.3}", format!("after compaction ({} files)", report.files_written.max(1)), after);
     println!("ratio after/before (lower is better): {:.3}  (speed-up {:.1}x)", after / before, before / after);
+    Ok(())
+}
+
+/// An MSK event holding `posts` generated posts (three records each), offsets from `first`.
+fn msk_event(id: &PipelineId, posts: u64, first: u64) -> serde_json::Value {
+    use base64::Engine;
+    use pinpipe_core::Kind;
+    let cfg = GenConfig { posts: first + posts, seed: 11, duplicates: 0.0 };
+    let block = generate::block(&cfg, first, first + posts);
+    let mut records = serde_json::Map::new();
+    for (kind, buf) in Kind::ALL.iter().zip(block.iter()) {
+        let topic = id.topic(*kind);
+        let recs: Vec<serde_json::Value> = buf
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+            .map(|(i, line)| {
+                serde_json::json!({
+                    "topic": topic, "partition": 0, "offset": first + i as u64, "timestamp": 0,
+                    "timestampType": "CREATE_TIME", "key": null, "headers": [],
+                    "value": base64::engine::general_purpose::STANDARD.encode(line),
+                })
+            })
+            .collect();
+        records.insert(format!("{topic}-0"), serde_json::Value::Array(recs));
+    }
+    serde_json::json!({ "eventSource": "aws:kafka", "records": records })
+}
+
+/// Runs the sink handler in-process on `event` against `tables`/`landing`; seconds taken.
+async fn sink_once(id: &PipelineId, tables: &str, landing: &str, event: &serde_json::Value) -> Result<f64> {
+    use pinpipe_core::config::Config;
+    let lookup = |k: &str| match k {
+        "PINPIPE_ID" => Some(id.as_str().to_string()),
+        "PINPIPE_TABLES" => Some(tables.to_string()),
+        "PINPIPE_LANDING" => Some(landing.to_string()),
+        _ => None,
+    };
+    let cfg = Config::from_lookup(lookup)?;
+    let mut t = pinpipe_core::pipeline::Tables::open(&cfg.tables, &cfg.id).await?;
+    let event = serde_json::from_value(event.clone())?;
+    let started = Instant::now();
+    let r = pinpipe_core::handlers::kafka_sink(&cfg, &mut t, event).await?;
+    anyhow::ensure!(r.tabled + r.quarantined == r.received, "sink lost records: {r:?}");
+    Ok(started.elapsed().as_secs_f64())
+}
+
+async fn sink(id: &PipelineId, records: u64, s3: Option<String>, dir: Option<PathBuf>) -> Result<()> {
+    use pinpipe_core::Kind;
+    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("pinpipe-bench-sink-{records}")));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let posts = records.div_ceil(3);
+    // A small first batch creates the tables: that is container start-up, not batch work.
+    let warm = msk_event(id, 10, 0);
+    let event = msk_event(id, posts, 10);
+    let n = posts * 3;
+    let local_tables = dir.join("tables").display().to_string();
+    let local_landing = dir.join("landing").display().to_string();
+    sink_once(id, &local_tables, &local_landing, &warm).await?;
+    let local_s = sink_once(id, &local_tables, &local_landing, &event).await?;
+
+    // Floor: the same cleaned rows written by a bare Parquet writer (no landing, no Delta log).
+    let tables_loc = Location::parse(&local_tables)?;
+    let mut floor_s = 0.0;
+    for kind in Kind::ALL {
+        let name = id.table(kind);
+        let table = pinpipe_core::delta::open(&tables_loc, &name).await?.context("table missing")?;
+        let batches = pinpipe_core::delta::read_batches(&table, &name).await?;
+        let schema = batches.first().map(|b| b.schema()).context("no rows")?;
+        let t = Instant::now();
+        let file = std::fs::File::create(dir.join(format!("floor-{}.parquet", kind.as_str())))?;
+        let props = pinpipe_core::delta::bare_writer_properties();
+        let mut w = deltalake::parquet::arrow::ArrowWriter::try_new(file, schema, Some(props))?;
+        for b in &batches {
+            w.write(b)?;
+        }
+        w.close()?;
+        floor_s += t.elapsed().as_secs_f64();
+    }
+
+    // Peak memory of the sink alone, as its own process on a fresh pair of locations.
+    let event_file = dir.join("event.json");
+    std::fs::write(&event_file, serde_json::to_vec(&event)?)?;
+    let exe = std::env::current_exe()?;
+    let rss = measure(
+        Command::new(&exe)
+            .args(["invoke", "kafka-sink", "--event"])
+            .arg(&event_file)
+            .env("PINPIPE_ID", id.as_str())
+            .env("PINPIPE_TABLES", dir.join("rss-tables"))
+            .env("PINPIPE_LANDING", dir.join("rss-landing")),
+    )?;
+
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+    println!("bench sink: one MSK batch of {n} records ({posts} posts x pin/geo/user), landing + clean + Delta commit");
+    println!("{:<44} {:>10} {:>14} {:>18}", "", "seconds", "records/s", "records/s/core");
+    let line = |label: &str, s: f64| {
+        println!("{label:<44} {s:>10.3} {:>14.0} {:>18.0}", n as f64 / s, n as f64 / s / cores);
+    };
+    line("pinpipe kafka-sink, local disk", local_s);
+    if let Some(url) = s3 {
+        let base = url.trim_end_matches('/');
+        let (t, l) = (format!("{base}/tables"), format!("{base}/landing"));
+        sink_once(id, &t, &l, &warm).await?;
+        line(&format!("pinpipe kafka-sink, {base}"), sink_once(id, &t, &l, &event).await?);
+    }
+    line("floor: bare Parquet writer, same rows", floor_s);
+    println!("ratio sink/floor (local disk): {:.1}", local_s / floor_s);
+    println!("peak RSS of the sink process (start-up + this batch): {:.0} MB", rss.max_rss_mb);
     Ok(())
 }

@@ -229,6 +229,13 @@ pub async fn replace(
     commit(table, name, actions, CommitProperties::default().with_metadata(metadata), SaveMode::Overwrite).await
 }
 
+/// The Parquet settings deltalake's writer uses (Snappy), for a like-for-like bare writer.
+pub fn bare_writer_properties() -> deltalake::parquet::file::properties::WriterProperties {
+    deltalake::parquet::file::properties::WriterProperties::builder()
+        .set_compression(deltalake::parquet::basic::Compression::SNAPPY)
+        .build()
+}
+
 /// Rows below which a batch is written as one file (splitting would only add small files).
 const PARALLEL_WRITE_MIN_ROWS: usize = 50_000;
 
