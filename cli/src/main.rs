@@ -222,7 +222,7 @@ async fn cmd_clean(id: &PipelineId, a: CleanArgs) -> Result<()> {
     let input = Location::parse_existing(&a.input)?;
     let output = Location::parse(&a.output)?;
     let report = clean(id, &input, &output).await?;
-    ui::print_clean(&report, &output);
+    ui::print_clean(&report, &output, &id.quarantine_table());
     Ok(())
 }
 
@@ -289,7 +289,7 @@ async fn cmd_demo(id: &PipelineId, a: DemoArgs) -> Result<()> {
 
     let report = clean(id, &landing, &tables).await?;
     print!("2/3 ");
-    ui::print_clean(&report, &tables);
+    ui::print_clean(&report, &tables, &id.quarantine_table());
 
     let run = analyze(id, &tables, &out).await?;
     println!("3/3 analysis done");

@@ -82,7 +82,7 @@ pub fn fresh_demo_dir(dir: &Path) -> Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
-pub fn print_clean(report: &CleanReport, tables: &Location) {
+pub fn print_clean(report: &CleanReport, tables: &Location, quarantine_table: &str) {
     let total = report.total();
     println!(
         "cleaned into {}: {} records received, {} tabled, {} quarantined, {} already present",
@@ -104,7 +104,7 @@ pub fn print_clean(report: &CleanReport, tables: &Location) {
         println!("  warnings: {warnings} unparseable values nulled ({})", detail.join(", "));
     }
     if total.quarantined > 0 {
-        println!("  quarantined records are in the {} table with their reason", "<id>_quarantine");
+        println!("  quarantined records are in the {quarantine_table} table, each with its reason");
     }
     for f in &report.skipped_files {
         eprintln!("warning: skipped {f}: not a pin/geo/user landing object or JSON Lines file");
