@@ -373,6 +373,24 @@ pub fn quarantine_batch(entries: &[QuarantineEntry], schema: SchemaRef, at_micro
     Ok(RecordBatch::try_new(schema, arrays)?)
 }
 
+/// Rows in the table, from the per-file record counts in the log (no data read); files
+/// written without that statistic are read and counted.
+pub async fn row_count(table: &DeltaTable, name: &str) -> Result<u64> {
+    let snapshot = table.snapshot().map_err(|e| Error::delta(name, e))?;
+    let mut rows = 0u64;
+    let mut unknown = Vec::new();
+    for f in snapshot.log_data() {
+        match f.num_records() {
+            Some(n) => rows += n as u64,
+            None => unknown.push(f.object_store_path()),
+        }
+    }
+    if !unknown.is_empty() {
+        rows += read_files(table, unknown).await?.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+    }
+    Ok(rows)
+}
+
 /// Reads every active file of the table into arrow batches.
 pub async fn read_batches(table: &DeltaTable, name: &str) -> Result<Vec<RecordBatch>> {
     let files = fetch_files(table, active_paths(table, name)?).await?;

@@ -131,7 +131,6 @@ impl Tables {
 
     /// Drops records at or below the stored watermarks, decodes and cleans the rest.
     pub async fn stage(&self, kind: Kind, sources: Vec<SourceRecords>) -> Result<Staged> {
-        let data_name = self.id.table(kind);
         let q_name = self.id.quarantine_table();
         let mut report = WriteReport::default();
         let mut records: Vec<RawRecord> = Vec::new();
@@ -142,7 +141,7 @@ impl Tables {
         let mut app_ids = Vec::with_capacity(sources.len());
         for (si, src) in sources.into_iter().enumerate() {
             report.received += src.records.len() as u64;
-            let dv = delta::txn_version(&self.data[&kind], &data_name, &src.app_id).await?.unwrap_or(i64::MIN);
+            let dv = self.watermark(kind, &src.app_id).await?.unwrap_or(i64::MIN);
             let qv = delta::txn_version(&self.quarantine, &q_name, &src.app_id).await?.unwrap_or(i64::MIN);
             q_marks.push(qv);
             let mut kept = None;
@@ -169,7 +168,7 @@ impl Tables {
             return Ok(Staged { kind, report, frame: None, quarantine: vec![], quarantine_txns: vec![], data_txns });
         }
         // CPU-bound: let the runtime move other tasks (Parquet writers) off this thread.
-        let (decoded, (frame, mut quality)) = tokio::task::block_in_place(|| {
+        let (decoded, (frame, quality)) = tokio::task::block_in_place(|| {
             let decoded = record::decode(kind, &records)?;
             let cleaned = clean::clean(kind, &decoded)?;
             Ok::<_, polars::prelude::PolarsError>((decoded, cleaned))
@@ -186,7 +185,6 @@ impl Tables {
                 }
             }
         }
-        quality.quarantined = decoded.quarantined.len() as u64;
         report.tabled = frame.height() as u64;
         report.quarantined = decoded.quarantined.len() as u64;
         report.quality = quality;

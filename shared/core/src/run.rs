@@ -113,7 +113,7 @@ pub async fn analyze(tables: &Location, id: &PipelineId, run_time: DateTime<Utc>
     let quarantined = match delta::open(tables, &id.quarantine_table()).await? {
         Some(t) => {
             versions.insert(id.quarantine_table(), t.version().map_or(-1, |v| v as i64));
-            delta::read_batches(&t, &id.quarantine_table()).await?.iter().map(|b| b.num_rows() as u64).sum()
+            delta::row_count(&t, &id.quarantine_table()).await?
         }
         None => 0,
     };
