@@ -283,10 +283,10 @@ async fn sink_once(id: &PipelineId, tables: &str, landing: &str, event: &serde_j
         _ => None,
     };
     let cfg = Config::from_lookup(lookup)?;
-    let mut t = pinpipe_core::pipeline::Tables::open(&cfg.tables, &cfg.id).await?;
+    let mut sink = pinpipe_core::handlers::KafkaSink::open(&cfg).await?;
     let event = serde_json::from_value(event.clone())?;
     let started = Instant::now();
-    let r = pinpipe_core::handlers::kafka_sink(&cfg, &mut t, event).await?;
+    let r = sink.handle(event).await?;
     anyhow::ensure!(r.tabled + r.quarantined == r.received, "sink lost records: {r:?}");
     Ok(started.elapsed().as_secs_f64())
 }

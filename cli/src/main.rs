@@ -250,8 +250,8 @@ async fn cmd_invoke(a: InvokeArgs) -> Result<()> {
         Function::KafkaSink => {
             let event = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not an MSK (Kafka) event", a.event.display()))?;
-            let mut tables = pinpipe_core::pipeline::Tables::open(&cfg.tables, &cfg.id).await?;
-            serde_json::to_value(pinpipe_core::handlers::kafka_sink(&cfg, &mut tables, event).await?)?
+            let mut sink = pinpipe_core::handlers::KafkaSink::open(&cfg).await?;
+            serde_json::to_value(sink.handle(event).await?)?
         }
         Function::BatchAnalysis => {
             let event = serde_json::from_str(&text)

@@ -1,22 +1,21 @@
-//! The Kafka/MSK sink Lambda: configuration and table handles are made once per container;
-//! each MSK batch runs `pinpipe_core::handlers::kafka_sink`.
+//! The Kafka/MSK sink Lambda: configuration, table handles and the landing client are made
+//! once per container;
+//! each MSK batch runs `KafkaSink::handle`.
 
 use aws_lambda_events::kafka::KafkaEvent;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use pinpipe_core::config::{init_lambda_logging, Config};
-use pinpipe_core::handlers::kafka_sink;
-use pinpipe_core::pipeline::Tables;
+use pinpipe_core::handlers::KafkaSink;
 use tokio::sync::Mutex;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_lambda_logging();
     let cfg = Config::from_env()?;
-    let tables = Mutex::new(Tables::open(&cfg.tables, &cfg.id).await?);
-    let (cfg, tables) = (&cfg, &tables);
+    let sink = Mutex::new(KafkaSink::open(&cfg).await?);
+    let sink = &sink;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
-        let mut tables = tables.lock().await;
-        let response = kafka_sink(cfg, &mut tables, event.payload).await?;
+        let response = sink.lock().await.handle(event.payload).await?;
         Ok::<_, Error>(serde_json::to_value(response)?)
     }))
     .await

@@ -89,13 +89,33 @@ pub struct KafkaSinkResponse {
     pub already_present: u64,
 }
 
+/// The Kafka/MSK sink's clients, made once per container: the table handles and the landing.
+pub struct KafkaSink {
+    pub tables: Tables,
+    landing: std::sync::Arc<dyn object_store::ObjectStore>,
+}
+
+impl KafkaSink {
+    pub async fn open(cfg: &Config) -> Result<Self> {
+        let landing = cfg.landing.as_ref().ok_or_else(|| {
+            crate::Error::Config("PINPIPE_LANDING is not set: the Kafka sink lands raw batches there".into())
+        })?;
+        Ok(KafkaSink { tables: Tables::open(&cfg.tables, &cfg.id).await?, landing: landing.store()? })
+    }
+
+    /// One MSK batch (see `kafka_sink`).
+    pub async fn handle(&mut self, event: aws_lambda_events::kafka::KafkaEvent) -> Result<KafkaSinkResponse> {
+        kafka_sink(&mut self.tables, &self.landing, event).await
+    }
+}
+
 /// The Kafka/MSK sink (replaces the Confluent S3 sink): lands each topic-partition's raw values
 /// under PINPIPE_LANDING (SPEC §3; a redelivery rewrites the same keys), then cleans them into
 /// the tables exactly once. A failure returns an error, so Lambda retries the whole batch;
 /// what an earlier attempt stored is then skipped by its watermark.
-pub async fn kafka_sink(
-    cfg: &Config,
+async fn kafka_sink(
     tables: &mut Tables,
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
     event: aws_lambda_events::kafka::KafkaEvent,
 ) -> Result<KafkaSinkResponse> {
     use base64::Engine;
@@ -104,17 +124,13 @@ pub async fn kafka_sink(
     use crate::landing::{self, SourceRecords};
     use crate::record::RawRecord;
 
-    let landing_root = cfg.landing.as_ref().ok_or_else(|| {
-        crate::Error::Config("PINPIPE_LANDING is not set: the Kafka sink lands raw batches there".into())
-    })?;
-    let store = landing_root.store()?;
     // Other instances (other partitions, or a redelivery elsewhere) may have committed since.
     tables.refresh().await?;
     let mut groups: BTreeMap<(String, i64), Vec<(i64, bytes::Bytes)>> = BTreeMap::new();
     let mut response = KafkaSinkResponse::default();
     for record in event.records.into_values().flatten() {
         response.received += 1;
-        let topic = record.topic.clone().unwrap_or_default();
+        let topic = record.topic.unwrap_or_default();
         // A value that is not base64 is kept as sent; cleaning then quarantines it with a reason.
         let value = record.value.unwrap_or_default();
         let bytes = base64::engine::general_purpose::STANDARD
@@ -136,7 +152,7 @@ pub async fn kafka_sink(
             if i == records.len() || records[i].0 != records[i - 1].0 + 1 {
                 let run = &records[start..i];
                 let lines: Vec<&[u8]> = run.iter().map(|(_, b)| b.as_ref()).collect();
-                let key = landing::write_object(&store, &topic, partition as i32, run[0].0, &lines).await?;
+                let key = landing::write_object(store, &topic, partition as i32, run[0].0, &lines).await?;
                 response.landed_objects.push(key.to_string());
                 start = i;
             }
