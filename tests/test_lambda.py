@@ -182,3 +182,96 @@ def test_s3_failure_fails_the_function_and_a_retry_writes_once(tmp_path, moto_s3
     assert third["already_present"] == 7 and third["tabled"] == 0
     assert objects(s3, "land-later", "topics/") == landed  # a redelivery rewrites the same keys
     assert rows() == 7
+
+
+KINESIS_EVENT = REPO / "events" / "kinesis-batch.json"
+
+
+def kinesis_event(stream, shard, seqs, ind_base):
+    import base64
+    return {"Records": [{
+        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "k", "sequenceNumber": str(s),
+                    "data": base64.b64encode(json.dumps({"ind": ind_base + i, "age": 30}).encode()).decode(),
+                    "approximateArrivalTimestamp": 1705247984.5},
+        "eventSource": "aws:kinesis", "eventID": f"{shard}:{s}", "eventName": "aws:kinesis:record",
+        "eventSourceARN": f"arn:aws:kinesis:us-east-1:123456789012:stream/{stream}", "awsRegion": "us-east-1",
+    } for i, s in enumerate(seqs)]}
+
+
+def test_kinesis_sink_cleans_the_sample_batch_exactly_once(tmp_path, moto_s3):
+    import base64
+    s3 = s3_client(moto_s3)
+    s3.create_bucket(Bucket="kin")
+    env = dict(moto_s3, PINPIPE_ID=ID, PINPIPE_TABLES="s3://kin/tables")
+    records = json.loads(KINESIS_EVENT.read_text())["Records"]
+    responses = [json.loads(run("invoke", "kinesis-sink", "--event", KINESIS_EVENT, env=env).stdout) for _ in range(3)]
+    assert [(r["tabled"], r["quarantined"], r["already_present"], r["batchItemFailures"]) for r in responses] == \
+        [(6, 2, 0, []), (0, 0, 8, []), (0, 0, 8, [])]
+    opts = {k: v for k, v in moto_s3.items() if k.startswith("AWS_")}
+    users = {u["ind"]: u for u in read_table("s3://kin/tables", f"{ID}_user_table", storage_options=opts)}
+    quarantine = read_table("s3://kin/tables", f"{ID}_quarantine", storage_options=opts)
+    assert len(users) + len(quarantine) == len(records)
+    assert users[7528]["user_name"] == "Abigail Ali" and users[7528]["age"] == 20
+    # The double-encoded record, with a string age and a datetime with fraction and Z.
+    assert users[10794]["age"] == 34 and users[10794]["date_joined"].isoformat().startswith("2016-12-22T00:02:02.123456")
+    by_pos = {q["position"]: q for q in quarantine}
+    poison, float_key = records[6]["kinesis"], records[7]["kinesis"]
+    assert by_pos[poison["sequenceNumber"]]["reason"].startswith("not valid JSON")
+    assert by_pos[poison["sequenceNumber"]]["raw"] == base64.b64decode(poison["data"])
+    assert by_pos[poison["sequenceNumber"]]["partition"] == "shardId-000000000000"
+    assert "key" in by_pos[float_key["sequenceNumber"]]["reason"]
+    assert {q["source"] for q in quarantine} == {f"streaming-{ID}-user"}
+
+
+def test_kinesis_partial_s3_outage_reports_batch_item_failures_and_the_retry_writes_once(tmp_path, faulty_s3):
+    env_s3, proxy = faulty_s3
+    s3 = s3_client(env_s3)
+    s3.create_bucket(Bucket="kinfail")
+    env = dict(env_s3, PINPIPE_ID="k", PINPIPE_TABLES="s3://kinfail/tables")
+    seqs = [49590338271490256608559692538361571095921575989136588898 + 10**20 * i for i in range(6)]
+    ev = kinesis_event("streaming-k-pin", "shardId-000000000000", seqs[:3], 100)
+    ev["Records"] += kinesis_event("streaming-k-user", "shardId-000000000001", seqs[3:], 200)["Records"]
+    path = tmp_path / "two-streams.json"
+    path.write_text(json.dumps(ev))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run("--id", "k", "clean", "--input", empty, "--output", "s3://kinfail/tables", env=env_s3)  # creates the tables
+    # Part of S3 fails: every write under the user table is refused, the pin table works.
+    proxy.fail = lambda method, p: method in ("PUT", "POST") and "/k_user_table/" in p
+    first = json.loads(run("invoke", "kinesis-sink", "--event", path, env=env).stdout)
+    assert proxy.refused > 0
+    assert first["tabled"] == 3 and first["failed"] == 3
+    assert [f["itemIdentifier"] for f in first["batchItemFailures"]] == [str(s) for s in seqs[3:]]
+    opts = {k: v for k, v in env_s3.items() if k.startswith("AWS_")}
+    # The outage ends; Lambda retries: the users land once, the pins are not written again.
+    proxy.fail = None
+    retry = json.loads(run("invoke", "kinesis-sink", "--event", path, env=env).stdout)
+    assert (retry["tabled"], retry["already_present"], retry["batchItemFailures"]) == (3, 3, [])
+    pins = [r["ind"] for r in read_table("s3://kinfail/tables", "k_pin_table", storage_options=opts)]
+    users = [r["ind"] for r in read_table("s3://kinfail/tables", "k_user_table", storage_options=opts)]
+    assert sorted(pins) == [100, 101, 102] and sorted(users) == [200, 201, 202]
+
+
+def test_kinesis_shards_commit_concurrently_and_lose_nothing(tmp_path, moto_s3):
+    import os
+    import subprocess
+    from conftest import BIN
+    s3 = s3_client(moto_s3)
+    s3.create_bucket(Bucket="kconc")
+    env = {**os.environ, **moto_s3, "PINPIPE_ID": "kc", "PINPIPE_TABLES": "s3://kconc/tables"}
+    run("invoke", "kinesis-sink", "--event", KINESIS_EVENT, env={**moto_s3, "PINPIPE_ID": "kc",
+        "PINPIPE_TABLES": "s3://kconc/tables"}, check=False)
+    files = []
+    for shard in range(4):
+        p = tmp_path / f"shard{shard}.json"
+        seqs = [49590338271490256608559692538361571095921575989136588898 + 7 * i for i in range(30)]
+        p.write_text(json.dumps(kinesis_event("streaming-kc-geo", f"shardId-00000000000{shard}", seqs, shard * 100)))
+        files.append(p)
+    procs = [subprocess.Popen([str(BIN), "invoke", "kinesis-sink", "--event", str(f)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for f in files]
+    outs = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
+    assert [o[0] for o in outs] == [0] * 4, [o[2][-300:] for o in outs]
+    assert all(json.loads(o[1])["batchItemFailures"] == [] for o in outs)
+    opts = {k: v for k, v in moto_s3.items() if k.startswith("AWS_")}
+    inds = [r["ind"] for r in read_table("s3://kconc/tables", "kc_geo_table", storage_options=opts)]
+    assert len(inds) == len(set(inds)) == 120

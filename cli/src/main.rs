@@ -109,10 +109,11 @@ struct InvokeArgs {
     event: PathBuf,
 }
 
-/// Lambdas that `invoke` can run (the others arrive with their issues).
+/// Lambdas that `invoke` can run.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Function {
     KafkaSink,
+    KinesisSink,
     BatchAnalysis,
 }
 
@@ -251,6 +252,12 @@ async fn cmd_invoke(a: InvokeArgs) -> Result<()> {
             let event = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not an MSK (Kafka) event", a.event.display()))?;
             let mut sink = pinpipe_core::handlers::KafkaSink::open(&cfg).await?;
+            serde_json::to_value(sink.handle(event).await?)?
+        }
+        Function::KinesisSink => {
+            let event = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a Kinesis event", a.event.display()))?;
+            let mut sink = pinpipe_core::handlers::KinesisSink::open(&cfg).await?;
             serde_json::to_value(sink.handle(event).await?)?
         }
         Function::BatchAnalysis => {

@@ -175,3 +175,104 @@ async fn kafka_sink(
         already_present = response.already_present, objects = response.landed_objects.len(), "kafka batch done");
     Ok(response)
 }
+
+/// What the Kinesis sink did with one batch; `batchItemFailures` is what Lambda reads
+/// (ReportBatchItemFailures): it retries the shard from the lowest sequence number listed.
+#[derive(Debug, Default, Serialize)]
+pub struct KinesisSinkResponse {
+    #[serde(rename = "batchItemFailures")]
+    pub batch_item_failures: Vec<BatchItemFailure>,
+    pub received: u64,
+    pub tabled: u64,
+    pub quarantined: u64,
+    /// Records at or below a stored watermark: a redelivery, written before.
+    pub already_present: u64,
+    /// Records in `batchItemFailures`, with the reason, for logs and `pinpipe invoke`.
+    pub failed: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct BatchItemFailure {
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
+}
+
+/// The Kinesis sink's clients, made once per container: the table handles.
+pub struct KinesisSink {
+    pub tables: Tables,
+}
+
+impl KinesisSink {
+    pub async fn open(cfg: &Config) -> Result<Self> {
+        Ok(KinesisSink { tables: Tables::open(&cfg.tables, &cfg.id).await? })
+    }
+
+    /// One Kinesis batch: each (stream, shard) in sequence-number order, cleaned into the
+    /// stream's table exactly once (key: see `watermark::SequenceNumber`). A kind whose write
+    /// fails is reported in `batchItemFailures`, so only its records are retried; the rest of
+    /// the batch stays written, and a retry skips whatever an earlier attempt stored.
+    pub async fn handle(&mut self, event: aws_lambda_events::kinesis::KinesisEvent) -> Result<KinesisSinkResponse> {
+        use std::collections::BTreeMap;
+
+        use crate::landing::SourceRecords;
+        use crate::record::{Position, RawRecord};
+        use crate::watermark::SequenceNumber;
+
+        self.tables.refresh().await?;
+        let mut response = KinesisSinkResponse::default();
+        let mut groups: BTreeMap<(String, String), Vec<(SequenceNumber, String, bytes::Bytes)>> = BTreeMap::new();
+        for record in event.records {
+            response.received += 1;
+            let stream = record
+                .event_source_arn
+                .as_deref()
+                .and_then(|arn| arn.rsplit_once(":stream/").map(|(_, s)| s.to_string()))
+                .ok_or_else(|| crate::Error::Config(format!(
+                    "Kinesis record {:?} has no eventSourceARN naming its stream", record.event_id)))?;
+            let shard = record
+                .event_id
+                .as_deref()
+                .and_then(|id| id.split_once(':').map(|(s, _)| s.to_string()))
+                .unwrap_or_else(|| "shardId-000000000000".to_string());
+            let seq_text = record.kinesis.sequence_number;
+            let seq = SequenceNumber::parse(&seq_text)?;
+            groups.entry((stream, shard)).or_default().push((seq, seq_text, bytes::Bytes::from(record.kinesis.data.0)));
+        }
+        let mut by_kind: BTreeMap<Kind, Vec<SourceRecords<SequenceNumber>>> = BTreeMap::new();
+        for ((stream, shard), mut records) in groups {
+            let kind = Kind::from_source_name(&stream).ok_or_else(|| {
+                crate::Error::Config(format!("stream {stream:?} is not a pin, geo or user stream; check the event source mapping"))
+            })?;
+            records.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut source = SourceRecords::new(format!("{stream}-{shard}"));
+            let (src, prt): (std::sync::Arc<str>, std::sync::Arc<str>) = (stream.as_str().into(), shard.as_str().into());
+            for (seq, text, bytes) in records {
+                let position = Position::Text(text.into());
+                source.push(seq, RawRecord { source: src.clone(), partition: prt.clone(), position, bytes });
+            }
+            by_kind.entry(kind).or_default().push(source);
+        }
+        for (kind, sources) in by_kind {
+            let ids: Vec<String> =
+                sources.iter().flat_map(|s| s.records.iter().map(|r| r.position.to_string())).collect();
+            match self.tables.write(kind, sources).await {
+                Ok(r) => {
+                    response.tabled += r.tabled;
+                    response.quarantined += r.quarantined;
+                    response.already_present += r.skipped;
+                }
+                Err(e) => {
+                    tracing::error!(kind = kind.as_str(), records = ids.len(), error = %e, "kinesis records not stored; reported for retry");
+                    response.failed += ids.len() as u64;
+                    response.errors.push(format!("{}: {e}", kind.as_str()));
+                    response.batch_item_failures.extend(ids.into_iter().map(|item_identifier| BatchItemFailure { item_identifier }));
+                }
+            }
+        }
+        tracing::info!(received = response.received, tabled = response.tabled, quarantined = response.quarantined,
+            already_present = response.already_present, failed = response.failed, "kinesis batch done");
+        Ok(response)
+    }
+}

@@ -12,6 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+use crate::watermark::Mark;
 use crate::error::{Error, Result};
 use crate::names::Kind;
 use crate::record::RawRecord;
@@ -159,35 +160,36 @@ pub fn split_lines(bytes: &Bytes, first: i64) -> (Vec<(i64, Bytes)>, i64) {
 /// Records of one source partition read from some of its objects, in offset order, each
 /// offset once (overlapping or rewritten objects are read, their repeats dropped).
 #[derive(Debug, Clone)]
-pub struct SourceRecords {
+pub struct SourceRecords<M: Mark = i64> {
     pub app_id: String,
     pub records: Vec<RawRecord>,
-    pub offsets: Vec<i64>,
-    /// Highest offset ever pushed, including records already handed out by `take`.
-    last: Option<i64>,
+    /// Each record's position (Kafka offset, line, or Kinesis sequence number).
+    pub offsets: Vec<M>,
+    /// Highest position ever pushed, including records already handed out by `take`.
+    last: Option<M>,
 }
 
-impl SourceRecords {
+impl<M: Mark> SourceRecords<M> {
     pub fn new(app_id: String) -> Self {
         SourceRecords { app_id, records: Vec::new(), offsets: Vec::new(), last: None }
     }
 
-    /// Adds a record if its offset is past everything already held (or handed out before).
-    pub fn push(&mut self, offset: i64, record: RawRecord) {
-        if self.last.is_none_or(|last| offset > last) {
-            self.offsets.push(offset);
+    /// Adds a record if its position is past everything already held (or handed out before).
+    pub fn push(&mut self, offset: M, record: RawRecord) {
+        if self.last.as_ref().is_none_or(|last| offset > *last) {
+            self.offsets.push(offset.clone());
             self.records.push(record);
             self.last = Some(offset);
         }
     }
 
-    /// Hands out the records held so far; later pushes still skip offsets at or below them.
-    pub fn take(&mut self) -> SourceRecords {
+    /// Hands out the records held so far; later pushes still skip positions at or below them.
+    pub fn take(&mut self) -> SourceRecords<M> {
         SourceRecords {
             app_id: self.app_id.clone(),
             records: std::mem::take(&mut self.records),
             offsets: std::mem::take(&mut self.offsets),
-            last: self.last,
+            last: self.last.clone(),
         }
     }
 }

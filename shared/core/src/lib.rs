@@ -20,3 +20,4 @@ pub mod report;
 pub mod maintenance;
 pub mod config;
 pub mod handlers;
+pub mod watermark;

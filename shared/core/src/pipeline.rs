@@ -17,6 +17,7 @@ use crate::landing::{self, SourceRecords};
 use crate::names::{Kind, PipelineId};
 use crate::record::{self, RawRecord};
 use crate::storage::Location;
+use crate::watermark::Mark;
 
 /// Raw bytes read per commit when cleaning a landing: bounds memory, not correctness.
 pub const CLEAN_CHUNK_BYTES: u64 = 64 * 1024 * 1024;
@@ -86,7 +87,7 @@ impl Tables {
     }
 
     /// Writes records of one kind, grouped by source partition in offset order, exactly once.
-    pub async fn write(&mut self, kind: Kind, sources: Vec<SourceRecords>) -> Result<WriteReport> {
+    pub async fn write<M: Mark>(&mut self, kind: Kind, sources: Vec<SourceRecords<M>>) -> Result<WriteReport> {
         let staged = self.stage(kind, sources).await?;
         let flight = self.start(staged)?;
         self.finish(flight).await
@@ -130,40 +131,37 @@ impl Tables {
     }
 
     /// Drops records at or below the stored watermarks, decodes and cleans the rest.
-    pub async fn stage(&self, kind: Kind, sources: Vec<SourceRecords>) -> Result<Staged> {
+    pub async fn stage<M: Mark>(&self, kind: Kind, sources: Vec<SourceRecords<M>>) -> Result<Staged> {
         let q_name = self.id.quarantine_table();
+        let d_name = self.id.table(kind);
         let mut report = WriteReport::default();
         let mut records: Vec<RawRecord> = Vec::new();
-        let mut offsets: Vec<i64> = Vec::new();
+        let mut offsets: Vec<M> = Vec::new();
         let mut owner: Vec<usize> = Vec::new();
-        let mut q_marks: Vec<i64> = Vec::new();
-        let mut max_kept: Vec<Option<i64>> = Vec::new();
+        let mut q_marks: Vec<Option<M>> = Vec::new();
+        let mut max_kept: Vec<Option<M>> = Vec::new();
         let mut app_ids = Vec::with_capacity(sources.len());
         for (si, src) in sources.into_iter().enumerate() {
             report.received += src.records.len() as u64;
-            let dv = self.watermark(kind, &src.app_id).await?.unwrap_or(i64::MIN);
-            let qv = delta::txn_version(&self.quarantine, &q_name, &src.app_id).await?.unwrap_or(i64::MIN);
-            q_marks.push(qv);
+            let dv: Option<M> = stored_mark(&self.data[&kind], &d_name, &src.app_id).await?;
+            q_marks.push(stored_mark(&self.quarantine, &q_name, &src.app_id).await?);
             let mut kept = None;
             for (rec, off) in src.records.into_iter().zip(src.offsets) {
-                if off <= dv {
+                if dv.as_ref().is_some_and(|d| off <= *d) {
                     report.skipped += 1;
                     continue;
                 }
                 records.push(rec);
-                offsets.push(off);
+                offsets.push(off.clone());
                 owner.push(si);
                 kept = Some(off);
             }
             max_kept.push(kept);
             app_ids.push(src.app_id);
         }
-        // Every source's highest offset, quarantined records included, for the data table.
-        let data_txns: Vec<(String, i64)> = app_ids
-            .iter()
-            .zip(&max_kept)
-            .filter_map(|(a, v)| v.map(|v| (a.clone(), v)))
-            .collect();
+        // Every source's highest position, quarantined records included, for the data table.
+        let data_txns: Vec<(String, i64)> =
+            app_ids.iter().zip(&max_kept).filter_map(|(a, v)| v.as_ref().map(|v| txns_of(a, v))).flatten().collect();
         if records.is_empty() {
             return Ok(Staged { kind, report, frame: None, quarantine: vec![], quarantine_txns: vec![], data_txns });
         }
@@ -178,10 +176,10 @@ impl Tables {
         let mut q_txn: BTreeMap<String, i64> = BTreeMap::new();
         for (idx, entry) in &decoded.quarantined {
             let si = owner[*idx];
-            if offsets[*idx] > q_marks[si] {
+            if q_marks[si].as_ref().is_none_or(|q| offsets[*idx] > *q) {
                 quarantine.push(entry.clone());
-                if let Some(v) = max_kept[si] {
-                    q_txn.insert(app_ids[si].clone(), v);
+                if let Some(v) = &max_kept[si] {
+                    q_txn.extend(txns_of(&app_ids[si], v));
                 }
             }
         }
@@ -211,6 +209,20 @@ impl Tables {
         Ok(())
     }
 
+}
+
+/// A source's watermark as stored in `table`'s txn actions.
+async fn stored_mark<M: Mark>(table: &DeltaTable, name: &str, app_id: &str) -> Result<Option<M>> {
+    let mut versions = Vec::new();
+    for id in M::app_ids(app_id) {
+        versions.push(delta::txn_version(table, name, &id).await?);
+    }
+    M::from_versions(app_id, &versions)
+}
+
+/// The txn actions that store `mark` for source `app_id`.
+fn txns_of<M: Mark>(app_id: &str, mark: &M) -> Vec<(String, i64)> {
+    M::app_ids(app_id).into_iter().zip(mark.versions()).collect()
 }
 
 /// A batch whose data files are being written.
