@@ -44,3 +44,18 @@ impl Error {
         Error::Input { path: path.into(), reason: reason.into() }
     }
 }
+
+/// An error with its sources on one line, each message once (SDK errors nest their causes).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !text.contains(&msg) {
+            text.push_str(": ");
+            text.push_str(&msg);
+        }
+        cur = s.source();
+    }
+    text
+}

@@ -1,0 +1,441 @@
+//! The routes of SPEC §2. Every record of a request is validated before anything is sent, so
+//! a refused request (4xx) stored nothing and the client can fix it and retry without
+//! creating duplicates; a 200 lists each record's own result.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use pinpipe_core::record::invalid_reason;
+use pinpipe_core::Kind;
+
+use crate::config::IngestConfig;
+use crate::json::compact;
+use crate::kafka::{KafkaProducer, OutRecord, Outcome};
+use crate::kinesis::{KinesisProducer, PutError, PutOutcome};
+
+/// API Gateway's Lambda payload limit.
+pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+/// Kafka's and Kinesis's usual per-record limit.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// PutRecords' limit, used for both APIs.
+pub const MAX_RECORDS: usize = 500;
+
+pub const KAFKA_MEDIA_TYPE: &str = "application/vnd.kafka.v2+json";
+
+/// An HTTP reply: status and JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Reply {
+    fn kafka(status: u16, body: Value) -> Self {
+        Reply { status, content_type: KAFKA_MEDIA_TYPE, body: body.to_string() }
+    }
+    fn kafka_error(status: u16, code: u32, message: impl Into<String>) -> Self {
+        Self::kafka(status, json!({"error_code": code, "message": message.into()}))
+    }
+    fn kinesis(status: u16, body: Value) -> Self {
+        Reply { status, content_type: "application/json", body: body.to_string() }
+    }
+    fn kinesis_error(status: u16, kind: &str, message: impl Into<String>) -> Self {
+        Self::kinesis(status, json!({"__type": kind, "message": message.into()}))
+    }
+}
+
+/// The ingest API with its producers, built once per container.
+pub struct Ingest {
+    pub cfg: IngestConfig,
+    pub kafka: Option<KafkaProducer>,
+    pub kinesis: Option<KinesisProducer>,
+}
+
+/// Which API a path belongs to: requests through API Gateway may carry a stage prefix.
+enum Route<'a> {
+    Topics,
+    Topic(&'a str),
+    Streams,
+    Stream(&'a str),
+    StreamRecord(&'a str),
+    StreamRecords(&'a str),
+    Unknown,
+}
+
+fn route(path: &str) -> Route<'_> {
+    let path = path.split('?').next().unwrap_or("");
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let start = segs.iter().position(|s| *s == "topics" || *s == "streams");
+    let Some(start) = start else { return Route::Unknown };
+    match &segs[start..] {
+        ["topics"] => Route::Topics,
+        ["topics", t] => Route::Topic(t),
+        ["streams"] => Route::Streams,
+        ["streams", s] => Route::Stream(s),
+        ["streams", s, "record"] => Route::StreamRecord(s),
+        ["streams", s, "records"] => Route::StreamRecords(s),
+        _ => Route::Unknown,
+    }
+}
+
+#[derive(Deserialize)]
+struct ProduceBody<'a> {
+    #[serde(borrow)]
+    records: Vec<ProduceRecord<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ProduceRecord<'a> {
+    #[serde(borrow, default)]
+    value: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    key: Option<&'a RawValue>,
+    #[serde(default)]
+    partition: Option<i32>,
+}
+
+#[derive(Deserialize)]
+struct PutRecordBody<'a> {
+    #[serde(borrow, rename = "Data", alias = "data")]
+    data: Option<&'a RawValue>,
+    #[serde(rename = "PartitionKey", alias = "partition-key", alias = "partitionKey", default)]
+    partition_key: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct PutRecordsBody<'a> {
+    #[serde(borrow, alias = "Records")]
+    records: Vec<PutRecordBody<'a>>,
+}
+
+/// Why a request was refused before anything was sent.
+struct Refusal {
+    status: u16,
+    message: String,
+}
+
+fn refuse(status: u16, message: impl Into<String>) -> Refusal {
+    Refusal { status, message: message.into() }
+}
+
+/// A record value checked against its kind's rules (SPEC §2), compacted for storage.
+fn checked_value(kind: Kind, i: usize, raw: Option<&RawValue>) -> Result<Vec<u8>, Refusal> {
+    let raw = raw.filter(|r| r.get() != "null").ok_or_else(|| refuse(422, format!("record {i}: no value")))?;
+    let value = compact(raw.get());
+    if value.len() > MAX_RECORD_BYTES {
+        return Err(refuse(413, format!("record {i} is {} bytes; the limit is {MAX_RECORD_BYTES}", value.len())));
+    }
+    if let Some(reason) = invalid_reason(kind, &value) {
+        return Err(refuse(422, format!("record {i} is not a valid {} record: {reason}", kind.as_str())));
+    }
+    Ok(value)
+}
+
+fn media_type(content_type: Option<&str>) -> String {
+    content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+impl Ingest {
+    /// Builds the producers the configuration asks for.
+    pub async fn new(cfg: IngestConfig) -> pinpipe_core::Result<Self> {
+        let kafka = match &cfg.kafka_brokers {
+            Some(b) => Some(KafkaProducer::new(&cfg, b)?),
+            None => None,
+        };
+        let kinesis = if cfg.kinesis { Some(KinesisProducer::new(cfg.produce_timeout).await) } else { None };
+        Ok(Ingest { cfg, kafka, kinesis })
+    }
+
+    fn topic_kind(&self, topic: &str) -> Option<Kind> {
+        self.cfg.topics.iter().find(|(n, _)| n == topic).map(|(_, k)| *k)
+    }
+
+    fn stream_kind(&self, stream: &str) -> Option<Kind> {
+        self.cfg.streams.iter().find(|(n, _)| n == stream).map(|(_, k)| *k)
+    }
+
+    /// One request. `content_type` is the request's Content-Type header.
+    pub async fn handle(&self, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
+        let started = std::time::Instant::now();
+        let reply = self.dispatch(method, path, content_type, body).await;
+        tracing::info!(method, path, status = reply.status, bytes = body.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3, "request");
+        reply
+    }
+
+    async fn dispatch(&self, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
+        match (method, route(path)) {
+            ("GET", Route::Topics) => {
+                Reply::kafka(200, json!(self.cfg.topics.iter().map(|(n, _)| n).collect::<Vec<_>>()))
+            }
+            ("GET", Route::Topic(t)) => self.describe_topic(t).await,
+            ("POST", Route::Topic(t)) => self.produce(t, content_type, body).await,
+            ("GET", Route::Streams) => Reply::kinesis(
+                200,
+                json!({"StreamNames": self.cfg.streams.iter().map(|(n, _)| n).collect::<Vec<_>>(), "HasMoreStreams": false}),
+            ),
+            ("GET", Route::Stream(s)) => self.describe_stream(s).await,
+            ("PUT" | "POST", Route::StreamRecord(s)) => self.put_record(s, content_type, body).await,
+            ("PUT" | "POST", Route::StreamRecords(s)) => self.put_records(s, content_type, body).await,
+            (_, Route::Topics | Route::Topic(_)) => Reply::kafka_error(405, 40501, format!("{method} is not allowed on {path}")),
+            (_, Route::Unknown) => Reply::kafka_error(404, 404, format!("HTTP 404 Not Found: {path}")),
+            (_, _) => Reply::kinesis_error(405, "MethodNotAllowed", format!("{method} is not allowed on {path}")),
+        }
+    }
+
+    async fn describe_topic(&self, topic: &str) -> Reply {
+        if self.topic_kind(topic).is_none() {
+            return Reply::kafka_error(404, 40401, format!("Topic {topic} not found."));
+        }
+        let Some(kafka) = &self.kafka else { return no_kafka() };
+        match kafka.partitions(topic).await {
+            Ok(parts) => Reply::kafka(200, json!({"name": topic, "configs": {},
+                "partitions": parts.iter().map(|p| json!({"partition": p})).collect::<Vec<_>>()})),
+            Err(e) => Reply::kafka_error(503, 50301, format!("cannot read topic {topic} from the brokers: {e}")),
+        }
+    }
+
+    /// POST /topics/{topic}: the REST proxy's produce.
+    async fn produce(&self, topic: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
+        let Some(kind) = self.topic_kind(topic) else {
+            return Reply::kafka_error(404, 40401, format!("Topic {topic} not found."));
+        };
+        let media = media_type(content_type);
+        if !matches!(media.as_str(), "application/vnd.kafka.json.v2+json" | "application/json") {
+            return Reply::kafka_error(415, 41501, format!(
+                "HTTP 415 Unsupported Media Type {media:?}: send Content-Type: application/vnd.kafka.json.v2+json"));
+        }
+        let values = match parse_produce(kind, body) {
+            Ok(v) => v,
+            Err(r) => return Reply::kafka_error(r.status, r.status as u32 * 100 + 1, r.message),
+        };
+        let Some(kafka) = &self.kafka else { return no_kafka() };
+        let records: Vec<OutRecord<'_>> =
+            values.iter().map(|(key, partition, value)| OutRecord { key: key.as_deref(), partition: *partition, value }).collect();
+        let outcomes = kafka.send(topic, &records).await;
+        if !outcomes.iter().any(|o| matches!(o, Outcome::Stored { .. })) {
+            let why = outcomes.iter().find_map(|o| match o { Outcome::Failed { message, .. } => Some(message.clone()), _ => None });
+            return Reply::kafka_error(503, 50301, format!(
+                "Kafka did not store any record (nothing stored; retry the request): {}", why.unwrap_or_default()));
+        }
+        let offsets: Vec<Value> = outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Stored { partition, offset } => json!({"partition": partition, "offset": offset, "error_code": null, "error": null}),
+                Outcome::Failed { retriable, message } => json!({"partition": null, "offset": null,
+                    "error_code": if *retriable { 50003 } else { 50002 }, "error": message}),
+            })
+            .collect();
+        Reply::kafka(200, json!({"offsets": offsets, "key_schema_id": null, "value_schema_id": null}))
+    }
+
+    async fn describe_stream(&self, stream: &str) -> Reply {
+        if self.stream_kind(stream).is_none() {
+            return not_found_stream(stream);
+        }
+        let Some(kinesis) = &self.kinesis else { return no_kinesis() };
+        match kinesis.describe(stream).await {
+            Ok((status, shards)) => Reply::kinesis(200, json!({"StreamDescriptionSummary":
+                {"StreamName": stream, "StreamStatus": status, "OpenShardCount": shards}})),
+            Err(e) => put_error(e),
+        }
+    }
+
+    /// PUT /streams/{stream}/record: PutRecord, `Data` stored as its compact JSON.
+    async fn put_record(&self, stream: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
+        let (_, (data, key)) = match self.stream_request(stream, content_type, body, |kind, body| {
+            let rec: PutRecordBody<'_> = serde_json::from_slice(body)
+                .map_err(|e| refuse(422, format!("body must be {{\"StreamName\",\"Data\",\"PartitionKey\"}}: {e}")))?;
+            checked_put(kind, 0, &rec)
+        }) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        let Some(kinesis) = &self.kinesis else { return no_kinesis() };
+        match kinesis.put_record(stream, data, &key).await {
+            Ok(PutOutcome::Stored { sequence_number, shard_id }) => {
+                Reply::kinesis(200, json!({"SequenceNumber": sequence_number, "ShardId": shard_id}))
+            }
+            Ok(PutOutcome::Failed { code, message }) => Reply::kinesis_error(503, &code, message),
+            Err(e) => put_error(e),
+        }
+    }
+
+    /// PUT /streams/{stream}/records: PutRecords, with Kinesis's per-record reply.
+    async fn put_records(&self, stream: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
+        let (_, parsed) = match self.stream_request(stream, content_type, body, |kind, body| {
+            let req: PutRecordsBody<'_> = serde_json::from_slice(body)
+                .map_err(|e| refuse(422, format!("body must be {{\"records\":[{{\"data\",\"partition-key\"}}]}}: {e}")))?;
+            if req.records.len() > MAX_RECORDS {
+                return Err(refuse(413, format!("{} records; the limit is {MAX_RECORDS} per request", req.records.len())));
+            }
+            if req.records.is_empty() {
+                return Err(refuse(422, "records is empty"));
+            }
+            req.records.iter().enumerate().map(|(i, r)| checked_put(kind, i, r)).collect()
+        }) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        let Some(kinesis) = &self.kinesis else { return no_kinesis() };
+        match kinesis.put_records(stream, parsed).await {
+            Ok(outcomes) => {
+                let failed = outcomes.iter().filter(|o| matches!(o, PutOutcome::Failed { .. })).count();
+                let records: Vec<Value> = outcomes
+                    .into_iter()
+                    .map(|o| match o {
+                        PutOutcome::Stored { sequence_number, shard_id } => json!({"SequenceNumber": sequence_number, "ShardId": shard_id}),
+                        PutOutcome::Failed { code, message } => json!({"ErrorCode": code, "ErrorMessage": message}),
+                    })
+                    .collect();
+                Reply::kinesis(200, json!({"FailedRecordCount": failed, "Records": records}))
+            }
+            Err(e) => put_error(e),
+        }
+    }
+
+    /// Checks shared by the Kinesis writes: stream, media type, size, then `parse`.
+    fn stream_request<T>(
+        &self,
+        stream: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+        parse: impl FnOnce(Kind, &[u8]) -> Result<T, Refusal>,
+    ) -> Result<(Kind, T), Reply> {
+        let kind = self.stream_kind(stream).ok_or_else(|| not_found_stream(stream))?;
+        let media = media_type(content_type);
+        if !(media.is_empty() || media == "application/json" || media.starts_with("application/x-amz-json")) {
+            return Err(Reply::kinesis_error(415, "UnsupportedMediaType",
+                format!("Content-Type {media:?} is not JSON: send Content-Type: application/json")));
+        }
+        if body.len() > MAX_BODY_BYTES {
+            return Err(Reply::kinesis_error(413, "RequestEntityTooLarge",
+                format!("body is {} bytes; the limit is {MAX_BODY_BYTES}", body.len())));
+        }
+        parse(kind, body).map(|v| (kind, v)).map_err(|r| {
+            let kind = if r.status == 413 { "RequestEntityTooLarge" } else { "InvalidArgumentException" };
+            Reply::kinesis_error(r.status, kind, r.message)
+        })
+    }
+}
+
+/// Parses and checks a produce body: (key, partition, value) per record.
+#[allow(clippy::type_complexity)]
+fn parse_produce(kind: Kind, body: &[u8]) -> Result<Vec<(Option<Vec<u8>>, Option<i32>, Vec<u8>)>, Refusal> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(refuse(413, format!("body is {} bytes; the limit is {MAX_BODY_BYTES}", body.len())));
+    }
+    let req: ProduceBody<'_> = serde_json::from_slice(body)
+        .map_err(|e| refuse(422, format!("body must be {{\"records\":[{{\"value\":{{...}}}}]}}: {e}")))?;
+    if req.records.len() > MAX_RECORDS {
+        return Err(refuse(413, format!("{} records; the limit is {MAX_RECORDS} per request", req.records.len())));
+    }
+    if req.records.is_empty() {
+        return Err(refuse(422, "records is empty"));
+    }
+    req.records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let value = checked_value(kind, i, r.value)?;
+            let key = r.key.filter(|k| k.get() != "null").map(|k| compact(k.get()));
+            Ok((key, r.partition, value))
+        })
+        .collect()
+}
+
+fn checked_put(kind: Kind, i: usize, rec: &PutRecordBody<'_>) -> Result<(Vec<u8>, String), Refusal> {
+    let data = checked_value(kind, i, rec.data)?;
+    let key = match &rec.partition_key {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err(refuse(422, format!("record {i}: PartitionKey must be a string of 1 to 256 characters"))),
+    };
+    Ok((data, key))
+}
+
+fn no_kafka() -> Reply {
+    Reply::kafka_error(503, 50302, "no Kafka brokers configured: set PINPIPE_KAFKA_BROKERS (pinpipe serve --kafka)")
+}
+
+fn no_kinesis() -> Reply {
+    Reply::kinesis_error(503, "ServiceUnavailable", "Kinesis is turned off here (PINPIPE_KINESIS=off)")
+}
+
+fn not_found_stream(stream: &str) -> Reply {
+    Reply::kinesis_error(404, "ResourceNotFoundException", format!("Stream {stream} not found."))
+}
+
+fn put_error(e: PutError) -> Reply {
+    match e {
+        PutError::NotFound(m) => Reply::kinesis_error(404, "ResourceNotFoundException", m),
+        PutError::Unavailable(m) => Reply::kinesis_error(503, "ServiceUnavailable", format!("nothing stored; retry: {m}")),
+        PutError::Refused { code, message } => Reply::kinesis_error(503, &code, format!("nothing stored; retry: {message}")),
+    }
+}
+
+/// A request's parts as API Gateway delivers them (REST v1 or HTTP v2 payload).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayRequest {
+    pub method: String,
+    pub path: String,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl GatewayRequest {
+    /// Reads an API Gateway proxy event; `None` names what is missing.
+    pub fn from_event(event: &Value) -> Result<Self, String> {
+        use base64::Engine;
+        let v2 = event.get("version").and_then(Value::as_str) == Some("2.0");
+        let (method, path) = if v2 {
+            (event.pointer("/requestContext/http/method"), event.get("rawPath"))
+        } else {
+            (event.get("httpMethod"), event.get("path"))
+        };
+        let method = method.and_then(Value::as_str).ok_or("no httpMethod (v1) or requestContext.http.method (v2)")?;
+        let path = path.and_then(Value::as_str).ok_or("no path (v1) or rawPath (v2)")?;
+        let content_type = event
+            .get("headers")
+            .and_then(Value::as_object)
+            .and_then(|h| h.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type")))
+            .and_then(|(_, v)| v.as_str())
+            .map(str::to_string);
+        let text = event.get("body").and_then(Value::as_str).unwrap_or("");
+        let body = if event.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false) {
+            base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("body is not base64: {e}"))?
+        } else {
+            text.as_bytes().to_vec()
+        };
+        Ok(GatewayRequest { method: method.to_string(), path: path.to_string(), content_type, body })
+    }
+}
+
+impl Reply {
+    /// The proxy-integration response API Gateway expects (v1 and v2 accept the same fields).
+    pub fn to_gateway_response(&self) -> Value {
+        json!({"statusCode": self.status, "headers": {"content-type": self.content_type},
+               "body": self.body, "isBase64Encoded": false})
+    }
+
+    /// A body over the limit, refused before it was read whole (`pinpipe serve`).
+    pub fn too_large(path: &str) -> Reply {
+        let message = format!("body is over the {MAX_BODY_BYTES}-byte limit");
+        match route(path) {
+            Route::Stream(_) | Route::StreamRecord(_) | Route::StreamRecords(_) | Route::Streams => {
+                Reply::kinesis_error(413, "RequestEntityTooLarge", message)
+            }
+            _ => Reply::kafka_error(413, 41301, message),
+        }
+    }
+}
+
+impl Ingest {
+    /// One API Gateway event, answered as a proxy-integration response (`pinpipe invoke`).
+    pub async fn handle_event(&self, event: &Value) -> Result<Value, String> {
+        let req = GatewayRequest::from_event(event)?;
+        Ok(self.handle(&req.method, &req.path, req.content_type.as_deref(), &req.body).await.to_gateway_response())
+    }
+}

@@ -1,0 +1,74 @@
+//! The ingest function's configuration (SPEC §7), from the environment or flags.
+
+use std::time::Duration;
+
+use pinpipe_core::{Error, Kind, PipelineId, Result};
+
+/// How the producer authenticates to the brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaAuth {
+    /// Plain TCP, no authentication (local brokers).
+    Plaintext,
+    /// MSK IAM: TLS + SASL OAUTHBEARER, tokens signed with the default AWS credential chain.
+    MskIam,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub id: PipelineId,
+    /// Bootstrap servers; `None` turns the Kafka routes into 503s that say what to set.
+    pub kafka_brokers: Option<String>,
+    pub kafka_auth: KafkaAuth,
+    /// Accepted topics with their kind (default `<ID>.pin|geo|user`).
+    pub topics: Vec<(String, Kind)>,
+    /// Accepted streams with their kind (default `streaming-<ID>-pin|geo|user`).
+    pub streams: Vec<(String, Kind)>,
+    /// Whether the Kinesis routes are served (a Kinesis client is built).
+    pub kinesis: bool,
+    /// Upper bound for one request's produce: past it the broker counts as unreachable (503).
+    pub produce_timeout: Duration,
+}
+
+impl IngestConfig {
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads PINPIPE_ID, PINPIPE_KAFKA_BROKERS, PINPIPE_KAFKA_AUTH, PINPIPE_TOPICS,
+    /// PINPIPE_STREAMS, PINPIPE_KINESIS (default on) and PINPIPE_PRODUCE_TIMEOUT_MS.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let id = PipelineId::new(&get("PINPIPE_ID").ok_or_else(|| {
+            Error::Config("PINPIPE_ID is not set (see README, Configuration)".into())
+        })?)?;
+        let kafka_auth = match get("PINPIPE_KAFKA_AUTH").as_deref() {
+            None | Some("plaintext") => KafkaAuth::Plaintext,
+            Some("msk-iam") => KafkaAuth::MskIam,
+            Some(other) => {
+                return Err(Error::Config(format!("PINPIPE_KAFKA_AUTH={other:?}: use plaintext or msk-iam")))
+            }
+        };
+        let names = |var: &str, default: Vec<String>| -> Result<Vec<(String, Kind)>> {
+            let list = get(var).map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+                .unwrap_or(default);
+            list.into_iter()
+                .map(|n| match Kind::from_source_name(&n) {
+                    Some(k) => Ok((n, k)),
+                    None => Err(Error::Config(format!("{var}: {n:?} does not end in pin, geo or user"))),
+                })
+                .collect()
+        };
+        let timeout_ms: u64 = match get("PINPIPE_PRODUCE_TIMEOUT_MS") {
+            None => 10_000,
+            Some(v) => v.parse().map_err(|_| Error::Config(format!("PINPIPE_PRODUCE_TIMEOUT_MS={v:?} is not a whole number")))?,
+        };
+        Ok(IngestConfig {
+            topics: names("PINPIPE_TOPICS", Kind::ALL.iter().map(|k| id.topic(*k)).collect())?,
+            streams: names("PINPIPE_STREAMS", Kind::ALL.iter().map(|k| id.stream(*k)).collect())?,
+            kafka_brokers: get("PINPIPE_KAFKA_BROKERS"),
+            kafka_auth,
+            kinesis: !matches!(get("PINPIPE_KINESIS").as_deref(), Some("off" | "false" | "0")),
+            produce_timeout: Duration::from_millis(timeout_ms.max(1)),
+            id,
+        })
+    }
+}

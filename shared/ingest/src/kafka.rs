@@ -1,0 +1,144 @@
+//! The Kafka producer: built once per container, idempotent, acks=all, compressed; a record is
+//! reported stored only after its delivery report (SPEC §2).
+
+use std::time::Duration;
+
+use rdkafka::client::OAuthToken;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientContext;
+
+use crate::config::{IngestConfig, KafkaAuth};
+use pinpipe_core::{Error, Result};
+
+/// Signs MSK IAM tokens (SASL OAUTHBEARER) with the default AWS credential chain when asked.
+pub struct PinpipeContext {
+    iam: Option<(aws_config::Region, tokio::runtime::Handle)>,
+}
+
+impl ClientContext for PinpipeContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(&self, _: Option<&str>) -> std::result::Result<OAuthToken, Box<dyn std::error::Error>> {
+        let (region, rt) = self.iam.clone().ok_or("OAUTHBEARER token asked for without PINPIPE_KAFKA_AUTH=msk-iam")?;
+        // librdkafka calls this on its own thread; the signer is async, so run it on the runtime.
+        let (token, lifetime_ms) = std::thread::spawn(move || {
+            rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), aws_msk_iam_sasl_signer::generate_auth_token(region)).await
+            })
+        })
+        .join()
+        .map_err(|_| "MSK IAM token signer panicked")???;
+        Ok(OAuthToken { token, principal_name: String::new(), lifetime_ms })
+    }
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Stored { partition: i32, offset: i64 },
+    Failed { retriable: bool, message: String },
+}
+
+/// One record to produce.
+pub struct OutRecord<'a> {
+    pub key: Option<&'a [u8]>,
+    pub partition: Option<i32>,
+    pub value: &'a [u8],
+}
+
+pub struct KafkaProducer {
+    producer: FutureProducer<PinpipeContext>,
+    timeout: Duration,
+}
+
+impl KafkaProducer {
+    /// Builds the producer (no connection is made until the first send).
+    pub fn new(cfg: &IngestConfig, brokers: &str) -> Result<Self> {
+        let timeout_ms = cfg.produce_timeout.as_millis().to_string();
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "2")
+            // Bounded: a broker that does not answer in time makes the request a 503.
+            .set("message.timeout.ms", &timeout_ms)
+            .set("socket.connection.setup.timeout.ms", &timeout_ms)
+            // Reconnect soon after a broker comes back, so a client's retry of a 503 succeeds.
+            .set("reconnect.backoff.max.ms", "1000")
+            .set("client.id", format!("pinpipe-ingest-{}", cfg.id.as_str()));
+        let iam = match cfg.kafka_auth {
+            KafkaAuth::Plaintext => None,
+            KafkaAuth::MskIam => {
+                c.set("security.protocol", "SASL_SSL").set("sasl.mechanism", "OAUTHBEARER");
+                let region = std::env::var("AWS_REGION")
+                    .map_err(|_| Error::Config("PINPIPE_KAFKA_AUTH=msk-iam needs AWS_REGION".into()))?;
+                let rt = tokio::runtime::Handle::try_current()
+                    .map_err(|_| Error::Config("the Kafka producer must be built inside the async runtime".into()))?;
+                Some((aws_config::Region::new(region), rt))
+            }
+        };
+        let producer = c
+            .create_with_context(PinpipeContext { iam })
+            .map_err(|e| Error::Config(format!("Kafka producer for {brokers}: {e}")))?;
+        Ok(KafkaProducer { producer, timeout: cfg.produce_timeout })
+    }
+
+    /// Produces every record and waits for each delivery report (in request order).
+    pub async fn send(&self, topic: &str, records: &[OutRecord<'_>]) -> Vec<Outcome> {
+        let sends = records.iter().map(|r| {
+            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(r.value);
+            if let Some(k) = r.key {
+                rec = rec.key(k);
+            }
+            if let Some(p) = r.partition {
+                rec = rec.partition(p);
+            }
+            self.producer.send(rec, self.timeout)
+        });
+        futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .map(|res| match res {
+                Ok(d) => Outcome::Stored { partition: d.partition, offset: d.offset },
+                Err((e, _)) => Outcome::Failed { retriable: retriable(&e), message: e.to_string() },
+            })
+            .collect()
+    }
+
+    /// Partitions of `topic` as the brokers report them, or why they could not be read.
+    pub async fn partitions(&self, topic: &str) -> std::result::Result<Vec<i32>, String> {
+        let producer = self.producer.clone();
+        let (topic, timeout) = (topic.to_string(), self.timeout);
+        tokio::task::spawn_blocking(move || {
+            let md = producer.client().fetch_metadata(Some(&topic), timeout).map_err(|e| e.to_string())?;
+            let t = md.topics().iter().find(|t| t.name() == topic).ok_or("topic not in metadata")?;
+            if let Some(err) = t.error() {
+                return Err(format!("{:?}", rdkafka::types::RDKafkaRespErr::from(err)));
+            }
+            Ok(t.partitions().iter().map(|p| p.id()).collect())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Waits for queued records (shutdown).
+    pub fn flush(&self) {
+        let _ = self.producer.flush(self.timeout);
+    }
+}
+
+/// Whether a client may simply send the record again (broker down, timeout, leader moved).
+fn retriable(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    match e.rdkafka_error_code() {
+        Some(
+            C::MessageTimedOut | C::AllBrokersDown | C::BrokerTransportFailure | C::RequestTimedOut
+            | C::NotLeaderForPartition | C::LeaderNotAvailable | C::NotEnoughReplicas
+            | C::NotEnoughReplicasAfterAppend | C::QueueFull | C::NetworkException,
+        ) => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,202 @@
+//! The ingest API against librdkafka's mock cluster (a real Kafka-protocol broker on
+//! 127.0.0.1, in this process): records posted through the handler are consumed back.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+use crate::json::compact;
+use crate::{Ingest, IngestConfig};
+
+const ID: &str = "121ca9f7ce2b";
+
+fn cluster() -> MockCluster<'static, DefaultProducerContext> {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    for kind in ["pin", "geo", "user"] {
+        mock.create_topic(&format!("{ID}.{kind}"), 1, 1).expect("topic");
+    }
+    mock
+}
+
+async fn ingest(brokers: &str, timeout_ms: u64) -> Ingest {
+    let cfg = IngestConfig::from_lookup(|k| match k {
+        "PINPIPE_ID" => Some(ID.into()),
+        "PINPIPE_KAFKA_BROKERS" => Some(brokers.into()),
+        "PINPIPE_KINESIS" => Some("off".into()),
+        "PINPIPE_PRODUCE_TIMEOUT_MS" => Some(timeout_ms.to_string()),
+        _ => None,
+    })
+    .unwrap();
+    Ingest::new(cfg).await.unwrap()
+}
+
+/// Every message of partition 0, read from the beginning until `want` arrived or 10 s passed.
+fn consume(brokers: &str, topic: &str, want: usize) -> Vec<(i64, Vec<u8>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "pinpipe-test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && out.len() < want + 1 {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            out.push((m.offset(), m.payload().unwrap_or_default().to_vec()));
+        } else if out.len() == want && Instant::now() + Duration::from_secs(9) > deadline {
+            break; // nothing more after a quiet second
+        }
+    }
+    out
+}
+
+fn event(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events/apigw").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The values of a REST-proxy body, compacted as they should be stored.
+fn posted_values(body: &str) -> Vec<Vec<u8>> {
+    #[derive(serde::Deserialize)]
+    struct B<'a> {
+        #[serde(borrow)]
+        records: Vec<R<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct R<'a> {
+        #[serde(borrow)]
+        value: &'a serde_json::value::RawValue,
+    }
+    let b: B<'_> = serde_json::from_str(body).unwrap();
+    b.records.iter().map(|r| compact(r.value.get())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sample_events_v1_and_v2_reach_kafka_byte_for_byte_once() {
+    let mock = cluster();
+    let brokers = mock.bootstrap_servers();
+    let api = ingest(&brokers, 10_000).await;
+    for kind in ["pin", "geo", "user"] {
+        let mut expected = Vec::new();
+        for version in ["v1", "v2"] {
+            let ev = event(&format!("{version}-produce-{kind}.json"));
+            let resp = api.handle_event(&ev).await.unwrap();
+            assert_eq!(resp["statusCode"], 200, "{version} {kind}: {resp}");
+            let body: Value = serde_json::from_str(resp["body"].as_str().unwrap()).unwrap();
+            assert_eq!(body["offsets"][0]["error_code"], Value::Null);
+            assert_eq!(body["offsets"][0]["offset"], expected.len() as i64);
+            expected.extend(posted_values(ev["body"].as_str().unwrap()));
+        }
+        let got = consume(&brokers, &format!("{ID}.{kind}"), expected.len());
+        let payloads: Vec<Vec<u8>> = got.iter().map(|(_, p)| p.clone()).collect();
+        assert_eq!(payloads, expected, "{kind}");
+    }
+    let first = String::from_utf8(consume(&brokers, &format!("{ID}.geo"), 2)[0].1.clone()).unwrap();
+    assert_eq!(first, r#"{"ind":7528,"latitude":-89.9787,"longitude":-173.293,"country":"Albania","timestamp":"2020-08-28 03:52:47"}"#);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_requests_say_why_and_store_nothing() {
+    let mock = cluster();
+    let brokers = mock.bootstrap_servers();
+    let api = ingest(&brokers, 10_000).await;
+    let kafka = "application/vnd.kafka.json.v2+json";
+    let pin = |extra: Value| {
+        let mut v = json!({"index": 1, "unique_id": "u", "title": "t", "follower_count": "26k", "downloaded": 1});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let body = |values: Vec<Value>| json!({"records": values.into_iter().map(|v| json!({"value": v})).collect::<Vec<_>>()}).to_string();
+    let big = "x".repeat(crate::api::MAX_RECORD_BYTES + 10);
+    let cases: Vec<(&str, Option<&str>, String, u16, u32, &str)> = vec![
+        ("malformed JSON", Some(kafka), "{\"records\": [{\"value\": {\"index\": 1,".into(), 422, 42201, "body must be"),
+        ("wrong type", Some(kafka), body(vec![pin(json!({})), pin(json!({"title": {"a": 1}}))]), 422, 42201, "record 1"),
+        ("array field", Some(kafka), body(vec![pin(json!({"tag_list": ["a"]}))]), 422, 42201, "tag_list"),
+        ("missing key", Some(kafka), body(vec![json!({"title": "no key"})]), 422, 42201, "record 0"),
+        ("float key", Some(kafka), body(vec![pin(json!({"index": 7528.5}))]), 422, 42201, "record 0"),
+        ("not an object", Some(kafka), body(vec![json!([1, 2])]), 422, 42201, "record 0"),
+        ("no value", Some(kafka), r#"{"records":[{"key":"k"}]}"#.into(), 422, 42201, "no value"),
+        ("record too large", Some(kafka), body(vec![pin(json!({"description": big}))]), 413, 41301, "limit"),
+        ("too many records", Some(kafka), body(vec![pin(json!({})); 501]), 413, 41301, "501 records"),
+        ("body too large", Some(kafka), format!("{{\"records\":[],\"pad\":\"{}\"}}", "y".repeat(crate::api::MAX_BODY_BYTES)), 413, 41301, "limit"),
+        ("wrong media type", Some("text/plain"), body(vec![pin(json!({}))]), 415, 41501, "Content-Type"),
+        ("no media type", None, body(vec![pin(json!({}))]), 415, 41501, "Content-Type"),
+    ];
+    for (what, ctype, b, status, code, needle) in cases {
+        let r = api.handle("POST", &format!("/topics/{ID}.pin"), ctype, b.as_bytes()).await;
+        assert_eq!(r.status, status, "{what}: {}", r.body);
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["error_code"], code, "{what}: {}", r.body);
+        assert!(v["message"].as_str().unwrap().contains(needle), "{what}: {}", r.body);
+    }
+    let r = api.handle("POST", "/topics/other.pin", Some(kafka), body(vec![pin(json!({}))]).as_bytes()).await;
+    assert_eq!((r.status, r.body.contains("40401")), (404, true), "{}", r.body);
+    // The invalid sample event names the record and the field.
+    let resp = api.handle_event(&event("v2-produce-invalid.json")).await.unwrap();
+    assert_eq!(resp["statusCode"], 422);
+    assert!(resp["body"].as_str().unwrap().contains("record 1 is not a valid pin record: field `title`"), "{resp}");
+    // A datetime with an offset, numbers as strings, a null field: valid, stored as posted.
+    let ok = r#"{"records":[{"value":{"ind":5,"timestamp":"2020-08-28T03:52:47.5+02:00","latitude":"1.5","longitude":null,"country":""}}]}"#;
+    let r = api.handle("POST", &format!("/topics/{ID}.geo"), Some("application/json; charset=utf-8"), ok.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(consume(&brokers, &format!("{ID}.pin"), 0).is_empty(), "a refused request stored something");
+    assert_eq!(consume(&brokers, &format!("{ID}.geo"), 1).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_down_is_503_and_nothing_is_stored() {
+    let mock = cluster();
+    let brokers = mock.bootstrap_servers();
+    let api = ingest(&brokers, 1500).await;
+    let body = r#"{"records":[{"value":{"ind":1,"age":20}},{"value":{"ind":2,"age":30}}]}"#;
+    let path = format!("/topics/{ID}.user");
+    let ctype = Some("application/vnd.kafka.json.v2+json");
+    assert_eq!(api.handle("POST", &path, ctype, body.as_bytes()).await.status, 200);
+    mock.broker_down(1).unwrap();
+    let started = Instant::now();
+    let r = api.handle("POST", &path, ctype, br#"{"records":[{"value":{"ind":3,"age":40}}]}"#).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("50301") && r.body.contains("nothing stored"), "{}", r.body);
+    assert!(started.elapsed() < Duration::from_secs(30), "a 503 must come within a bounded time");
+    mock.broker_up(1).unwrap();
+    // A client retries a 503 until the broker is back; each 503 stored nothing.
+    let mut statuses = Vec::new();
+    while statuses.last() != Some(&200) && statuses.len() < 20 {
+        statuses.push(api.handle("POST", &path, ctype, br#"{"records":[{"value":{"ind":4,"age":50}}]}"#).await.status);
+    }
+    assert!(statuses.iter().all(|s| *s == 503 || *s == 200) && statuses.last() == Some(&200), "{statuses:?}");
+    let stored: Vec<String> = consume(&brokers, &format!("{ID}.user"), 3)
+        .into_iter()
+        .map(|(_, p)| String::from_utf8(p).unwrap())
+        .collect();
+    assert_eq!(stored, [r#"{"ind":1,"age":20}"#, r#"{"ind":2,"age":30}"#, r#"{"ind":4,"age":50}"#]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_and_describing_topics_and_streams() {
+    let mock = cluster();
+    let api = ingest(&mock.bootstrap_servers(), 5000).await;
+    for version in ["v1", "v2"] {
+        let r = api.handle_event(&event(&format!("{version}-list-topics.json"))).await.unwrap();
+        let topics: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+        assert_eq!(topics, json!([format!("{ID}.pin"), format!("{ID}.geo"), format!("{ID}.user")]));
+        let r = api.handle_event(&event(&format!("{version}-describe-topic.json"))).await.unwrap();
+        assert_eq!(r["statusCode"], 200, "{r}");
+        assert!(r["body"].as_str().unwrap().contains(r#""partitions":[{"partition":0}]"#), "{r}");
+        let r = api.handle_event(&event(&format!("{version}-list-streams.json"))).await.unwrap();
+        assert!(r["body"].as_str().unwrap().contains(&format!("streaming-{ID}-geo")), "{r}");
+    }
+    assert_eq!(api.handle("GET", "/nothing/here", None, b"").await.status, 404);
+    assert_eq!(api.handle("DELETE", &format!("/topics/{ID}.pin"), None, b"").await.status, 405);
+    assert_eq!(api.handle("PUT", "/streams/streaming-other-pin/record", None, b"{}").await.status, 404);
+}
