@@ -1,6 +1,7 @@
 //! `pinpipe`: the pipeline's core code, run locally (SPEC §6).
 
 mod bench;
+mod ingest;
 mod ui;
 
 use std::path::PathBuf;
@@ -51,6 +52,12 @@ enum Command {
     Invoke(InvokeArgs),
     /// Benchmarks that print pinpipe's figure beside a reference measured in the same run.
     Bench(bench::BenchArgs),
+    /// The ingest API (Kafka REST proxy + Kinesis proxy routes) as a local HTTP server.
+    Serve(ingest::ServeArgs),
+    /// The user-posting emulator: sends posts' pin, geo and user records to the ingest API.
+    Emulate(ingest::EmulateArgs),
+    /// Run librdkafka's mock Kafka cluster (topics <ID>.pin|geo|user); prints its bootstrap address.
+    KafkaMock(ingest::KafkaMockArgs),
 }
 
 #[derive(Args)]
@@ -112,6 +119,7 @@ struct InvokeArgs {
 /// Lambdas that `invoke` can run.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Function {
+    IngestApi,
     KafkaSink,
     KinesisSink,
     BatchAnalysis,
@@ -183,6 +191,19 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Demo(a) => cmd_demo(&id, a).await,
         Command::Invoke(a) => cmd_invoke(a).await,
         Command::Bench(a) => bench::run(&id, a).await,
+        Command::Serve(a) => ingest::serve(&id, a).await,
+        Command::Emulate(a) => {
+            let report = ingest::emulate(&id, a).await?;
+            report.print();
+            anyhow::ensure!(
+                report.refused == 0 && report.given_up == 0,
+                "{} records were refused and {} not stored after retries (see the log above)",
+                report.refused,
+                report.given_up
+            );
+            Ok(())
+        }
+        Command::KafkaMock(a) => ingest::kafka_mock(&id, a).await,
     }
 }
 
@@ -246,6 +267,17 @@ async fn cmd_analyze(id: &PipelineId, a: AnalyzeArgs) -> Result<()> {
 
 async fn cmd_invoke(a: InvokeArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.event).with_context(|| format!("reading event {}", a.event.display()))?;
+    if let Function::IngestApi = a.function {
+        let event: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", a.event.display()))?;
+        let ingest = pinpipe_ingest::Ingest::new(pinpipe_ingest::IngestConfig::from_env()?).await?;
+        let response = ingest
+            .handle_event(&event)
+            .await
+            .map_err(|e| anyhow::anyhow!("{} is not an API Gateway event: {e}", a.event.display()))?;
+        println!("{}", serde_json::to_string_pretty(&response)?);
+        return Ok(());
+    }
     let cfg = pinpipe_core::config::Config::from_env()?;
     let response = match a.function {
         Function::KafkaSink => {
@@ -265,6 +297,7 @@ async fn cmd_invoke(a: InvokeArgs) -> Result<()> {
                 .with_context(|| format!("{} is not an EventBridge event", a.event.display()))?;
             serde_json::to_value(pinpipe_core::handlers::batch_analysis(&cfg, event).await?)?
         }
+        Function::IngestApi => unreachable!("answered above"),
     };
     println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(())

@@ -1,0 +1,451 @@
+//! `pinpipe serve` (the ingest API as a local HTTP server), `pinpipe emulate` (the user-posting
+//! emulator that replaces the old scripts) and `pinpipe kafka-mock` (a local Kafka broker).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use pinpipe_core::generate::{self, GenConfig};
+use pinpipe_core::{Kind, PipelineId};
+use pinpipe_ingest::api::MAX_BODY_BYTES;
+use pinpipe_ingest::{Ingest, IngestConfig, Reply};
+use serde_json::Value;
+
+use crate::ui;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Kafka bootstrap servers (without it the Kafka routes answer 503).
+    #[arg(long, env = "PINPIPE_KAFKA_BROKERS")]
+    pub kafka: Option<String>,
+    /// Kafka authentication: plaintext or msk-iam.
+    #[arg(long, env = "PINPIPE_KAFKA_AUTH", default_value = "plaintext")]
+    pub kafka_auth: String,
+    /// Serve the Kinesis routes (endpoint from AWS_ENDPOINT_URL_KINESIS / AWS_ENDPOINT_URL).
+    #[arg(long, env = "PINPIPE_KINESIS", default_value = "on")]
+    pub kinesis: String,
+    /// Longest a request waits for the broker or Kinesis before answering 503.
+    #[arg(long, env = "PINPIPE_PRODUCE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub produce_timeout_ms: u64,
+}
+
+impl ServeArgs {
+    pub fn config(&self, id: &PipelineId) -> Result<IngestConfig> {
+        let (id, kafka, auth, kinesis, timeout) =
+            (id.as_str().to_string(), self.kafka.clone(), self.kafka_auth.clone(), self.kinesis.clone(), self.produce_timeout_ms);
+        Ok(IngestConfig::from_lookup(move |k| match k {
+            "PINPIPE_ID" => Some(id.clone()),
+            "PINPIPE_KAFKA_BROKERS" => kafka.clone(),
+            "PINPIPE_KAFKA_AUTH" => Some(auth.clone()),
+            "PINPIPE_KINESIS" => Some(kinesis.clone()),
+            "PINPIPE_PRODUCE_TIMEOUT_MS" => Some(timeout.to_string()),
+            other => std::env::var(other).ok().filter(|v| !v.is_empty()),
+        })?)
+    }
+}
+
+/// Runs the ingest API until Ctrl-C or SIGTERM.
+pub async fn serve(id: &PipelineId, a: ServeArgs) -> Result<()> {
+    let ingest = Arc::new(Ingest::new(a.config(id)?).await?);
+    let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| format!("listening on {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    println!("pinpipe ingest API on http://{addr} (kafka: {}, kinesis: {})",
+        a.kafka.as_deref().unwrap_or("off"), if ingest.kinesis.is_some() { "on" } else { "off" });
+    let server = tokio::spawn(serve_on(listener, ingest.clone()));
+    shutdown_signal().await;
+    server.abort();
+    if let Some(k) = &ingest.kafka {
+        k.flush();
+    }
+    eprintln!("pinpipe serve: stopped");
+    Ok(())
+}
+
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// Serves HTTP/1.1 connections on `listener` with the same handler as the Lambda.
+pub async fn serve_on(listener: tokio::net::TcpListener, ingest: Arc<Ingest>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        let ingest = ingest.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let ingest = ingest.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&ingest, req).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+        });
+    }
+}
+
+async fn respond(ingest: &Ingest, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let reply = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(b) => ingest.handle(parts.method.as_str(), &path, content_type.as_deref(), &b.to_bytes()).await,
+        Err(_) => Reply::too_large(&path),
+    };
+    hyper::Response::builder()
+        .status(reply.status)
+        .header("content-type", reply.content_type)
+        .body(Full::new(Bytes::from(reply.body)))
+        .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Kafka REST proxy: POST /topics/<ID>.<kind>.
+    Batch,
+    /// Kinesis proxy: PUT /streams/streaming-<ID>-<kind>/record (or /records).
+    Stream,
+}
+
+#[derive(Args, Clone)]
+pub struct EmulateArgs {
+    /// Base URL of the ingest API (pinpipe serve, or the API Gateway stage URL).
+    #[arg(long)]
+    pub api: String,
+    #[arg(long, value_enum)]
+    pub mode: Mode,
+    /// A `pinpipe generate` directory to read posts from.
+    #[arg(long, conflicts_with = "rows", required_unless_present = "rows")]
+    pub source: Option<PathBuf>,
+    /// Generate N posts in memory instead.
+    #[arg(long)]
+    pub rows: Option<u64>,
+    /// Seed for --rows.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Send only the first N posts (default: all).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Posts per second at most (default: as fast as the API answers).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Posts per request (1 = one record per request, as the old scripts did).
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    /// API key, sent as the `x-api-key` header (API Gateway usage plans).
+    #[arg(long, env = "PINPIPE_API_KEY")]
+    pub api_key: Option<String>,
+    /// Attempts per record on 503, connection errors or per-record errors.
+    #[arg(long, default_value_t = 8)]
+    pub retries: u32,
+    /// Skip the first N posts of the source (to send distinct posts in two runs).
+    #[arg(long, default_value_t = 0)]
+    pub skip: u64,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Where posts come from: three records (pin, geo, user) per post.
+enum Posts {
+    Files([Vec<Bytes>; 3]),
+    Generated { seed: u64, cfg: GenConfig },
+}
+
+impl Posts {
+    fn len(&self) -> u64 {
+        match self {
+            Posts::Files(f) => f[0].len() as u64,
+            Posts::Generated { cfg, .. } => cfg.total_rows(),
+        }
+    }
+    fn post(&self, t: u64) -> [Bytes; 3] {
+        match self {
+            Posts::Files(f) => [f[0][t as usize].clone(), f[1][t as usize].clone(), f[2][t as usize].clone()],
+            Posts::Generated { seed, cfg } => generate::post_records(*seed, cfg.post_at(t)).map(Bytes::from),
+        }
+    }
+}
+
+fn load_posts(a: &EmulateArgs) -> Result<Posts> {
+    if let Some(rows) = a.rows {
+        return Ok(Posts::Generated { seed: a.seed, cfg: GenConfig { posts: rows, seed: a.seed, duplicates: 0.0 } });
+    }
+    let dir = a.source.as_ref().context("give --source DIR or --rows N")?;
+    let mut files: [Vec<Bytes>; 3] = Default::default();
+    for (kind, out) in Kind::ALL.iter().zip(files.iter_mut()) {
+        let path = dir.join(format!("{}.jsonl", kind.as_str()));
+        let text = std::fs::read(&path).with_context(|| format!("reading {} (a `pinpipe generate` directory)", path.display()))?;
+        *out = Bytes::from(text).split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(Bytes::copy_from_slice).collect();
+    }
+    if files[0].len() != files[1].len() || files[0].len() != files[2].len() {
+        bail!("{}: pin.jsonl, geo.jsonl and user.jsonl have different line counts", dir.display());
+    }
+    Ok(Posts::Files(files))
+}
+
+/// What an emulation run did.
+#[derive(Debug, Default, Clone)]
+pub struct EmulateReport {
+    pub posts: u64,
+    pub records_stored: u64,
+    pub requests: u64,
+    pub statuses: BTreeMap<String, u64>,
+    pub latencies_ms: Vec<f64>,
+    pub retried_records: u64,
+    /// Records the API refused (4xx): not retried.
+    pub refused: u64,
+    /// Records still not stored after every attempt.
+    pub given_up: u64,
+    pub seconds: f64,
+}
+
+impl EmulateReport {
+    pub fn percentile(&self, p: f64) -> f64 {
+        let mut v = self.latencies_ms.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        if v.is_empty() {
+            return 0.0;
+        }
+        v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
+    }
+
+    pub fn print(&self) {
+        let statuses: Vec<String> = self.statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+        println!(
+            "emulate: {} posts, {} records stored in {:.2} s ({:.0} posts/s)",
+            self.posts, self.records_stored, self.seconds, self.posts as f64 / self.seconds.max(1e-9)
+        );
+        println!(
+            "requests: {} ({}); latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms",
+            self.requests, statuses.join(", "), self.percentile(50.0), self.percentile(90.0), self.percentile(99.0)
+        );
+        println!("retried records: {}; refused: {}; not stored after retries: {}", self.retried_records, self.refused, self.given_up);
+    }
+}
+
+struct Shared {
+    client: reqwest::Client,
+    base: String,
+    api_key: Option<String>,
+    mode: Mode,
+    id: PipelineId,
+    retries: u32,
+    report: Mutex<EmulateReport>,
+}
+
+/// Sends posts the way the old emulation scripts did, with retries that cannot duplicate:
+/// the API stores nothing of a request it answers 503, and a 200 names each failed record.
+pub async fn emulate(id: &PipelineId, a: EmulateArgs) -> Result<EmulateReport> {
+    let posts = Arc::new(load_posts(&a)?);
+    let available = posts.len().saturating_sub(a.skip);
+    let count = a.count.map_or(available, |c| c.min(available));
+    let batch = a.batch_size.clamp(1, 500) as u64;
+    let groups = count.div_ceil(batch);
+    let shared = Arc::new(Shared {
+        client: reqwest::Client::builder().pool_max_idle_per_host(a.concurrency.max(1)).build()?,
+        base: a.api.trim_end_matches('/').to_string(),
+        api_key: a.api_key.clone(),
+        mode: a.mode,
+        id: id.clone(),
+        retries: a.retries.max(1),
+        report: Mutex::new(EmulateReport::default()),
+    });
+    let bar = if a.quiet { indicatif::ProgressBar::hidden() } else { ui::bar(count, "posting") };
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..a.concurrency.max(1) {
+        let (shared, posts, next, bar) = (shared.clone(), posts.clone(), next.clone(), bar.clone());
+        let (rate, skip) = (a.rate, a.skip);
+        workers.push(tokio::spawn(async move {
+            loop {
+                let g = next.fetch_add(1, Ordering::Relaxed);
+                if g >= groups {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let (from, to) = (g * batch, ((g + 1) * batch).min(count));
+                if let Some(r) = rate.filter(|r| *r > 0.0) {
+                    let due = started + Duration::from_secs_f64(from as f64 / r);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let recs: Vec<[Bytes; 3]> = (from..to).map(|t| posts.post(skip + t)).collect();
+                for (k, kind) in Kind::ALL.iter().enumerate() {
+                    let values: Vec<Bytes> = recs.iter().map(|r| r[k].clone()).collect();
+                    send_with_retries(&shared, *kind, values).await;
+                }
+                bar.inc(to - from);
+            }
+        }));
+    }
+    for w in workers {
+        w.await??;
+    }
+    bar.finish_and_clear();
+    let mut report = shared.report.lock().map_err(|_| anyhow::anyhow!("report lock"))?.clone();
+    report.posts = count;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn request_body(mode: Mode, stream: &str, values: &[Bytes]) -> (String, Vec<u8>) {
+    let mut body = Vec::with_capacity(values.iter().map(|v| v.len() + 40).sum());
+    match (mode, values.len()) {
+        (Mode::Batch, _) => {
+            body.extend_from_slice(b"{\"records\": [");
+            for (i, v) in values.iter().enumerate() {
+                body.extend_from_slice(if i == 0 { b"{\"value\": " } else { b", {\"value\": " });
+                body.extend_from_slice(v);
+                body.push(b'}');
+            }
+            body.extend_from_slice(b"]}");
+            ("application/vnd.kafka.json.v2+json".into(), body)
+        }
+        (Mode::Stream, 1) => {
+            body.extend_from_slice(format!("{{\"StreamName\": \"{stream}\", \"Data\": ").as_bytes());
+            body.extend_from_slice(&values[0]);
+            body.extend_from_slice(b", \"PartitionKey\": \"partition-1\"}");
+            ("application/json".into(), body)
+        }
+        (Mode::Stream, _) => {
+            body.extend_from_slice(b"{\"records\": [");
+            for (i, v) in values.iter().enumerate() {
+                body.extend_from_slice(if i == 0 { b"{\"data\": " } else { b", {\"data\": " });
+                body.extend_from_slice(v);
+                body.extend_from_slice(b", \"partition-key\": \"partition-1\"}");
+            }
+            body.extend_from_slice(b"]}");
+            ("application/json".into(), body)
+        }
+    }
+}
+
+/// Indexes (into the request's records) that were not stored, from a 200 reply.
+fn failed_records(mode: Mode, n: usize, body: &[u8]) -> Vec<usize> {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    match mode {
+        Mode::Batch => v["offsets"].as_array().map_or((0..n).collect(), |offs| {
+            (0..n).filter(|i| offs.get(*i).is_none_or(|o| !o["error_code"].is_null())).collect()
+        }),
+        Mode::Stream if n == 1 => if v["SequenceNumber"].is_string() { vec![] } else { vec![0] },
+        Mode::Stream => v["Records"].as_array().map_or((0..n).collect(), |recs| {
+            (0..n).filter(|i| recs.get(*i).is_none_or(|r| !r["SequenceNumber"].is_string())).collect()
+        }),
+    }
+}
+
+async fn send_with_retries(s: &Shared, kind: Kind, mut values: Vec<Bytes>) {
+    let (url, stream) = match s.mode {
+        Mode::Batch => (format!("{}/topics/{}", s.base, s.id.topic(kind)), String::new()),
+        Mode::Stream => {
+            let stream = s.id.stream(kind);
+            let tail = if values.len() == 1 { "record" } else { "records" };
+            (format!("{}/streams/{stream}/{tail}", s.base), stream)
+        }
+    };
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=s.retries {
+        let (ctype, body) = request_body(s.mode, &stream, &values);
+        let mut req = match s.mode {
+            Mode::Batch => s.client.post(&url),
+            Mode::Stream => s.client.put(&url),
+        }
+        .header("content-type", ctype)
+        .body(body);
+        if let Some(k) = &s.api_key {
+            req = req.header("x-api-key", k);
+        }
+        let sent = Instant::now();
+        let result = match req.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                r.bytes().await.map(|b| (status, b)).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let ms = sent.elapsed().as_secs_f64() * 1e3;
+        let (status_key, retry) = {
+            match &result {
+                Ok((200, body)) => {
+                    let failed = failed_records(s.mode, values.len(), body);
+                    let stored = values.len() - failed.len();
+                    let mut r = s.report.lock().unwrap_or_else(|e| e.into_inner());
+                    r.records_stored += stored as u64;
+                    ("200".to_string(), Some(failed))
+                }
+                Ok((status, _)) if *status == 503 || *status == 429 || *status >= 500 => (status.to_string(), None),
+                Ok((status, body)) => {
+                    tracing::warn!(status, body = %String::from_utf8_lossy(body), "records refused");
+                    let mut r = s.report.lock().unwrap_or_else(|e| e.into_inner());
+                    r.refused += values.len() as u64;
+                    (status.to_string(), Some(vec![]))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "request failed");
+                    ("error".to_string(), None)
+                }
+            }
+        };
+        {
+            let mut r = s.report.lock().unwrap_or_else(|e| e.into_inner());
+            r.requests += 1;
+            r.latencies_ms.push(ms);
+            *r.statuses.entry(status_key).or_default() += 1;
+        }
+        // `None`: retry all; `Some(list)`: retry only those records.
+        let again: Vec<Bytes> = match retry {
+            Some(failed) => failed.into_iter().map(|i| values[i].clone()).collect(),
+            None => values.clone(),
+        };
+        if again.is_empty() {
+            return;
+        }
+        if attempt == s.retries {
+            s.report.lock().unwrap_or_else(|e| e.into_inner()).given_up += again.len() as u64;
+            return;
+        }
+        s.report.lock().unwrap_or_else(|e| e.into_inner()).retried_records += again.len() as u64;
+        values = again;
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[derive(Args)]
+pub struct KafkaMockArgs {
+    /// Brokers in the cluster.
+    #[arg(long, default_value_t = 1)]
+    pub brokers: i32,
+    /// Partitions per topic.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: i32,
+}
+
+/// librdkafka's mock cluster as a process: a real Kafka-protocol broker on 127.0.0.1 for local
+/// runs and tests where no broker is installed. Prints its bootstrap address, runs until stopped.
+pub async fn kafka_mock(id: &PipelineId, a: KafkaMockArgs) -> Result<()> {
+    let mock = rdkafka::mocking::MockCluster::new(a.brokers).context("starting librdkafka's mock cluster")?;
+    for kind in Kind::ALL {
+        mock.create_topic(&id.topic(kind), a.partitions, 1).with_context(|| format!("creating {}", id.topic(kind)))?;
+    }
+    println!("{}", mock.bootstrap_servers());
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    shutdown_signal().await;
+    Ok(())
+}
