@@ -266,6 +266,13 @@ pub async fn emulate(id: &PipelineId, a: EmulateArgs) -> Result<EmulateReport> {
         retries: a.retries.max(1),
         report: Mutex::new(EmulateReport::default()),
     });
+    // Fail fast when nothing listens there, rather than retrying every post.
+    let probe = format!("{}/{}", shared.base, if a.mode == Mode::Batch { "topics" } else { "streams" });
+    let mut head = shared.client.get(&probe);
+    if let Some(k) = &a.api_key {
+        head = head.header("x-api-key", k);
+    }
+    head.send().await.with_context(|| format!("cannot reach the ingest API at {} (is `pinpipe serve` running?)", a.api))?;
     let bar = if a.quiet { indicatif::ProgressBar::hidden() } else { ui::bar(count, "posting") };
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -396,7 +403,7 @@ async fn send_with_retries(s: &Shared, kind: Kind, mut values: Vec<Bytes>) {
                     (status.to_string(), Some(vec![]))
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "request failed");
+                    tracing::debug!(error = %e, "request failed; will retry");
                     ("error".to_string(), None)
                 }
             }
@@ -447,5 +454,90 @@ pub async fn kafka_mock(id: &PipelineId, a: KafkaMockArgs) -> Result<()> {
     use std::io::Write;
     std::io::stdout().flush()?;
     shutdown_signal().await;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ConsumeArgs {
+    /// Kafka bootstrap servers to consume the pipeline's topics from (into the Kafka sink).
+    #[arg(long, required_unless_present = "kinesis")]
+    pub kafka: Option<String>,
+    /// Consume the pipeline's Kinesis streams (into the Kinesis sink); the endpoint defaults
+    /// to AWS_ENDPOINT_URL_KINESIS / AWS_ENDPOINT_URL.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pub kinesis: Option<String>,
+    /// Root of the Delta tables.
+    #[arg(long, env = "PINPIPE_TABLES")]
+    pub tables: String,
+    /// Root of the raw landing (the Kafka sink lands raw batches there).
+    #[arg(long, env = "PINPIPE_LANDING")]
+    pub landing: Option<String>,
+    /// Records per sink invocation at most.
+    #[arg(long, default_value_t = 10_000)]
+    pub batch_size: usize,
+    /// Longest wait to fill a batch, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub batch_window_ms: u64,
+    /// Exit after this many seconds without records (default: run until Ctrl-C).
+    #[arg(long)]
+    pub idle_exit: Option<f64>,
+}
+
+/// Feeds the sink handlers from a real broker and/or stream until idle or stopped.
+pub async fn consume(id: &PipelineId, a: ConsumeArgs) -> Result<()> {
+    use pinpipe_core::config::Config;
+    use pinpipe_ingest::consume::{self as c, ConsumeOptions};
+    use std::sync::atomic::AtomicBool;
+    let (tables, landing) = (a.tables.clone(), a.landing.clone());
+    let cfg = Config::from_lookup(|k| match k {
+        "PINPIPE_ID" => Some(id.as_str().to_string()),
+        "PINPIPE_TABLES" => Some(tables.clone()),
+        "PINPIPE_LANDING" => landing.clone(),
+        other => std::env::var(other).ok().filter(|v| !v.is_empty()),
+    })?;
+    let opts = ConsumeOptions {
+        batch_size: a.batch_size.max(1),
+        batch_window: Duration::from_millis(a.batch_window_ms),
+        idle_exit: a.idle_exit.map(Duration::from_secs_f64),
+        ..Default::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let kafka = async {
+        match &a.kafka {
+            Some(bootstrap) => {
+                let mut sink = pinpipe_core::handlers::KafkaSink::open(&cfg).await?;
+                println!("consuming {} from Kafka at {bootstrap}", id.topic(Kind::Pin).replace(".pin", ".{pin,geo,user}"));
+                anyhow::Ok(Some(c::consume_kafka(bootstrap, id, &mut sink, &opts, stop.clone()).await?))
+            }
+            None => Ok(None),
+        }
+    };
+    let kinesis = async {
+        match &a.kinesis {
+            Some(endpoint) => {
+                let client = pinpipe_ingest::kinesis::client(Some(endpoint.as_str()).filter(|e| !e.is_empty()), Duration::from_secs(10)).await;
+                let mut sink = pinpipe_core::handlers::KinesisSink::open(&cfg).await?;
+                println!("consuming {} from Kinesis", id.stream(Kind::Pin).replace("-pin", "-{pin,geo,user}"));
+                anyhow::Ok(Some(c::consume_kinesis(&client, id, &mut sink, &opts, stop.clone()).await?))
+            }
+            None => Ok(None),
+        }
+    };
+    let (k, s) = tokio::join!(kafka, kinesis);
+    for (name, r) in [("kafka", k?), ("kinesis", s?)] {
+        if let Some(r) = r {
+            println!(
+                "{name}: {} batches, {} records received: {} tabled, {} quarantined, {} already present, {} redeliveries",
+                r.batches, r.received, r.tabled, r.quarantined, r.already_present, r.redelivered
+            );
+        }
+    }
     Ok(())
 }

@@ -56,6 +56,9 @@ enum Command {
     Serve(ingest::ServeArgs),
     /// The user-posting emulator: sends posts' pin, geo and user records to the ingest API.
     Emulate(ingest::EmulateArgs),
+    /// Feed the sink handlers from a real Kafka broker and/or Kinesis streams (as Lambda's
+    /// event-source mappings do), moving the position only after the sink succeeded.
+    Consume(ingest::ConsumeArgs),
     /// Run librdkafka's mock Kafka cluster (topics <ID>.pin|geo|user); prints its bootstrap address.
     KafkaMock(ingest::KafkaMockArgs),
 }
@@ -203,6 +206,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Consume(a) => ingest::consume(&id, a).await,
         Command::KafkaMock(a) => ingest::kafka_mock(&id, a).await,
     }
 }

@@ -76,6 +76,11 @@ impl Tables {
         delta::txn_version(t, &self.id.table(kind), app_id).await
     }
 
+    /// A source's stored watermark in the data table, for any kind of position.
+    pub async fn mark<M: Mark>(&self, kind: Kind, app_id: &str) -> Result<Option<M>> {
+        stored_mark(&self.data[&kind], &self.id.table(kind), app_id).await
+    }
+
     /// Brings the table handles up to date with commits made elsewhere.
     pub async fn refresh(&mut self) -> Result<()> {
         for kind in Kind::ALL {

@@ -37,12 +37,7 @@ impl KinesisProducer {
     /// Client from the standard AWS configuration (AWS_ENDPOINT_URL_KINESIS, AWS_REGION, …),
     /// with every call bounded by `timeout`.
     pub async fn new(timeout: Duration) -> Self {
-        let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .operation_timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(3)))
-            .build();
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
-        KinesisProducer { client: Client::new(&conf) }
+        KinesisProducer { client: client(None, timeout).await }
     }
 
     pub fn client(&self) -> &Client {
@@ -163,6 +158,20 @@ impl KinesisProducer {
             Err(e) => Err(classify(stream, e)),
         }
     }
+}
+
+/// A Kinesis client from the standard AWS configuration; `endpoint` overrides
+/// AWS_ENDPOINT_URL_KINESIS / AWS_ENDPOINT_URL. Every call is bounded by `timeout`.
+pub async fn client(endpoint: Option<&str>, timeout: Duration) -> Client {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(3)))
+        .build();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
+    if let Some(e) = endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    Client::new(&loader.load().await)
 }
 
 fn throttled(e: &PutError) -> bool {

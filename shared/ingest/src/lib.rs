@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod consume;
 pub mod json;
 pub mod kafka;
 pub mod kinesis;
