@@ -154,3 +154,117 @@ def faulty_s3(moto_s3):
     proxy = FaultyProxy(moto_s3["AWS_ENDPOINT_URL"])
     yield dict(moto_s3, AWS_ENDPOINT_URL=proxy.endpoint), proxy
     proxy.close()
+
+
+TOOLS = Path(os.environ.get("PINPIPE_TOOLS", "/var/tmp/pinpipe-tools"))  # as scripts/test.sh
+
+
+def wait_port(port, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def kinesis_local():
+    """kinesis-local (kinesis-mock, from npm) on 127.0.0.1, plain HTTP; yields its endpoint."""
+    pkg = TOOLS / "node_modules" / "kinesis-local"
+    assert (pkg / "main.js").exists(), f"kinesis-local is missing at {pkg}: run scripts/test.sh (npm install)"
+    port, tls = free_port(), free_port()
+    env = dict(os.environ, KINESIS_MOCK_CERT_PATH=str(pkg / "server.json"), KINESIS_MOCK_PLAIN_PORT=str(port),
+               KINESIS_MOCK_TLS_PORT=str(tls), LOG_LEVEL="WARN")
+    proc = subprocess.Popen(["node", str(pkg / "main.js")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def kinesis_client(endpoint):
+    import boto3
+    return boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="test", aws_secret_access_key="test")
+
+
+def create_streams(endpoint, pid, shards=1):
+    k = kinesis_client(endpoint)
+    for kind in ("pin", "geo", "user"):
+        k.create_stream(StreamName=f"streaming-{pid}-{kind}", ShardCount=shards)
+    for kind in ("pin", "geo", "user"):
+        k.get_waiter("stream_exists").wait(StreamName=f"streaming-{pid}-{kind}", WaiterConfig={"Delay": 0.2})
+    return k
+
+
+class Proc:
+    """A background pinpipe process, stopped at the end of the test."""
+
+    def __init__(self, args, env=None):
+        full_env = dict(os.environ)
+        full_env.pop("PINPIPE_ID", None)
+        full_env.update(env or {})
+        self.p = subprocess.Popen([str(BIN), *map(str, args)], env=full_env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+
+    def first_line(self, timeout=60):
+        import select
+        ready, _, _ = select.select([self.p.stdout], [], [], timeout)
+        assert ready, "no output from pinpipe"
+        return self.p.stdout.readline().strip()
+
+    def stop(self):
+        self.p.terminate()
+        try:
+            self.p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+
+
+@pytest.fixture
+def procs():
+    started = []
+
+    def start(*args, env=None):
+        p = Proc(args, env)
+        started.append(p)
+        return p
+    yield start
+    for p in started:
+        p.stop()
+
+
+def kafka_mock(procs, pid):
+    """librdkafka's mock cluster in a helper process; returns its bootstrap address."""
+    return procs("--id", pid, "kafka-mock").first_line()
+
+
+def serve(procs, pid, kafka=None, kinesis=None, extra=()):
+    port = free_port()
+    args = ["--id", pid, "serve", "--listen", f"127.0.0.1:{port}", *extra]
+    if kafka:
+        args += ["--kafka", kafka]
+    env = {"AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+    if kinesis:
+        env["AWS_ENDPOINT_URL_KINESIS"] = kinesis
+    else:
+        args += ["--kinesis", "off"]
+    procs(*args, env=env)
+    wait_port(port)
+    return f"http://127.0.0.1:{port}"
+
+
+def http(method, url, body=None, headers=None):
+    """(status, parsed JSON body) of one request, errors included."""
+    import urllib.error
+    import urllib.request
+    data = body if isinstance(body, (bytes, type(None))) else body.encode()
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
