@@ -541,3 +541,43 @@ pub async fn consume(id: &PipelineId, a: ConsumeArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// Posts generated rows through the ingest handler in-process (no HTTP), `per_request`
+/// records per request, `concurrency` requests at once; returns the records stored.
+/// Any refusal or failure is an error: the demo and benchmarks expect every record in.
+pub async fn post_generated(
+    api: &Ingest,
+    id: &PipelineId,
+    cfg: &GenConfig,
+    per_request: u64,
+    concurrency: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<u64> {
+    use futures::StreamExt;
+    let total = cfg.total_rows();
+    let groups: Vec<(u64, u64)> = (0..total.div_ceil(per_request)).map(|g| (g * per_request, ((g + 1) * per_request).min(total))).collect();
+    let stored = AtomicU64::new(0);
+    let results: Vec<Result<()>> = futures::stream::iter(groups)
+        .map(|(from, to)| {
+            let stored = &stored;
+            async move {
+                let bufs = generate::block(cfg, from, to);
+                for (kind, buf) in Kind::ALL.iter().zip(bufs) {
+                    let values: Vec<Bytes> = buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(Bytes::copy_from_slice).collect();
+                    let (ctype, body) = request_body(Mode::Batch, "", &values);
+                    let reply = api.handle("POST", &format!("/topics/{}", id.topic(*kind)), Some(&ctype), &body).await;
+                    anyhow::ensure!(reply.status == 200, "ingest API answered {}: {}", reply.status, reply.body);
+                    let failed = failed_records(Mode::Batch, values.len(), reply.body.as_bytes());
+                    anyhow::ensure!(failed.is_empty(), "{} records not stored: {}", failed.len(), reply.body);
+                    stored.fetch_add(values.len() as u64, Ordering::Relaxed);
+                }
+                progress(to - from);
+                Ok(())
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    Ok(stored.into_inner())
+}

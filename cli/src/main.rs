@@ -316,7 +316,14 @@ async fn cmd_report(id: &PipelineId, a: ReportArgs) -> Result<()> {
     Ok(())
 }
 
+/// The whole pipeline on one machine, through the production handlers: generated posts are
+/// posted to the ingest API handler, which produces them to librdkafka's mock cluster (a
+/// Kafka-protocol broker inside this process); the Kafka sink handler consumes them in
+/// MSK-shaped batches into the landing and the tables; the analysis job's catch-up finds
+/// nothing left to add; the analysis writes the outputs.
 async fn cmd_demo(id: &PipelineId, a: DemoArgs) -> Result<()> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
     let started = std::time::Instant::now();
     let dir = ui::fresh_demo_dir(&a.dir)?;
     let landing = Location::parse(&dir.join("landing").display().to_string())?;
@@ -325,18 +332,49 @@ async fn cmd_demo(id: &PipelineId, a: DemoArgs) -> Result<()> {
     let cfg = GenConfig { posts: a.rows, seed: a.seed, duplicates: a.duplicates };
     println!("pinpipe demo (id {}): {} posts + {} re-posts", id.as_str(), cfg.posts, cfg.reposts());
 
-    let bar = ui::bar(cfg.total_rows(), "1/3 landing generated posts");
-    let store = landing.store()?;
-    let objects = generate::generate_to_landing(&cfg, &store, id, 10_000, &|n| bar.set_position(n)).await?;
+    let mock = rdkafka::mocking::MockCluster::new(1).context("starting the in-process Kafka broker")?;
+    for kind in pinpipe_core::Kind::ALL {
+        mock.create_topic(&id.topic(kind), 1, 1).context("creating the demo topics")?;
+    }
+    let bootstrap = mock.bootstrap_servers();
+    let ingest_cfg = pinpipe_ingest::IngestConfig::from_lookup(|k| match k {
+        "PINPIPE_ID" => Some(id.as_str().to_string()),
+        "PINPIPE_KAFKA_BROKERS" => Some(bootstrap.clone()),
+        "PINPIPE_KINESIS" => Some("off".into()),
+        _ => None,
+    })?;
+    let api = pinpipe_ingest::Ingest::new(ingest_cfg).await?;
+    let bar = ui::bar(cfg.total_rows(), "1/4 posting to the ingest API");
+    let sent = ingest::post_generated(&api, id, &cfg, 500, 4, &|n| bar.inc(n)).await?;
     bar.finish_and_clear();
-    println!("1/3 landed {} records in {objects} objects under {}", cfg.total_rows() * 3, landing.display());
+    println!("1/4 ingest API: {sent} records accepted (200) and produced to Kafka topics {}.{{pin,geo,user}}", id.as_str());
+
+    let sink_cfg = pinpipe_core::config::Config::from_lookup(|k| match k {
+        "PINPIPE_ID" => Some(id.as_str().to_string()),
+        "PINPIPE_TABLES" => Some(tables.display()),
+        "PINPIPE_LANDING" => Some(landing.display()),
+        _ => None,
+    })?;
+    let mut sink = pinpipe_core::handlers::KafkaSink::open(&sink_cfg).await?;
+    let spinner = ui::spinner("2/4 Kafka sink consuming");
+    let opts = pinpipe_ingest::consume::ConsumeOptions {
+        idle_exit: Some(std::time::Duration::from_secs(2)),
+        ..Default::default()
+    };
+    let r = pinpipe_ingest::consume::consume_kafka(&bootstrap, id, &mut sink, &opts, Arc::new(AtomicBool::new(false))).await?;
+    spinner.finish_and_clear();
+    println!(
+        "2/4 Kafka sink: {} MSK batches, {} records: landed under {}, {} tabled, {} quarantined",
+        r.batches, r.received, landing.display(), r.tabled, r.quarantined
+    );
+    anyhow::ensure!(r.received == sent, "the sink received {} records of the {sent} sent", r.received);
 
     let report = clean(id, &landing, &tables).await?;
-    print!("2/3 ");
+    print!("3/4 catch-up from the landing (exactly once, so nothing new): ");
     ui::print_clean(&report, &tables, &id.quarantine_table());
 
     let run = analyze(id, &tables, &out).await?;
-    println!("3/3 analysis done");
+    println!("4/4 analysis done");
     ui::print_results(&run, &tables, &out);
     println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
