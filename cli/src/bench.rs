@@ -50,6 +50,22 @@ enum BenchWhat {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// N posts straight through an rdkafka producer, and the same posts through
+    /// `pinpipe emulate` → `pinpipe serve` → the same broker; plus the ingest Lambda's init time.
+    Ingest {
+        /// Posts to send (three records each).
+        #[arg(long, default_value_t = 20_000)]
+        posts: u64,
+        /// Posts per request (batched requests; 1 is the old scripts' one record per request).
+        #[arg(long, default_value_t = 100)]
+        batch_size: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// A real broker's bootstrap servers (default: librdkafka's mock cluster in this process).
+        #[arg(long)]
+        kafka: Option<String>,
+    },
     /// Scan time of a table after many small appends, before and after compaction.
     Maintenance {
         /// Appends (commits) to make, each one small file.
@@ -69,6 +85,7 @@ pub async fn run(id: &PipelineId, a: BenchArgs) -> Result<()> {
         BenchWhat::Batch { posts, dir, python } => batch(id, posts, dir, &python).await,
         BenchWhat::Maintenance { appends, rows, dir } => maintenance(id, appends, rows, dir).await,
         BenchWhat::Sink { records, s3, dir } => sink(id, records, s3, dir).await,
+        BenchWhat::Ingest { posts, batch_size, concurrency, kafka } => ingest(id, posts, batch_size, concurrency, kafka).await,
     }
 }
 
@@ -357,4 +374,134 @@ async fn sink(id: &PipelineId, records: u64, s3: Option<String>, dir: Option<Pat
     println!("ratio sink/floor (local disk): {:.1}", local_s / floor_s);
     println!("peak RSS of the sink process (start-up + this batch): {:.0} MB", rss.max_rss_mb);
     Ok(())
+}
+
+async fn ingest(id: &PipelineId, posts: u64, batch_size: usize, concurrency: usize, kafka: Option<String>) -> Result<()> {
+    use pinpipe_core::Kind;
+    use pinpipe_ingest::kafka::{KafkaProducer, OutRecord, Outcome};
+    let mock = match &kafka {
+        Some(_) => None,
+        None => {
+            let m = rdkafka::mocking::MockCluster::new(1).context("starting librdkafka's mock cluster")?;
+            for kind in Kind::ALL {
+                m.create_topic(&id.topic(kind), 1, 1)?;
+            }
+            Some(m)
+        }
+    };
+    let bootstrap = kafka.clone().unwrap_or_else(|| mock.as_ref().map(|m| m.bootstrap_servers()).unwrap_or_default());
+    let seed = 7;
+    let cfg = GenConfig { posts, seed, duplicates: 0.0 };
+    let records = posts * 3;
+    println!("bench ingest: {posts} posts ({records} records), {batch_size} posts per request, {concurrency} in flight, broker {}",
+        if kafka.is_some() { bootstrap.as_str() } else { "librdkafka mock cluster" });
+
+    // (a) The floor: the same records straight into an rdkafka producer with the same settings.
+    let ingest_cfg = pinpipe_ingest::IngestConfig::from_lookup(|k| match k {
+        "PINPIPE_ID" => Some(id.as_str().to_string()),
+        _ => None,
+    })?;
+    let producer = KafkaProducer::new(&ingest_cfg, &bootstrap)?;
+    let bufs = generate::block(&cfg, 0, cfg.total_rows());
+    let started = Instant::now();
+    for (kind, buf) in Kind::ALL.iter().zip(&bufs) {
+        let values: Vec<&[u8]> = buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+        for chunk in values.chunks(50_000) {
+            let recs: Vec<OutRecord<'_>> = chunk.iter().map(|v| OutRecord { key: None, partition: None, value: v }).collect();
+            let outcomes = producer.send(&id.topic(*kind), &recs).await;
+            let failed = outcomes.iter().filter(|o| !matches!(o, Outcome::Stored { .. })).count();
+            anyhow::ensure!(failed == 0, "{failed} records not stored by the direct producer");
+        }
+    }
+    let direct_s = started.elapsed().as_secs_f64();
+    drop(bufs);
+
+    // (b) The same posts through `pinpipe emulate` → `pinpipe serve` (both child processes).
+    let exe = std::env::current_exe()?;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let mut server = Command::new(&exe)
+        .args(["--id", id.as_str(), "serve", "--listen", &format!("127.0.0.1:{port}"), "--kafka", &bootstrap, "--kinesis", "off"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting pinpipe serve")?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            bail!("pinpipe serve did not start listening on port {port}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let emulated = Command::new(&exe)
+        .args(["--id", id.as_str(), "emulate", "--api", &format!("http://127.0.0.1:{port}"), "--mode", "batch"])
+        .args(["--rows", &posts.to_string(), "--seed", &seed.to_string(), "--batch-size", &batch_size.to_string()])
+        .args(["--concurrency", &concurrency.to_string(), "--quiet", "--json"])
+        .output()
+        .context("running pinpipe emulate")?;
+    let _ = server.kill();
+    let _ = server.wait();
+    anyhow::ensure!(emulated.status.success(), "pinpipe emulate failed: {}", String::from_utf8_lossy(&emulated.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&emulated.stdout).context("reading emulate's JSON summary")?;
+    let api_s = report["seconds"].as_f64().unwrap_or(f64::NAN);
+    anyhow::ensure!(report["records_stored"].as_u64() == Some(records), "emulate stored {} of {records} records", report["records_stored"]);
+
+    println!("{:<44} {:>12} {:>10} {:>10}", "", "records/s", "p50 ms", "p99 ms");
+    println!("{:<44} {:>12.0} {:>10} {:>10}", "(a) rdkafka producer, direct", records as f64 / direct_s, "-", "-");
+    println!(
+        "{:<44} {:>12.0} {:>10.1} {:>10.1}",
+        "(b) pinpipe emulate -> pinpipe serve -> Kafka",
+        records as f64 / api_s,
+        report["p50_ms"].as_f64().unwrap_or(f64::NAN),
+        report["p99_ms"].as_f64().unwrap_or(f64::NAN)
+    );
+    println!("ratio (b)/(a) (higher is better; goal >= 0.8 for batched requests): {:.2}", direct_s / api_s);
+
+    // The Lambda's init: process start until it asks the Runtime API for its first event.
+    let lambda = exe.with_file_name("ingest-api");
+    if lambda.exists() {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            times.push(lambda_init_ms(&lambda, id, &bootstrap)?);
+        }
+        times.sort_by(f64::total_cmp);
+        println!("ingest-api Lambda init (process start -> first /invocation/next): median {:.1} ms, min {:.1} ms, max {:.1} ms (goal < 50 ms)",
+            times[2], times[0], times[4]);
+    } else {
+        println!("ingest-api Lambda init: not measured ({} is missing: cargo build -p ingest-api with this profile)", lambda.display());
+    }
+    Ok(())
+}
+
+/// Starts the Lambda binary against a stand-in Runtime API socket and times its first request.
+fn lambda_init_ms(lambda: &Path, id: &PipelineId, bootstrap: &str) -> Result<f64> {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let started = Instant::now();
+    let mut child = Command::new(lambda)
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "pinpipe-ingest-api")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_REGION", "us-east-1")
+        .env("PINPIPE_ID", id.as_str())
+        .env("PINPIPE_KAFKA_BROKERS", bootstrap)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", lambda.display()))?;
+    let (mut conn, _) = listener.accept()?;
+    let mut buf = [0u8; 256];
+    let n = conn.read(&mut buf)?;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let _ = child.kill();
+    let _ = child.wait();
+    anyhow::ensure!(
+        String::from_utf8_lossy(&buf[..n]).contains("/runtime/invocation/next"),
+        "the Lambda's first request was not /runtime/invocation/next"
+    );
+    Ok(ms)
 }

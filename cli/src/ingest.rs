@@ -159,6 +159,9 @@ pub struct EmulateArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Print the summary as one JSON object (for scripts and `pinpipe bench ingest`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where posts come from: three records (pin, geo, user) per post.
@@ -200,7 +203,7 @@ fn load_posts(a: &EmulateArgs) -> Result<Posts> {
 }
 
 /// What an emulation run did.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct EmulateReport {
     pub posts: u64,
     pub records_stored: u64,
@@ -223,6 +226,17 @@ impl EmulateReport {
             return 0.0;
         }
         v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
+    }
+
+    pub fn print_json(&self) {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("latencies_ms");
+            o.insert("p50_ms".into(), self.percentile(50.0).into());
+            o.insert("p90_ms".into(), self.percentile(90.0).into());
+            o.insert("p99_ms".into(), self.percentile(99.0).into());
+        }
+        println!("{v}");
     }
 
     pub fn print(&self) {

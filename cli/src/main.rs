@@ -196,8 +196,13 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench::run(&id, a).await,
         Command::Serve(a) => ingest::serve(&id, a).await,
         Command::Emulate(a) => {
+            let json = a.json;
             let report = ingest::emulate(&id, a).await?;
-            report.print();
+            if json {
+                report.print_json();
+            } else {
+                report.print();
+            }
             anyhow::ensure!(
                 report.refused == 0 && report.given_up == 0,
                 "{} records were refused and {} not stored after retries (see the log above)",
