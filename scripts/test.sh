@@ -34,6 +34,7 @@ if [ "${CI:-}" = "true" ]; then
   export CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=0
 fi
 
+bash scripts/lint-infra.sh
 cargo build --locked -p pinpipe-cli
 cargo test --locked --workspace
 python3 -m pytest tests/ -q -p no:cacheprovider "$@"
