@@ -38,3 +38,6 @@ bash scripts/lint-infra.sh
 cargo build --locked -p pinpipe-cli
 cargo test --locked --workspace
 python3 -m pytest tests/ -q -p no:cacheprovider "$@"
+# The whole pipeline on the local stack, then again with a broker outage and an S3 outage.
+bash scripts/e2e.sh "${E2E_POSTS:-100}"
+E2E_CHAOS=1 bash scripts/e2e.sh "${E2E_POSTS:-100}"

@@ -92,65 +92,10 @@ def moto_s3():
     proc.wait(timeout=10)
 
 
-class FaultyProxy:
-    """An HTTP proxy in front of a real server (moto) that refuses the requests a test picks,
-    as an outage of part of S3 would, and forwards everything else unchanged."""
-
-    def __init__(self, upstream):
-        import http.server
-        import threading
-        import urllib.parse
-        self.fail = None  # callable(method, path) -> bool
-        self.refused = 0
-        up = urllib.parse.urlparse(upstream)
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def _forward(self):
-                import http.client
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if proxy.fail and proxy.fail(self.command, self.path):
-                    proxy.refused += 1
-                    msg = b"<Error><Code>AccessDenied</Code><Message>injected outage</Message></Error>"
-                    self.send_response(403)
-                    self.send_header("Content-Length", str(len(msg)))
-                    self.end_headers()
-                    self.wfile.write(msg)
-                    return
-                conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                headers["Host"] = up.netloc
-                conn.request(self.command, self.path, body=body, headers=headers)
-                r = conn.getresponse()
-                data = r.read()
-                self.send_response(r.status)
-                for k, v in r.getheaders():
-                    if k.lower() not in ("transfer-encoding", "content-length", "connection"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-
-
 @pytest.fixture
 def faulty_s3(moto_s3):
     """moto behind a proxy that can refuse chosen requests: `env`, `proxy.fail = f(method, path)`."""
+    from faulty_proxy import FaultyProxy
     proxy = FaultyProxy(moto_s3["AWS_ENDPOINT_URL"])
     yield dict(moto_s3, AWS_ENDPOINT_URL=proxy.endpoint), proxy
     proxy.close()

@@ -458,7 +458,8 @@ pub struct KafkaMockArgs {
 }
 
 /// librdkafka's mock cluster as a process: a real Kafka-protocol broker on 127.0.0.1 for local
-/// runs and tests where no broker is installed. Prints its bootstrap address, runs until stopped.
+/// runs and tests where no broker is installed. Prints its bootstrap address, runs until
+/// stopped; SIGUSR1/SIGUSR2 take the brokers down and up.
 pub async fn kafka_mock(id: &PipelineId, a: KafkaMockArgs) -> Result<()> {
     let mock = rdkafka::mocking::MockCluster::new(a.brokers).context("starting librdkafka's mock cluster")?;
     for kind in Kind::ALL {
@@ -467,7 +468,25 @@ pub async fn kafka_mock(id: &PipelineId, a: KafkaMockArgs) -> Result<()> {
     println!("{}", mock.bootstrap_servers());
     use std::io::Write;
     std::io::stdout().flush()?;
-    shutdown_signal().await;
+    // SIGUSR1 takes every broker down, SIGUSR2 brings them back: an outage without losing
+    // what the brokers hold (a restart of this in-memory cluster would lose it).
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut down, mut up) = (signal(SignalKind::user_defined1())?, signal(SignalKind::user_defined2())?);
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = down.recv() => {
+                for b in 1..=a.brokers { mock.broker_down(b)?; }
+                eprintln!("kafka-mock: brokers down");
+            }
+            _ = up.recv() => {
+                for b in 1..=a.brokers { mock.broker_up(b)?; }
+                eprintln!("kafka-mock: brokers up");
+            }
+        }
+    }
     Ok(())
 }
 

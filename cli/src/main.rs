@@ -59,7 +59,8 @@ enum Command {
     /// Feed the sink handlers from a real Kafka broker and/or Kinesis streams (as Lambda's
     /// event-source mappings do), moving the position only after the sink succeeded.
     Consume(ingest::ConsumeArgs),
-    /// Run librdkafka's mock Kafka cluster (topics <ID>.pin|geo|user); prints its bootstrap address.
+    /// Run librdkafka's mock Kafka cluster (topics <ID>.pin|geo|user); prints its bootstrap address;
+    /// SIGUSR1 / SIGUSR2 take its brokers down / up (outage drills).
     KafkaMock(ingest::KafkaMockArgs),
 }
 
