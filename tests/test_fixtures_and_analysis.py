@@ -191,7 +191,15 @@ def test_double_encoded_kinesis_records_are_decoded(tmp_path):
 
 def test_demo_runs_end_to_end(tmp_path):
     p = run("demo", "--rows", 3000, "--dir", tmp_path / "demo")
-    assert "3/3 analysis done" in p.stdout
+    # Every record goes through the ingest handler, the broker and the Kafka sink once.
+    assert "1/4 ingest API: 9450 records accepted" in p.stdout, p.stdout
+    assert "9450 records: landed under" in p.stdout and "9450 tabled, 0 quarantined" in p.stdout, p.stdout
+    assert "3/4 catch-up" in p.stdout and " 0 tabled" in p.stdout.split("3/4")[1].split("\n")[0], p.stdout
+    assert "4/4 analysis done" in p.stdout
+    for kind in ("pin", "geo", "user"):
+        assert len(read_table(tmp_path / "demo" / "tables", f"demo_{kind}_table")) == 3150
+        landed = (tmp_path / "demo" / "landing" / "topics" / f"demo.{kind}" / "partition=0").iterdir()
+        assert sum(len(f.read_bytes().splitlines()) for f in landed) == 3150
     for name in OUTPUTS:
         assert (tmp_path / "demo" / "out" / f"{name}.csv").exists()
     # A second run replaces its own directory and gives the same results.

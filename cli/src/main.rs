@@ -277,37 +277,28 @@ async fn cmd_analyze(id: &PipelineId, a: AnalyzeArgs) -> Result<()> {
 
 async fn cmd_invoke(a: InvokeArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.event).with_context(|| format!("reading event {}", a.event.display()))?;
-    if let Function::IngestApi = a.function {
-        let event: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON", a.event.display()))?;
-        let ingest = pinpipe_ingest::Ingest::new(pinpipe_ingest::IngestConfig::from_env()?).await?;
-        let response = ingest
-            .handle_event(&event)
-            .await
-            .map_err(|e| anyhow::anyhow!("{} is not an API Gateway event: {e}", a.event.display()))?;
-        println!("{}", serde_json::to_string_pretty(&response)?);
-        return Ok(());
-    }
-    let cfg = pinpipe_core::config::Config::from_env()?;
+    let not_a = |what: &str| format!("{} is not {what}", a.event.display());
+    let sink_config = pinpipe_core::config::Config::from_env;
     let response = match a.function {
+        Function::IngestApi => {
+            let event: serde_json::Value = serde_json::from_str(&text).with_context(|| not_a("JSON"))?;
+            let ingest = pinpipe_ingest::Ingest::new(pinpipe_ingest::IngestConfig::from_env()?).await?;
+            ingest.handle_event(&event).await.map_err(|e| anyhow::anyhow!("{}: {e}", not_a("an API Gateway event")))?
+        }
         Function::KafkaSink => {
-            let event = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not an MSK (Kafka) event", a.event.display()))?;
-            let mut sink = pinpipe_core::handlers::KafkaSink::open(&cfg).await?;
+            let event = serde_json::from_str(&text).with_context(|| not_a("an MSK (Kafka) event"))?;
+            let mut sink = pinpipe_core::handlers::KafkaSink::open(&sink_config()?).await?;
             serde_json::to_value(sink.handle(event).await?)?
         }
         Function::KinesisSink => {
-            let event = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a Kinesis event", a.event.display()))?;
-            let mut sink = pinpipe_core::handlers::KinesisSink::open(&cfg).await?;
+            let event = serde_json::from_str(&text).with_context(|| not_a("a Kinesis event"))?;
+            let mut sink = pinpipe_core::handlers::KinesisSink::open(&sink_config()?).await?;
             serde_json::to_value(sink.handle(event).await?)?
         }
         Function::BatchAnalysis => {
-            let event = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not an EventBridge event", a.event.display()))?;
-            serde_json::to_value(pinpipe_core::handlers::batch_analysis(&cfg, event).await?)?
+            let event = serde_json::from_str(&text).with_context(|| not_a("an EventBridge event"))?;
+            serde_json::to_value(pinpipe_core::handlers::batch_analysis(&sink_config()?, event).await?)?
         }
-        Function::IngestApi => unreachable!("answered above"),
     };
     println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(())
