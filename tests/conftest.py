@@ -65,6 +65,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_port(port, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
 @pytest.fixture(scope="session")
 def moto_s3():
     """moto's S3 server on 127.0.0.1 (the local S3 whose conditional put is atomic)."""
@@ -72,13 +83,7 @@ def moto_s3():
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.2)
+    wait_port(port, 30)
     env = {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ALLOW_HTTP": "true",
@@ -104,17 +109,6 @@ def faulty_s3(moto_s3):
 TOOLS = Path(os.environ.get("PINPIPE_TOOLS", "/var/tmp/pinpipe-tools"))  # as scripts/test.sh
 
 
-def wait_port(port, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
 @pytest.fixture(scope="session")
 def kinesis_local():
     """kinesis-local (kinesis-mock, from npm) on 127.0.0.1, plain HTTP; yields its endpoint."""
@@ -127,7 +121,10 @@ def kinesis_local():
     wait_port(port)
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def kinesis_client(endpoint):

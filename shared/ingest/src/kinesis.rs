@@ -45,35 +45,13 @@ impl KinesisProducer {
     }
 
     pub async fn put_record(&self, stream: &str, data: Vec<u8>, partition_key: &str) -> Result<PutOutcome, PutError> {
-        let mut delay = Duration::from_millis(50);
-        for attempt in 1..=ATTEMPTS {
-            let sent = self
-                .client
-                .put_record()
-                .stream_name(stream)
-                .data(Blob::new(data.clone()))
-                .partition_key(partition_key)
-                .send()
-                .await;
-            match sent {
-                Ok(out) => {
-                    return Ok(PutOutcome::Stored {
-                        sequence_number: out.sequence_number().to_string(),
-                        shard_id: out.shard_id().to_string(),
-                    })
-                }
-                Err(e) => {
-                    let err = classify(stream, e);
-                    if attempt < ATTEMPTS && throttled(&err) {
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                        continue;
-                    }
-                    return Err(err);
-                }
-            }
-        }
-        unreachable!("the last attempt returns")
+        let out = retry_throttled(|| async {
+            let sent = self.client.put_record().stream_name(stream).data(Blob::new(data.clone()))
+                .partition_key(partition_key).send().await;
+            sent.map_err(|e| classify(stream, e))
+        })
+        .await?;
+        Ok(PutOutcome::Stored { sequence_number: out.sequence_number().to_string(), shard_id: out.shard_id().to_string() })
     }
 
     /// PutRecords; records Kinesis throttled are sent again with backoff, then reported.
@@ -92,16 +70,15 @@ impl KinesisProducer {
                         .map_err(|e| PutError::Refused { code: "ValidationException".into(), message: e.to_string() })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let out = match self.client.put_records().stream_name(stream).set_records(Some(entries)).send().await {
+            let sent = retry_throttled(|| async {
+                let req = self.client.put_records().stream_name(stream).set_records(Some(entries.clone()));
+                req.send().await.map_err(|e| classify(stream, e))
+            })
+            .await;
+            let out = match sent {
                 Ok(out) => out,
-                Err(e) => {
-                    let err = classify(stream, e);
+                Err(err) => {
                     // Records stored by an earlier attempt stay reported as stored.
-                    if attempt < ATTEMPTS && throttled(&err) {
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                        continue;
-                    }
                     if outcomes.iter().all(|o| o.is_none()) {
                         return Err(err);
                     }
@@ -172,6 +149,26 @@ pub async fn client(endpoint: Option<&str>, timeout: Duration) -> Client {
         loader = loader.endpoint_url(e);
     }
     Client::new(&loader.load().await)
+}
+
+/// Runs `call` again with exponential backoff while Kinesis throttles the whole call.
+async fn retry_throttled<T, F, Fut>(mut call: F) -> Result<T, PutError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PutError>>,
+{
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(e) if attempt < ATTEMPTS && throttled(&e) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn throttled(e: &PutError) -> bool {
