@@ -100,6 +100,6 @@ PY
 python3 scripts/e2e_check.py same "$WORK/ref" || status=1
 
 python3 scripts/e2e_check.py probe "$API" 10 || status=1
-grep -h "redeliver\|failed" "$WORK/consume.log" | head -5 || true
+grep -h "redeliver" "$WORK/consume.log" | sed "s/\x1b\[[0-9;]*m//g" | head -5 || true
 [ $status = 0 ] && echo "e2e: PASS (N=$N, chaos=$CHAOS)" || echo "e2e: FAIL (logs in $WORK)"
 exit $status

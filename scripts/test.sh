@@ -9,17 +9,8 @@ if ! command -v cargo >/dev/null; then
   echo "error: cargo not found; install a Rust toolchain (rustup) first" >&2
   exit 1
 fi
-# Native build tools for the bundled librdkafka and vendored OpenSSL; node for kinesis-local.
-need_apt=()
-command -v cc >/dev/null || need_apt+=(build-essential)
-command -v make >/dev/null || need_apt+=(make)
-command -v perl >/dev/null || need_apt+=(perl)
-command -v node >/dev/null || need_apt+=(nodejs)
-command -v npm >/dev/null || need_apt+=(npm)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -q && $SUDO apt-get install -y -q "${need_apt[@]}"
-fi
+# C build tools for the bundled native libraries; node and npm for kinesis-local.
+source scripts/build-deps.sh node:nodejs npm:npm
 export PINPIPE_TOOLS="${PINPIPE_TOOLS:-/var/tmp/pinpipe-tools}"
 if [ ! -f "$PINPIPE_TOOLS/node_modules/kinesis-local/main.js" ]; then
   mkdir -p "$PINPIPE_TOOLS"
