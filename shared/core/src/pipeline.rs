@@ -70,10 +70,9 @@ impl Tables {
         self.data.get_mut(&kind).expect("all kinds are opened in Tables::open")
     }
 
-    /// The data table's stored watermark for `app_id` (records at or below it are in).
+    /// The data table's stored offset watermark for `app_id` (records at or below it are in).
     pub async fn watermark(&self, kind: Kind, app_id: &str) -> Result<Option<i64>> {
-        let t = &self.data[&kind];
-        delta::txn_version(t, &self.id.table(kind), app_id).await
+        self.mark(kind, app_id).await
     }
 
     /// A source's stored watermark in the data table, for any kind of position.
