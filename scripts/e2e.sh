@@ -23,6 +23,8 @@ WORK="$(mktemp -d /tmp/pinpipe-e2e.XXXXXX)"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 1
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   bash scripts/stack.sh down 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -54,20 +56,21 @@ if [ "$CHAOS" = 1 ]; then
   KAFKA_PID=$(cat "$PINPIPE_STACK/kafka.pid")
   if grep -q mock "$PINPIPE_STACK/broker-kind"; then
     echo "chaos: Kafka brokers down for 5 s"
-    kill -USR1 "$KAFKA_PID"; sleep 5; kill -USR2 "$KAFKA_PID"
+    kill -USR1 "$KAFKA_PID" || true; sleep 5; kill -USR2 "$KAFKA_PID" || true
   else
     echo "chaos: restarting tansu"
-    kill "$KAFKA_PID"; sleep 3
-    nohup "${PINPIPE_TOOLS:-/var/tmp/pinpipe-tools}/bin/tansu" broker --listener-url "tcp://${PINPIPE_KAFKA_BROKERS}" \
-      --advertised-listener-url "tcp://${PINPIPE_KAFKA_BROKERS}" --storage-engine "sqlite://$PINPIPE_STACK/tansu.db" \
-      >>"$PINPIPE_STACK/kafka.log" 2>&1 &
+    kill "$KAFKA_PID" 2>/dev/null || echo "chaos: tansu had already exited (see $PINPIPE_STACK/kafka.log)"
+    sleep 3
+    (cd "$PINPIPE_STACK" && exec nohup "${PINPIPE_TOOLS:-/var/tmp/pinpipe-tools}/bin/tansu" broker \
+      --listener-url "tcp://${PINPIPE_KAFKA_BROKERS}" --advertised-listener-url "tcp://${PINPIPE_KAFKA_BROKERS}" \
+      --storage-engine sqlite://tansu.db >>"$PINPIPE_STACK/kafka.log" 2>&1) &
     echo $! >"$PINPIPE_STACK/kafka.pid"
   fi
   echo "chaos: S3 outage (every request 503) for 5 s"
   curl -fsS "$PINPIPE_S3_FAULTS/on?status=503" >/dev/null; sleep 5; curl -fsS "$PINPIPE_S3_FAULTS/off" >/dev/null
 fi
-wait "$EB" || { cat "$WORK/emulate-batch.log"; exit 1; }
-wait "$ES" || { cat "$WORK/emulate-stream.log"; exit 1; }
+wait "$EB" || { echo "e2e: FAIL: the batch-mode emulator failed:"; tail -n 20 "$WORK/emulate-batch.log"; exit 1; }
+wait "$ES" || { echo "e2e: FAIL: the stream-mode emulator failed:"; tail -n 20 "$WORK/emulate-stream.log"; exit 1; }
 cat "$WORK/emulate-batch.log" "$WORK/emulate-stream.log" | grep -v WARN || true
 
 python3 scripts/e2e_check.py wait $((2 * N)) 600 >"$WORK/queryable.json"

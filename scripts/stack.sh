@@ -7,7 +7,8 @@
 #   scripts/stack.sh env     print the env to `eval` in a shell
 #   scripts/stack.sh down    stop everything
 #
-# State lives in $PINPIPE_STACK (default /tmp/pinpipe-stack).
+# State lives in $PINPIPE_STACK (default /tmp/pinpipe-stack). PINPIPE_BROKER=mock uses the mock
+# cluster even where tansu is cached (tansu=require tansu, auto=tansu when cached: default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
@@ -17,6 +18,7 @@ ID="${PINPIPE_ID:-demo}"
 BUCKET="${PINPIPE_BUCKET:-pinpipe-local}"
 S3_PORT="${PINPIPE_S3_PORT:-5000}" PROXY_PORT="${PINPIPE_S3_PROXY_PORT:-5001}" KINESIS_PORT="${PINPIPE_KINESIS_PORT:-4568}"
 KAFKA_PORT="${PINPIPE_KAFKA_PORT:-9092}"
+BROKER="${PINPIPE_BROKER:-auto}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/pinpipe-target}"
 PINPIPE="${PINPIPE_BIN:-$CARGO_TARGET_DIR/debug/pinpipe}"
 
@@ -51,7 +53,15 @@ up() {
   port_free "$S3_PORT" moto PINPIPE_S3_PORT
   port_free "$PROXY_PORT" "S3 fault proxy" PINPIPE_S3_PROXY_PORT
   port_free "$KINESIS_PORT" kinesis-local PINPIPE_KINESIS_PORT
-  [ -x "$TOOLS/bin/tansu" ] && port_free "$KAFKA_PORT" tansu PINPIPE_KAFKA_PORT
+  local use_tansu=0
+  case "$BROKER" in
+    tansu) [ -x "$TOOLS/bin/tansu" ] || { echo "error: PINPIPE_BROKER=tansu but $TOOLS/bin/tansu is not built" >&2; exit 1; }
+           use_tansu=1 ;;
+    auto) [ -x "$TOOLS/bin/tansu" ] && use_tansu=1 ;;
+    mock) ;;
+    *) echo "error: PINPIPE_BROKER=$BROKER: use auto, tansu or mock" >&2; exit 2 ;;
+  esac
+  [ $use_tansu = 1 ] && port_free "$KAFKA_PORT" tansu PINPIPE_KAFKA_PORT
   python3 -c 'import moto, boto3' 2>/dev/null || python3 -m pip install --disable-pip-version-check -q 'moto[server]==5.2.1' boto3
   if [ ! -f "$TOOLS/node_modules/kinesis-local/main.js" ]; then
     npm install --prefix "$TOOLS" --no-audit --no-fund --silent kinesis-local@0.6.2
@@ -68,9 +78,10 @@ up() {
   wait_port "$KINESIS_PORT" kinesis-local
 
   local broker
-  if [ -x "$TOOLS/bin/tansu" ]; then
-    start kafka "$TOOLS/bin/tansu" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine "sqlite://$STATE/tansu.db"
+  if [ $use_tansu = 1 ]; then
+    # tansu takes the sqlite path relative to its working directory.
+    start kafka bash -c "cd '$STATE' && exec '$TOOLS/bin/tansu' broker --listener-url tcp://127.0.0.1:$KAFKA_PORT \
+      --advertised-listener-url tcp://127.0.0.1:$KAFKA_PORT --storage-engine sqlite://tansu.db"
     wait_port "$KAFKA_PORT" tansu
     for kind in pin geo user; do
       "$TOOLS/bin/tansu" topic create "$ID.$kind" --broker "tcp://127.0.0.1:$KAFKA_PORT" --partitions 1 >/dev/null 2>&1 || true
@@ -85,7 +96,11 @@ up() {
       sleep 0.1
     done
     [[ "$broker" == *:* ]] || { echo "error: kafka-mock did not start: $(cat "$STATE/kafka.log")" >&2; exit 1; }
-    echo "librdkafka mock cluster (tansu not built; cache it at $TOOLS/bin/tansu to use it)" >"$STATE/broker-kind"
+    if [ "$BROKER" = mock ]; then
+      echo "librdkafka mock cluster (PINPIPE_BROKER=mock)" >"$STATE/broker-kind"
+    else
+      echo "librdkafka mock cluster (tansu not built; cache it at $TOOLS/bin/tansu to use it)" >"$STATE/broker-kind"
+    fi
   fi
 
   cat >"$STATE/env" <<EOF

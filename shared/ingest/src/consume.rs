@@ -155,7 +155,11 @@ pub async fn consume_kafka(
                 for ((t, p), o) in &next {
                     let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
                 }
-                consumer.commit(&tpl, CommitMode::Sync).map_err(|e| Error::Config(format!("committing offsets: {e}")))?;
+                // Asynchronous: a broker outage must not stall the loop, and a commit that is
+                // lost only means a redelivery, which the tables' watermarks absorb.
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::warn!(error = %e, "committing offsets failed; they will be redelivered and skipped");
+                }
             }
             Err(e) => {
                 // As Lambda does: the same records again, after a pause.
