@@ -575,20 +575,22 @@ pub async fn consume(id: &PipelineId, a: ConsumeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Posts generated rows through the ingest handler in-process (no HTTP), `per_request`
+/// Posts generated rows `[start, end)` through the ingest handler in-process (no HTTP), `per_request`
 /// records per request, `concurrency` requests at once; returns the records stored.
 /// Any refusal or failure is an error: the demo and benchmarks expect every record in.
-pub async fn post_generated(
+#[allow(clippy::too_many_arguments)]
+pub async fn post_generated_range(
     api: &Ingest,
     id: &PipelineId,
     cfg: &GenConfig,
+    start: u64,
+    end: u64,
     per_request: u64,
     concurrency: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<u64> {
     use futures::StreamExt;
-    let total = cfg.total_rows();
-    let groups: Vec<(u64, u64)> = (0..total.div_ceil(per_request)).map(|g| (g * per_request, ((g + 1) * per_request).min(total))).collect();
+    let groups: Vec<(u64, u64)> = (start..end).step_by(per_request as usize).map(|f| (f, (f + per_request).min(end))).collect();
     let stored = AtomicU64::new(0);
     let results: Vec<Result<()>> = futures::stream::iter(groups)
         .map(|(from, to)| {

@@ -341,11 +341,6 @@ async fn cmd_demo(id: &PipelineId, a: DemoArgs) -> Result<()> {
         _ => None,
     })?;
     let api = pinpipe_ingest::Ingest::new(ingest_cfg).await?;
-    let bar = ui::bar(cfg.total_rows(), "1/4 posting to the ingest API");
-    let sent = ingest::post_generated(&api, id, &cfg, 500, 4, &|n| bar.inc(n)).await?;
-    bar.finish_and_clear();
-    println!("1/4 ingest API: {sent} records accepted (200) and produced to Kafka topics {}.{{pin,geo,user}}", id.as_str());
-
     let sink_cfg = pinpipe_core::config::Config::from_lookup(|k| match k {
         "PINPIPE_ID" => Some(id.as_str().to_string()),
         "PINPIPE_TABLES" => Some(tables.display()),
@@ -353,13 +348,36 @@ async fn cmd_demo(id: &PipelineId, a: DemoArgs) -> Result<()> {
         _ => None,
     })?;
     let mut sink = pinpipe_core::handlers::KafkaSink::open(&sink_cfg).await?;
-    let spinner = ui::spinner("2/4 Kafka sink consuming");
+    // Posting and sinking run at once, as in production. The in-process broker keeps only
+    // about 100,000 records per partition, so posting waits while the sink is far behind.
+    let total = cfg.total_rows() * 3;
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let opts = pinpipe_ingest::consume::ConsumeOptions {
-        idle_exit: Some(std::time::Duration::from_secs(2)),
+        stop_after: Some(total),
+        idle_exit: Some(std::time::Duration::from_secs(60)),
+        received: Some(received.clone()),
         ..Default::default()
     };
-    let r = pinpipe_ingest::consume::consume_kafka(&bootstrap, id, &mut sink, &opts, Arc::new(AtomicBool::new(false))).await?;
-    spinner.finish_and_clear();
+    let bar = ui::bar(cfg.total_rows(), "1/2 ingest API -> Kafka -> sink");
+    let posting = async {
+        let chunk = 10_000u64;
+        let mut sent = 0u64;
+        let mut from = 0u64;
+        while from < cfg.total_rows() {
+            let to = (from + chunk).min(cfg.total_rows());
+            while sent.saturating_sub(received.load(std::sync::atomic::Ordering::Relaxed)) > 90_000 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            sent += ingest::post_generated_range(&api, id, &cfg, from, to, 500, 4, &|n| bar.inc(n)).await?;
+            from = to;
+        }
+        anyhow::Ok(sent)
+    };
+    let sinking = pinpipe_ingest::consume::consume_kafka(&bootstrap, id, &mut sink, &opts, Arc::new(AtomicBool::new(false)));
+    let (sent, r) = tokio::join!(posting, sinking);
+    let (sent, r) = (sent?, r?);
+    bar.finish_and_clear();
+    println!("1/4 ingest API: {sent} records accepted (200) and produced to Kafka topics {}.{{pin,geo,user}}", id.as_str());
     println!(
         "2/4 Kafka sink: {} MSK batches, {} records: landed under {}, {} tabled, {} quarantined",
         r.batches, r.received, landing.display(), r.tabled, r.quarantined

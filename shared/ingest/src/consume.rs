@@ -26,6 +26,10 @@ pub struct ConsumeOptions {
     pub idle_exit: Option<Duration>,
     /// Pause before redelivering a batch the sink failed.
     pub retry_delay: Duration,
+    /// Stop once this many records were received (the demo knows how many it sent).
+    pub stop_after: Option<u64>,
+    /// Records received so far, for a producer that must not run too far ahead (the demo).
+    pub received: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for ConsumeOptions {
@@ -35,6 +39,8 @@ impl Default for ConsumeOptions {
             batch_window: Duration::from_millis(500),
             idle_exit: None,
             retry_delay: Duration::from_secs(1),
+            stop_after: None,
+            received: None,
         }
     }
 }
@@ -159,6 +165,14 @@ pub async fn consume_kafka(
                 // lost only means a redelivery, which the tables' watermarks absorb.
                 if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
                     tracing::warn!(error = %e, "committing offsets failed; they will be redelivered and skipped");
+                }
+                // Idle time counts from the end of the sink's work, not from the poll.
+                last_record = Instant::now();
+                if let Some(counter) = &opts.received {
+                    counter.store(report.received, Ordering::Relaxed);
+                }
+                if opts.stop_after.is_some_and(|n| report.received >= n) {
+                    break;
                 }
             }
             Err(e) => {
