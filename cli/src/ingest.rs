@@ -167,27 +167,27 @@ pub struct EmulateArgs {
 /// Where posts come from: three records (pin, geo, user) per post.
 enum Posts {
     Files([Vec<Bytes>; 3]),
-    Generated { seed: u64, cfg: GenConfig },
+    Generated(GenConfig),
 }
 
 impl Posts {
     fn len(&self) -> u64 {
         match self {
             Posts::Files(f) => f[0].len() as u64,
-            Posts::Generated { cfg, .. } => cfg.total_rows(),
+            Posts::Generated(cfg) => cfg.total_rows(),
         }
     }
     fn post(&self, t: u64) -> [Bytes; 3] {
         match self {
             Posts::Files(f) => [f[0][t as usize].clone(), f[1][t as usize].clone(), f[2][t as usize].clone()],
-            Posts::Generated { seed, cfg } => generate::post_records(*seed, cfg.post_at(t)).map(Bytes::from),
+            Posts::Generated(cfg) => generate::post_records(cfg.seed, cfg.post_at(t)).map(Bytes::from),
         }
     }
 }
 
 fn load_posts(a: &EmulateArgs) -> Result<Posts> {
     if let Some(rows) = a.rows {
-        return Ok(Posts::Generated { seed: a.seed, cfg: GenConfig { posts: rows, seed: a.seed, duplicates: 0.0 } });
+        return Ok(Posts::Generated(GenConfig { posts: rows, seed: a.seed, duplicates: 0.0 }));
     }
     let dir = a.source.as_ref().context("give --source DIR or --rows N")?;
     let mut files: [Vec<Bytes>; 3] = Default::default();
@@ -326,15 +326,19 @@ pub async fn emulate(id: &PipelineId, a: EmulateArgs) -> Result<EmulateReport> {
 
 fn request_body(mode: Mode, stream: &str, values: &[Bytes]) -> (String, Vec<u8>) {
     let mut body = Vec::with_capacity(values.iter().map(|v| v.len() + 40).sum());
+    // `{"records": [{"<field>": <value><tail>}, ...]}`, the REST proxy's and PutRecords' shape.
+    let records = |body: &mut Vec<u8>, field: &str, tail: &[u8]| {
+        body.extend_from_slice(b"{\"records\": [");
+        for (i, v) in values.iter().enumerate() {
+            body.extend_from_slice(format!("{}{{\"{field}\": ", if i == 0 { "" } else { ", " }).as_bytes());
+            body.extend_from_slice(v);
+            body.extend_from_slice(tail);
+        }
+        body.extend_from_slice(b"]}");
+    };
     match (mode, values.len()) {
         (Mode::Batch, _) => {
-            body.extend_from_slice(b"{\"records\": [");
-            for (i, v) in values.iter().enumerate() {
-                body.extend_from_slice(if i == 0 { b"{\"value\": " } else { b", {\"value\": " });
-                body.extend_from_slice(v);
-                body.push(b'}');
-            }
-            body.extend_from_slice(b"]}");
+            records(&mut body, "value", b"}");
             ("application/vnd.kafka.json.v2+json".into(), body)
         }
         (Mode::Stream, 1) => {
@@ -344,13 +348,7 @@ fn request_body(mode: Mode, stream: &str, values: &[Bytes]) -> (String, Vec<u8>)
             ("application/json".into(), body)
         }
         (Mode::Stream, _) => {
-            body.extend_from_slice(b"{\"records\": [");
-            for (i, v) in values.iter().enumerate() {
-                body.extend_from_slice(if i == 0 { b"{\"data\": " } else { b", {\"data\": " });
-                body.extend_from_slice(v);
-                body.extend_from_slice(b", \"partition-key\": \"partition-1\"}");
-            }
-            body.extend_from_slice(b"]}");
+            records(&mut body, "data", b", \"partition-key\": \"partition-1\"}");
             ("application/json".into(), body)
         }
     }

@@ -122,7 +122,6 @@ async fn kafka_sink(
     use std::collections::BTreeMap;
 
     use crate::landing::{self, SourceRecords};
-    use crate::record::RawRecord;
 
     // Other instances (other partitions, or a redelivery elsewhere) may have committed since.
     tables.refresh().await?;
@@ -157,12 +156,11 @@ async fn kafka_sink(
                 start = i;
             }
         }
-        let part = partition.to_string();
-        let mut source = SourceRecords::new(landing::app_id(&topic, &part));
-        let (src, prt): (std::sync::Arc<str>, std::sync::Arc<str>) = (topic.as_str().into(), part.as_str().into());
-        for (offset, bytes) in records {
-            source.push(offset, RawRecord { source: src.clone(), partition: prt.clone(), position: offset.into(), bytes });
-        }
+        let source = SourceRecords::from_records(
+            &topic,
+            &partition.to_string(),
+            records.into_iter().map(|(offset, bytes)| (offset, offset.into(), bytes)),
+        );
         by_kind.entry(kind).or_default().push(source);
     }
     for (kind, sources) in by_kind {
@@ -217,7 +215,7 @@ impl KinesisSink {
         use std::collections::BTreeMap;
 
         use crate::landing::SourceRecords;
-        use crate::record::{Position, RawRecord};
+        use crate::record::Position;
         use crate::watermark::SequenceNumber;
 
         self.tables.refresh().await?;
@@ -246,13 +244,8 @@ impl KinesisSink {
                 crate::Error::Config(format!("stream {stream:?} is not a pin, geo or user stream; check the event source mapping"))
             })?;
             records.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut source = SourceRecords::new(format!("{stream}-{shard}"));
-            let (src, prt): (std::sync::Arc<str>, std::sync::Arc<str>) = (stream.as_str().into(), shard.as_str().into());
-            for (seq, text, bytes) in records {
-                let position = Position::Text(text.into());
-                source.push(seq, RawRecord { source: src.clone(), partition: prt.clone(), position, bytes });
-            }
-            by_kind.entry(kind).or_default().push(source);
+            let records = records.into_iter().map(|(seq, text, bytes)| (seq, Position::Text(text.into()), bytes));
+            by_kind.entry(kind).or_default().push(SourceRecords::from_records(&stream, &shard, records));
         }
         for (kind, sources) in by_kind {
             let ids: Vec<String> =

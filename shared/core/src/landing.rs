@@ -174,6 +174,21 @@ impl<M: Mark> SourceRecords<M> {
         SourceRecords { app_id, records: Vec::new(), offsets: Vec::new(), last: None }
     }
 
+    /// One source partition's records, given in position order with their position text;
+    /// the app id is `<source>-<partition>` as for every other writer.
+    pub fn from_records(
+        source: &str,
+        partition: &str,
+        records: impl IntoIterator<Item = (M, crate::record::Position, Bytes)>,
+    ) -> Self {
+        let mut out = SourceRecords::new(app_id(source, partition));
+        let (src, prt): (Arc<str>, Arc<str>) = (source.into(), partition.into());
+        for (mark, position, bytes) in records {
+            out.push(mark, RawRecord { source: src.clone(), partition: prt.clone(), position, bytes });
+        }
+        out
+    }
+
     /// Adds a record if its position is past everything already held (or handed out before).
     pub fn push(&mut self, offset: M, record: RawRecord) {
         if self.last.as_ref().is_none_or(|last| offset > *last) {

@@ -133,6 +133,25 @@ fn checked_value(kind: Kind, i: usize, raw: Option<&RawValue>) -> Result<Vec<u8>
     Ok(value)
 }
 
+/// SPEC §2's body limit, the same for both APIs.
+fn check_body_size(len: usize) -> Result<(), Refusal> {
+    if len > MAX_BODY_BYTES {
+        return Err(refuse(413, format!("body is {len} bytes; the limit is {MAX_BODY_BYTES}")));
+    }
+    Ok(())
+}
+
+/// SPEC §2's records-per-request limit, the same for both APIs; an empty list is refused too.
+fn check_record_count(n: usize) -> Result<(), Refusal> {
+    if n > MAX_RECORDS {
+        return Err(refuse(413, format!("{n} records; the limit is {MAX_RECORDS} per request")));
+    }
+    if n == 0 {
+        return Err(refuse(422, "records is empty"));
+    }
+    Ok(())
+}
+
 fn media_type(content_type: Option<&str>) -> String {
     content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase()
 }
@@ -268,12 +287,7 @@ impl Ingest {
         let (_, parsed) = match self.stream_request(stream, content_type, body, |kind, body| {
             let req: PutRecordsBody<'_> = serde_json::from_slice(body)
                 .map_err(|e| refuse(422, format!("body must be {{\"records\":[{{\"data\",\"partition-key\"}}]}}: {e}")))?;
-            if req.records.len() > MAX_RECORDS {
-                return Err(refuse(413, format!("{} records; the limit is {MAX_RECORDS} per request", req.records.len())));
-            }
-            if req.records.is_empty() {
-                return Err(refuse(422, "records is empty"));
-            }
+            check_record_count(req.records.len())?;
             req.records.iter().enumerate().map(|(i, r)| checked_put(kind, i, r)).collect()
         }) {
             Ok(v) => v,
@@ -310,11 +324,7 @@ impl Ingest {
             return Err(Reply::kinesis_error(415, "UnsupportedMediaType",
                 format!("Content-Type {media:?} is not JSON: send Content-Type: application/json")));
         }
-        if body.len() > MAX_BODY_BYTES {
-            return Err(Reply::kinesis_error(413, "RequestEntityTooLarge",
-                format!("body is {} bytes; the limit is {MAX_BODY_BYTES}", body.len())));
-        }
-        parse(kind, body).map(|v| (kind, v)).map_err(|r| {
+        check_body_size(body.len()).and_then(|()| parse(kind, body)).map(|v| (kind, v)).map_err(|r| {
             let kind = if r.status == 413 { "RequestEntityTooLarge" } else { "InvalidArgumentException" };
             Reply::kinesis_error(r.status, kind, r.message)
         })
@@ -324,17 +334,10 @@ impl Ingest {
 /// Parses and checks a produce body: (key, partition, value) per record.
 #[allow(clippy::type_complexity)]
 fn parse_produce(kind: Kind, body: &[u8]) -> Result<Vec<(Option<Vec<u8>>, Option<i32>, Vec<u8>)>, Refusal> {
-    if body.len() > MAX_BODY_BYTES {
-        return Err(refuse(413, format!("body is {} bytes; the limit is {MAX_BODY_BYTES}", body.len())));
-    }
+    check_body_size(body.len())?;
     let req: ProduceBody<'_> = serde_json::from_slice(body)
         .map_err(|e| refuse(422, format!("body must be {{\"records\":[{{\"value\":{{...}}}}]}}: {e}")))?;
-    if req.records.len() > MAX_RECORDS {
-        return Err(refuse(413, format!("{} records; the limit is {MAX_RECORDS} per request", req.records.len())));
-    }
-    if req.records.is_empty() {
-        return Err(refuse(422, "records is empty"));
-    }
+    check_record_count(req.records.len())?;
     req.records
         .iter()
         .enumerate()

@@ -141,7 +141,6 @@ pub async fn consume_kafka(
             }
             continue;
         }
-        last_record = Instant::now();
         let event = serde_json::from_value(msk_event(bootstrap, &batch))
             .map_err(|e| Error::Config(format!("building an MSK event: {e}")))?;
         match sink.handle(event).await {
@@ -166,8 +165,6 @@ pub async fn consume_kafka(
                 if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
                     tracing::warn!(error = %e, "committing offsets failed; they will be redelivered and skipped");
                 }
-                // Idle time counts from the end of the sink's work, not from the poll.
-                last_record = Instant::now();
                 if let Some(counter) = &opts.received {
                     counter.store(report.received, Ordering::Relaxed);
                 }
@@ -192,6 +189,8 @@ pub async fn consume_kafka(
                 }
             }
         }
+        // Idle time counts from the end of the sink's work, not from the poll.
+        last_record = Instant::now();
     }
     Ok(report)
 }
