@@ -79,6 +79,9 @@ up() {
 
   local broker
   if [ $use_tansu = 1 ]; then
+    # A fresh broker each time, like the in-memory moto and kinesis-local: records a previous
+    # run left in tansu's database would otherwise show up as this run's duplicates.
+    rm -f "$STATE"/tansu.db*
     # tansu takes the sqlite path relative to its working directory.
     start kafka bash -c "cd '$STATE' && exec '$TOOLS/bin/tansu' broker --listener-url tcp://127.0.0.1:$KAFKA_PORT \
       --advertised-listener-url tcp://127.0.0.1:$KAFKA_PORT --storage-engine sqlite://tansu.db"
