@@ -165,6 +165,19 @@ def main():
     analyze(con, tables, out)
     timings["analyze_s"] = time.perf_counter() - t
     print(json.dumps(timings))
+    write_peak_rss()
+
+
+def write_peak_rss():
+    """Peak RSS (VmHWM, kB) to $PINPIPE_PEAK_RSS_FILE: measured the same way as pinpipe's."""
+    path = os.environ.get("PINPIPE_PEAK_RSS_FILE")
+    if not path:
+        return
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                with open(path, "w", encoding="ascii") as out:
+                    out.write(line.split()[1])
 
 
 if __name__ == "__main__":

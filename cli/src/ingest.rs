@@ -16,7 +16,6 @@ use pinpipe_core::generate::{self, GenConfig};
 use pinpipe_core::{Kind, PipelineId};
 use pinpipe_ingest::api::MAX_BODY_BYTES;
 use pinpipe_ingest::{Ingest, IngestConfig, Reply};
-use serde_json::Value;
 
 use crate::ui;
 
@@ -37,18 +36,29 @@ pub struct ServeArgs {
     /// Longest a request waits for the broker or Kinesis before answering 503.
     #[arg(long, env = "PINPIPE_PRODUCE_TIMEOUT_MS", default_value_t = 10_000)]
     pub produce_timeout_ms: u64,
+    /// How long the producer waits to put records of concurrent requests into one
+    /// ProduceRequest (adds at most this to each reply; 0 measured fastest on one host).
+    #[arg(long, env = "PINPIPE_KAFKA_LINGER_MS", default_value_t = pinpipe_ingest::config::DEFAULT_LINGER_MS)]
+    pub kafka_linger_ms: u32,
 }
 
 impl ServeArgs {
     pub fn config(&self, id: &PipelineId) -> Result<IngestConfig> {
-        let (id, kafka, auth, kinesis, timeout) =
-            (id.as_str().to_string(), self.kafka.clone(), self.kafka_auth.clone(), self.kinesis.clone(), self.produce_timeout_ms);
+        let (id, kafka, auth, kinesis, timeout, linger) = (
+            id.as_str().to_string(),
+            self.kafka.clone(),
+            self.kafka_auth.clone(),
+            self.kinesis.clone(),
+            self.produce_timeout_ms,
+            self.kafka_linger_ms,
+        );
         Ok(IngestConfig::from_lookup(move |k| match k {
             "PINPIPE_ID" => Some(id.clone()),
             "PINPIPE_KAFKA_BROKERS" => kafka.clone(),
             "PINPIPE_KAFKA_AUTH" => Some(auth.clone()),
             "PINPIPE_KINESIS" => Some(kinesis.clone()),
             "PINPIPE_PRODUCE_TIMEOUT_MS" => Some(timeout.to_string()),
+            "PINPIPE_KAFKA_LINGER_MS" => Some(linger.to_string()),
             other => std::env::var(other).ok().filter(|v| !v.is_empty()),
         })?)
     }
@@ -167,6 +177,8 @@ pub struct EmulateArgs {
 /// Where posts come from: three records (pin, geo, user) per post.
 enum Posts {
     Files([Vec<Bytes>; 3]),
+    /// Generated rows `skip..`, made before sending.
+    Pregenerated { skip: u64, files: [Vec<Bytes>; 3] },
     Generated(GenConfig),
 }
 
@@ -174,20 +186,44 @@ impl Posts {
     fn len(&self) -> u64 {
         match self {
             Posts::Files(f) => f[0].len() as u64,
+            Posts::Pregenerated { skip, files } => skip + files[0].len() as u64,
             Posts::Generated(cfg) => cfg.total_rows(),
         }
     }
     fn post(&self, t: u64) -> [Bytes; 3] {
         match self {
             Posts::Files(f) => [f[0][t as usize].clone(), f[1][t as usize].clone(), f[2][t as usize].clone()],
+            Posts::Pregenerated { skip, files: f } => {
+                let i = (t - skip) as usize;
+                [f[0][i].clone(), f[1][i].clone(), f[2][i].clone()]
+            }
             Posts::Generated(cfg) => generate::post_records(cfg.seed, cfg.post_at(t)).map(Bytes::from),
         }
     }
 }
 
+/// Generated posts up to this many are made before the clock starts, as a posting script has
+/// its data at hand; beyond it (about 200 MB of JSON) they are made while sending.
+const PREGENERATE_POSTS: u64 = 200_000;
+
 fn load_posts(a: &EmulateArgs) -> Result<Posts> {
     if let Some(rows) = a.rows {
-        return Ok(Posts::Generated(GenConfig { posts: rows, seed: a.seed, duplicates: 0.0 }));
+        let cfg = GenConfig { posts: rows, seed: a.seed, duplicates: 0.0 };
+        let wanted = a.count.map_or(rows, |c| c.min(rows)).min(cfg.total_rows().saturating_sub(a.skip));
+        if wanted > PREGENERATE_POSTS {
+            return Ok(Posts::Generated(cfg));
+        }
+        // Rows skip..skip+wanted, at the same indexes `Posts::post` would make them.
+        let mut files: [Vec<Bytes>; 3] = Default::default();
+        for (buf, out) in generate::block(&cfg, a.skip, a.skip + wanted).into_iter().zip(files.iter_mut()) {
+            let buf = Bytes::from(buf);
+            let mut start = 0;
+            for end in memchr::memchr_iter(b'\n', &buf) {
+                out.push(buf.slice(start..end));
+                start = end + 1;
+            }
+        }
+        return Ok(Posts::Pregenerated { skip: a.skip, files });
     }
     let dir = a.source.as_ref().context("give --source DIR or --rows N")?;
     let mut files: [Vec<Bytes>; 3] = Default::default();
@@ -329,8 +365,12 @@ fn request_body(mode: Mode, stream: &str, values: &[Bytes]) -> (String, Vec<u8>)
     // `{"records": [{"<field>": <value><tail>}, ...]}`, the REST proxy's and PutRecords' shape.
     let records = |body: &mut Vec<u8>, field: &str, tail: &[u8]| {
         body.extend_from_slice(b"{\"records\": [");
+        let open = format!("{{\"{field}\": ");
         for (i, v) in values.iter().enumerate() {
-            body.extend_from_slice(format!("{}{{\"{field}\": ", if i == 0 { "" } else { ", " }).as_bytes());
+            if i > 0 {
+                body.extend_from_slice(b", ");
+            }
+            body.extend_from_slice(open.as_bytes());
             body.extend_from_slice(v);
             body.extend_from_slice(tail);
         }
@@ -354,17 +394,38 @@ fn request_body(mode: Mode, stream: &str, values: &[Bytes]) -> (String, Vec<u8>)
     }
 }
 
-/// Indexes (into the request's records) that were not stored, from a 200 reply.
+/// Indexes (into the request's records) that were not stored, from a 200 reply. Only the
+/// fields that tell are read (typed, borrowed), not the whole reply as a `Value`.
 fn failed_records(mode: Mode, n: usize, body: &[u8]) -> Vec<usize> {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    match mode {
-        Mode::Batch => v["offsets"].as_array().map_or((0..n).collect(), |offs| {
-            (0..n).filter(|i| offs.get(*i).is_none_or(|o| !o["error_code"].is_null())).collect()
-        }),
-        Mode::Stream if n == 1 => if v["SequenceNumber"].is_string() { vec![] } else { vec![0] },
-        Mode::Stream => v["Records"].as_array().map_or((0..n).collect(), |recs| {
-            (0..n).filter(|i| recs.get(*i).is_none_or(|r| !r["SequenceNumber"].is_string())).collect()
-        }),
+    #[derive(serde::Deserialize)]
+    struct Entry<'a> {
+        #[serde(default, borrow)]
+        error_code: Option<&'a serde_json::value::RawValue>,
+        #[serde(rename = "SequenceNumber", default)]
+        sequence_number: Option<serde::de::IgnoredAny>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ReplyBody<'a> {
+        #[serde(default, borrow)]
+        offsets: Option<Vec<Entry<'a>>>,
+        #[serde(rename = "Records", default, borrow)]
+        records: Option<Vec<Entry<'a>>>,
+        #[serde(rename = "SequenceNumber", default)]
+        sequence_number: Option<String>,
+    }
+    let Ok(reply) = serde_json::from_slice::<ReplyBody<'_>>(body) else { return (0..n).collect() };
+    let stored = |e: &Entry<'_>| match mode {
+        Mode::Batch => e.error_code.is_none_or(|c| c.get() == "null"),
+        Mode::Stream => e.sequence_number.is_some(),
+    };
+    let entries = match mode {
+        Mode::Batch => reply.offsets,
+        Mode::Stream if n == 1 => return if reply.sequence_number.is_some() { vec![] } else { vec![0] },
+        Mode::Stream => reply.records,
+    };
+    match entries {
+        Some(list) => (0..n).filter(|i| list.get(*i).is_none_or(|e| !stored(e))).collect(),
+        None => (0..n).collect(),
     }
 }
 

@@ -139,6 +139,14 @@ fn len_i64(e: Expr) -> Expr {
     e.str().len_bytes().cast(DataType::Int64)
 }
 
+/// The first `width` digits of a fraction's digit string (maybe empty) as an integer, as if
+/// padded with zeros: "5" at width 3 is 500. One vectorised concatenation instead of
+/// `pad_end`, which built a new string per row (6% of batch cleaning's profile).
+fn fraction_digits(digits: Expr, width: u32, dtype: DataType) -> Expr {
+    let zeros = "0".repeat(width as usize);
+    concat_str([digits, lit(zeros)], "", false).str().head(lit(width as i64)).cast(dtype)
+}
+
 /// `follower_count`: digits with an optional fraction and k/M suffix, computed exactly in
 /// 128-bit integers (no floating point), rounded half away from zero, null past i64.
 /// The regex only validates (a fast match); the parts are cut by slicing, not captures.
@@ -154,23 +162,22 @@ fn follower_rule() -> Rule {
         .otherwise(raw.clone())
         .alias("__fc_number");
     let dot = col("__fc_number").str().find_literal(lit(".")).cast(DataType::Int64).alias("__fc_dot");
-    let helpers = vec![number, dot];
-    let (number, dot) = (col("__fc_number"), col("__fc_dot"));
+    let frac = when(col("__fc_dot").is_null())
+        .then(lit(""))
+        .otherwise(col("__fc_number").str().tail(len_i64(col("__fc_number")) - col("__fc_dot") - lit(1i64)))
+        .alias("__fc_frac");
+    let helpers = vec![number, dot, frac];
+    let (number, dot, frac) = (col("__fc_number"), col("__fc_dot"), col("__fc_frac"));
     let int_part = when(dot.clone().is_null())
         .then(number.clone())
         .otherwise(number.clone().str().slice(lit(0i64), dot.clone()))
         .cast(DataType::Int128);
-    let frac = when(dot.clone().is_null())
-        .then(lit(""))
-        .otherwise(number.clone().str().tail(len_i64(number.clone()) - dot - lit(1i64)))
-        .str()
-        .pad_end(lit(7u64), '0');
     let scaled = |digits: u32| {
         let whole = int_part.clone() * lit(10i64.pow(digits)).cast(DataType::Int128);
         let kept = if digits == 0 {
             lit(0i64).cast(DataType::Int128)
         } else {
-            frac.clone().str().head(lit(digits as i64)).cast(DataType::Int128)
+            fraction_digits(frac.clone(), digits, DataType::Int128)
         };
         let round_up = frac
             .clone()
@@ -250,7 +257,7 @@ fn datetime_parts(field: &str) -> (Vec<Expr>, Expr) {
     let frac = when(rest.clone().str().starts_with(lit(".")))
         .then(rest.clone().str().slice(lit(1i64), non_negative(frac_end - lit(1i64))))
         .otherwise(lit(""));
-    let frac_us = frac.str().pad_end(lit(6u64), '0').str().head(lit(6i64)).cast(DataType::Int64);
+    let frac_us = fraction_digits(frac, 6, DataType::Int64);
     let off = rest.str().tail(non_negative(rest_len - off_pos.clone()));
     let hours = off.clone().str().slice(lit(1i64), lit(2u64)).cast(DataType::Int64);
     let minutes = off.clone().str().tail(lit(2i64)).cast(DataType::Int64);

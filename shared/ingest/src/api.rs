@@ -239,15 +239,7 @@ impl Ingest {
             return Reply::kafka_error(503, 50301, format!(
                 "Kafka did not store any record (nothing stored; retry the request): {}", why.unwrap_or_default()));
         }
-        let offsets: Vec<Value> = outcomes
-            .iter()
-            .map(|o| match o {
-                Outcome::Stored { partition, offset } => json!({"partition": partition, "offset": offset, "error_code": null, "error": null}),
-                Outcome::Failed { retriable, message } => json!({"partition": null, "offset": null,
-                    "error_code": if *retriable { 50003 } else { 50002 }, "error": message}),
-            })
-            .collect();
-        Reply::kafka(200, json!({"offsets": offsets, "key_schema_id": null, "value_schema_id": null}))
+        Reply { status: 200, content_type: KAFKA_MEDIA_TYPE, body: produce_reply(&outcomes) }
     }
 
     async fn describe_stream(&self, stream: &str) -> Reply {
@@ -357,6 +349,31 @@ fn checked_put(kind: Kind, i: usize, rec: &PutRecordBody<'_>) -> Result<(Vec<u8>
         _ => return Err(refuse(422, format!("record {i}: PartitionKey must be a string of 1 to 256 characters"))),
     };
     Ok((data, key))
+}
+
+/// The REST proxy's produce reply, one entry per record in request order. Written directly:
+/// building a `serde_json::Value` per record was a tenth of the server's time.
+fn produce_reply(outcomes: &[Outcome]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(24 + outcomes.len() * 64);
+    out.push_str("{\"offsets\":[");
+    for (i, o) in outcomes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match o {
+            Outcome::Stored { partition, offset } => {
+                let _ = write!(out, "{{\"partition\":{partition},\"offset\":{offset},\"error_code\":null,\"error\":null}}");
+            }
+            Outcome::Failed { retriable, message } => {
+                let code = if *retriable { 50003 } else { 50002 };
+                let message = Value::String(message.clone());
+                let _ = write!(out, "{{\"partition\":null,\"offset\":null,\"error_code\":{code},\"error\":{message}}}");
+            }
+        }
+    }
+    out.push_str("],\"key_schema_id\":null,\"value_schema_id\":null}");
+    out
 }
 
 fn no_kafka() -> Reply {

@@ -13,6 +13,8 @@ pub enum KafkaAuth {
     MskIam,
 }
 
+pub const DEFAULT_LINGER_MS: u32 = 0;
+
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
     pub id: PipelineId,
@@ -27,6 +29,10 @@ pub struct IngestConfig {
     pub kinesis: bool,
     /// Upper bound for one request's produce: past it the broker counts as unreachable (503).
     pub produce_timeout: Duration,
+    /// The producer's linger: how long records wait to share a ProduceRequest with records of
+    /// requests arriving at the same moment. Each reply waits for its records' delivery, so
+    /// this adds at most that much latency and saves broker round trips under load.
+    pub linger_ms: u32,
 }
 
 impl IngestConfig {
@@ -35,7 +41,8 @@ impl IngestConfig {
     }
 
     /// Reads PINPIPE_ID, PINPIPE_KAFKA_BROKERS, PINPIPE_KAFKA_AUTH, PINPIPE_TOPICS,
-    /// PINPIPE_STREAMS, PINPIPE_KINESIS (default on) and PINPIPE_PRODUCE_TIMEOUT_MS.
+    /// PINPIPE_STREAMS, PINPIPE_KINESIS (default on), PINPIPE_PRODUCE_TIMEOUT_MS and
+    /// PINPIPE_KAFKA_LINGER_MS.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let id = PipelineId::new(&get("PINPIPE_ID").ok_or_else(|| {
             Error::Config("PINPIPE_ID is not set (see README, Configuration)".into())
@@ -61,7 +68,12 @@ impl IngestConfig {
             None => 10_000,
             Some(v) => v.parse().map_err(|_| Error::Config(format!("PINPIPE_PRODUCE_TIMEOUT_MS={v:?} is not a whole number")))?,
         };
+        let linger_ms: u32 = match get("PINPIPE_KAFKA_LINGER_MS") {
+            None => DEFAULT_LINGER_MS,
+            Some(v) => v.parse().map_err(|_| Error::Config(format!("PINPIPE_KAFKA_LINGER_MS={v:?} is not a whole number")))?,
+        };
         Ok(IngestConfig {
+            linger_ms,
             topics: names("PINPIPE_TOPICS", Kind::ALL.iter().map(|k| id.topic(*k)).collect())?,
             streams: names("PINPIPE_STREAMS", Kind::ALL.iter().map(|k| id.stream(*k)).collect())?,
             kafka_brokers: get("PINPIPE_KAFKA_BROKERS"),

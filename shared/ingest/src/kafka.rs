@@ -64,7 +64,7 @@ impl KafkaProducer {
             .set("compression.type", "lz4")
             // A request waits for its delivery reports, so lingering only adds latency; concurrent
             // requests still share produce batches.
-            .set("linger.ms", "0")
+            .set("linger.ms", cfg.linger_ms.to_string())
             // Bounded: a broker that does not answer in time makes the request a 503.
             .set("message.timeout.ms", &timeout_ms)
             .set("socket.connection.setup.timeout.ms", &timeout_ms)
