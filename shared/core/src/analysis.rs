@@ -232,16 +232,15 @@ pub fn compute(inputs: &Inputs) -> Result<Vec<(&'static OutputSpec, DataFrame)>>
     .collect()?
     .lazy();
 
+    // Per country: the highest follower count, ties to the first poster name by bytes (a
+    // null name only when no tied row has one). A window max and a group-by instead of
+    // sorting all posts by three keys (that sort was a fifth of the analysis's time).
     let top_user = pin_geo
         .clone()
         .filter(col("country").is_not_null().and(col("follower_count").is_not_null()))
-        .sort_by_exprs(
-            [col("country"), col("follower_count"), col("poster_name")],
-            SortMultipleOptions::default()
-                .with_order_descending_multi([false, true, false])
-                .with_nulls_last_multi([true, true, true]),
-        )
-        .unique_stable(Some(cols(["country"])), UniqueKeepStrategy::First)
+        .filter(col("follower_count").eq(col("follower_count").max().over([col("country")])?))
+        .group_by([col("country")])
+        .agg([col("poster_name").min(), col("follower_count").first()])
         .sort_by_exprs([col("country")], asc(1))
         .select([col("country"), col("poster_name"), col("follower_count")])
         .collect()?

@@ -262,19 +262,40 @@ impl FilesInFlight {
 /// one slice per core, each encoded by its own writer at once: Parquet encoding is
 /// single-threaded per file and would otherwise leave cores idle.
 pub fn start_files(table: &DeltaTable, name: &str, batch: RecordBatch) -> Result<FilesInFlight> {
-    let rows = batch.num_rows();
+    start_parts(table, name, batch.num_rows(), move |offset, len| Ok(batch.slice(offset, len)))
+}
+
+/// `start_files` for a cleaned polars frame: each writer task also converts its own slice
+/// (`frame_to_batch`), so the conversion runs beside the caller's next batch instead of
+/// before it (it was 0.35 s of the 1M-post clean's critical path).
+pub fn start_frame_files(table: &DeltaTable, name: &str, frame: &DataFrame) -> Result<FilesInFlight> {
+    let schema = arrow_schema(table, name)?;
+    let frame = frame.clone();
+    start_parts(table, name, frame.height(), move |offset, len| {
+        frame_to_batch(&frame.slice(offset as i64, len), schema.clone())
+    })
+}
+
+fn start_parts(
+    table: &DeltaTable,
+    name: &str,
+    rows: usize,
+    part: impl Fn(usize, usize) -> Result<RecordBatch> + Send + Sync + 'static,
+) -> Result<FilesInFlight> {
     if rows == 0 {
         return Ok(FilesInFlight::default());
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let parts = (rows / PARALLEL_WRITE_MIN_ROWS).clamp(1, cores);
     let per = rows.div_ceil(parts);
+    let part = Arc::new(part);
     let mut tasks = Vec::with_capacity(parts);
     for i in 0..parts {
-        let slice = batch.slice(i * per, per.min(rows - i * per));
+        let (offset, len) = (i * per, per.min(rows - i * per));
         let mut writer = RecordBatchWriter::for_table(table).map_err(|e| Error::delta(name, e))?;
-        let name = name.to_string();
+        let (name, part) = (name.to_string(), part.clone());
         tasks.push(tokio::spawn(async move {
+            let slice = part(offset, len)?;
             let err = |e| Error::delta(name.clone(), e);
             writer.write(slice).await.map_err(err)?;
             writer.flush().await.map_err(err)

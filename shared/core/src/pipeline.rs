@@ -103,8 +103,7 @@ impl Tables {
             Some(frame) if frame.height() > 0 => {
                 let name = self.id.table(staged.kind);
                 let table = &self.data[&staged.kind];
-                let batch = delta::frame_to_batch(frame, delta::arrow_schema(table, &name)?)?;
-                delta::start_files(table, &name, batch)?
+                delta::start_frame_files(table, &name, frame)?
             }
             _ => delta::FilesInFlight::default(),
         };
