@@ -394,41 +394,6 @@ fn request_body(mode: Mode, stream: &str, values: &[Bytes]) -> (String, Vec<u8>)
     }
 }
 
-/// Indexes (into the request's records) that were not stored, from a 200 reply. Only the
-/// fields that tell are read (typed, borrowed), not the whole reply as a `Value`.
-fn failed_records(mode: Mode, n: usize, body: &[u8]) -> Vec<usize> {
-    #[derive(serde::Deserialize)]
-    struct Entry<'a> {
-        #[serde(default, borrow)]
-        error_code: Option<&'a serde_json::value::RawValue>,
-        #[serde(rename = "SequenceNumber", default)]
-        sequence_number: Option<serde::de::IgnoredAny>,
-    }
-    #[derive(serde::Deserialize)]
-    struct ReplyBody<'a> {
-        #[serde(default, borrow)]
-        offsets: Option<Vec<Entry<'a>>>,
-        #[serde(rename = "Records", default, borrow)]
-        records: Option<Vec<Entry<'a>>>,
-        #[serde(rename = "SequenceNumber", default)]
-        sequence_number: Option<String>,
-    }
-    let Ok(reply) = serde_json::from_slice::<ReplyBody<'_>>(body) else { return (0..n).collect() };
-    let stored = |e: &Entry<'_>| match mode {
-        Mode::Batch => e.error_code.is_none_or(|c| c.get() == "null"),
-        Mode::Stream => e.sequence_number.is_some(),
-    };
-    let entries = match mode {
-        Mode::Batch => reply.offsets,
-        Mode::Stream if n == 1 => return if reply.sequence_number.is_some() { vec![] } else { vec![0] },
-        Mode::Stream => reply.records,
-    };
-    match entries {
-        Some(list) => (0..n).filter(|i| list.get(*i).is_none_or(|e| !stored(e))).collect(),
-        None => (0..n).collect(),
-    }
-}
-
 async fn send_with_retries(s: &Shared, kind: Kind, mut values: Vec<Bytes>) {
     let (url, stream) = match s.mode {
         Mode::Batch => (format!("{}/topics/{}", s.base, s.id.topic(kind)), String::new()),
@@ -462,7 +427,7 @@ async fn send_with_retries(s: &Shared, kind: Kind, mut values: Vec<Bytes>) {
         let (status_key, retry) = {
             match &result {
                 Ok((200, body)) => {
-                    let failed = failed_records(s.mode, values.len(), body);
+                    let failed = pinpipe_ingest::api::unstored_records(s.mode == Mode::Stream, values.len(), body);
                     let stored = values.len() - failed.len();
                     let mut r = s.report.lock().unwrap_or_else(|e| e.into_inner());
                     r.records_stored += stored as u64;
@@ -661,7 +626,7 @@ pub async fn post_generated_range(
                     let (ctype, body) = request_body(Mode::Batch, "", &values);
                     let reply = api.handle("POST", &format!("/topics/{}", id.topic(*kind)), Some(&ctype), &body).await;
                     anyhow::ensure!(reply.status == 200, "ingest API answered {}: {}", reply.status, reply.body);
-                    let failed = failed_records(Mode::Batch, values.len(), reply.body.as_bytes());
+                    let failed = pinpipe_ingest::api::unstored_records(false, values.len(), reply.body.as_bytes());
                     anyhow::ensure!(failed.is_empty(), "{} records not stored: {}", failed.len(), reply.body);
                     stored.fetch_add(values.len() as u64, Ordering::Relaxed);
                 }
@@ -675,3 +640,4 @@ pub async fn post_generated_range(
     results.into_iter().collect::<Result<Vec<()>>>()?;
     Ok(stored.into_inner())
 }
+

@@ -353,7 +353,7 @@ fn checked_put(kind: Kind, i: usize, rec: &PutRecordBody<'_>) -> Result<(Vec<u8>
 
 /// The REST proxy's produce reply, one entry per record in request order. Written directly:
 /// building a `serde_json::Value` per record was a tenth of the server's time.
-fn produce_reply(outcomes: &[Outcome]) -> String {
+pub(crate) fn produce_reply(outcomes: &[Outcome]) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(24 + outcomes.len() * 64);
     out.push_str("{\"offsets\":[");
@@ -374,6 +374,43 @@ fn produce_reply(outcomes: &[Outcome]) -> String {
     }
     out.push_str("],\"key_schema_id\":null,\"value_schema_id\":null}");
     out
+}
+
+/// A client's view of a 200 reply from this API: indexes (into the request's `n` records)
+/// that were not stored and may be retried. `kinesis`: a PutRecord (`n == 1`) or PutRecords
+/// reply, else the REST proxy's produce reply. Only the fields that tell are read (typed,
+/// borrowed); an unreadable reply counts every record as not stored.
+pub fn unstored_records(kinesis: bool, n: usize, body: &[u8]) -> Vec<usize> {
+    #[derive(serde::Deserialize)]
+    struct Entry<'a> {
+        #[serde(default, borrow)]
+        error_code: Option<&'a RawValue>,
+        #[serde(rename = "SequenceNumber", default)]
+        sequence_number: Option<serde::de::IgnoredAny>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ReplyBody<'a> {
+        #[serde(default, borrow)]
+        offsets: Option<Vec<Entry<'a>>>,
+        #[serde(rename = "Records", default, borrow)]
+        records: Option<Vec<Entry<'a>>>,
+        #[serde(rename = "SequenceNumber", default)]
+        sequence_number: Option<String>,
+    }
+    let Ok(reply) = serde_json::from_slice::<ReplyBody<'_>>(body) else { return (0..n).collect() };
+    let stored = |e: &Entry<'_>| match kinesis {
+        false => e.error_code.is_none_or(|c| c.get() == "null"),
+        true => e.sequence_number.is_some(),
+    };
+    let entries = match (kinesis, n) {
+        (false, _) => reply.offsets,
+        (true, 1) => return if reply.sequence_number.is_some() { vec![] } else { vec![0] },
+        (true, _) => reply.records,
+    };
+    match entries {
+        Some(list) => (0..n).filter(|i| list.get(*i).is_none_or(|e| !stored(e))).collect(),
+        None => (0..n).collect(),
+    }
 }
 
 fn no_kafka() -> Reply {

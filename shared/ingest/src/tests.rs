@@ -200,3 +200,40 @@ async fn listing_and_describing_topics_and_streams() {
     assert_eq!(api.handle("DELETE", &format!("/topics/{ID}.pin"), None, b"").await.status, 405);
     assert_eq!(api.handle("PUT", "/streams/streaming-other-pin/record", None, b"{}").await.status, 404);
 }
+
+#[test]
+fn produce_reply_gives_each_record_its_outcome_in_order() {
+    use crate::kafka::Outcome;
+    let body = crate::api::produce_reply(&[
+        Outcome::Stored { partition: 2, offset: 41 },
+        Outcome::Failed { retriable: true, message: "Local: Message timed out \"x\"".into() },
+        Outcome::Failed { retriable: false, message: "Broker: Message size too large".into() },
+    ]);
+    let v: Value = serde_json::from_str(&body).expect("reply is JSON");
+    assert_eq!(v["key_schema_id"], Value::Null);
+    assert_eq!(v["value_schema_id"], Value::Null);
+    let offsets = v["offsets"].as_array().expect("offsets");
+    assert_eq!(offsets.len(), 3);
+    assert_eq!(offsets[0], serde_json::json!({"partition": 2, "offset": 41, "error_code": null, "error": null}));
+    assert_eq!(offsets[1]["error_code"], 50003);
+    assert_eq!(offsets[1]["error"], "Local: Message timed out \"x\"");
+    assert_eq!(offsets[1]["offset"], Value::Null);
+    assert_eq!(offsets[2]["error_code"], 50002);
+}
+
+#[test]
+fn unstored_records_are_read_from_each_reply_shape() {
+    use crate::api::unstored_records;
+    let kafka = br#"{"offsets":[{"partition":0,"offset":5,"error_code":null,"error":null},
+        {"partition":null,"offset":null,"error_code":50003,"error":"timed out"},{"partition":0,"offset":6}],
+        "key_schema_id":null,"value_schema_id":null}"#;
+    assert_eq!(unstored_records(false, 3, kafka), vec![1]);
+    // A reply shorter than the request: the missing records count as not stored.
+    assert_eq!(unstored_records(false, 4, kafka), vec![1, 3]);
+    let put_records = br#"{"FailedRecordCount":1,"Records":[{"SequenceNumber":"4963","ShardId":"shardId-0"},
+        {"ErrorCode":"ProvisionedThroughputExceededException","ErrorMessage":"slow down"}]}"#;
+    assert_eq!(unstored_records(true, 2, put_records), vec![1]);
+    assert_eq!(unstored_records(true, 1, br#"{"SequenceNumber":"4963","ShardId":"shardId-0"}"#), Vec::<usize>::new());
+    assert_eq!(unstored_records(true, 1, br#"{"__type":"InternalFailure"}"#), vec![0]);
+    assert_eq!(unstored_records(false, 2, b"not json"), vec![0, 1]);
+}
