@@ -139,7 +139,8 @@ pub struct EmulateArgs {
     /// A `pinpipe generate` directory to read posts from.
     #[arg(long, conflicts_with = "rows", required_unless_present = "rows")]
     pub source: Option<PathBuf>,
-    /// Generate N posts in memory instead.
+    /// Generate N posts in memory instead (up to 200,000 are made before sending starts, so
+    /// the timing is the API's alone; more are made while sending).
     #[arg(long)]
     pub rows: Option<u64>,
     /// Seed for --rows.
