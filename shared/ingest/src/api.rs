@@ -377,7 +377,7 @@ pub(crate) fn produce_reply(outcomes: &[Outcome]) -> String {
 }
 
 /// A client's view of a 200 reply from this API: indexes (into the request's `n` records)
-/// that were not stored and may be retried. `kinesis`: a PutRecord (`n == 1`) or PutRecords
+/// that were not stored and may be retried. `kinesis`: a PutRecords (`Records`) or PutRecord
 /// reply, else the REST proxy's produce reply. Only the fields that tell are read (typed,
 /// borrowed); an unreadable reply counts every record as not stored.
 pub fn unstored_records(kinesis: bool, n: usize, body: &[u8]) -> Vec<usize> {
@@ -402,10 +402,11 @@ pub fn unstored_records(kinesis: bool, n: usize, body: &[u8]) -> Vec<usize> {
         false => e.error_code.is_none_or(|c| c.get() == "null"),
         true => e.sequence_number.is_some(),
     };
-    let entries = match (kinesis, n) {
-        (false, _) => reply.offsets,
-        (true, 1) => return if reply.sequence_number.is_some() { vec![] } else { vec![0] },
-        (true, _) => reply.records,
+    let entries = match (kinesis, reply.records, n) {
+        (false, _, _) => reply.offsets,
+        (true, Some(records), _) => Some(records),
+        (true, None, 1) => return if reply.sequence_number.is_some() { vec![] } else { vec![0] },
+        (true, None, _) => None,
     };
     match entries {
         Some(list) => (0..n).filter(|i| list.get(*i).is_none_or(|e| !stored(e))).collect(),

@@ -62,8 +62,8 @@ impl KafkaProducer {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", "lz4")
-            // A request waits for its delivery reports, so lingering only adds latency; concurrent
-            // requests still share produce batches.
+            // A request waits for its delivery reports, so lingering adds latency; concurrent
+            // requests still share produce batches (default 0, PINPIPE_KAFKA_LINGER_MS).
             .set("linger.ms", cfg.linger_ms.to_string())
             // Bounded: a broker that does not answer in time makes the request a 503.
             .set("message.timeout.ms", &timeout_ms)

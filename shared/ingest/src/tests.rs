@@ -233,6 +233,8 @@ fn unstored_records_are_read_from_each_reply_shape() {
     let put_records = br#"{"FailedRecordCount":1,"Records":[{"SequenceNumber":"4963","ShardId":"shardId-0"},
         {"ErrorCode":"ProvisionedThroughputExceededException","ErrorMessage":"slow down"}]}"#;
     assert_eq!(unstored_records(true, 2, put_records), vec![1]);
+    let one = br#"{"FailedRecordCount":0,"Records":[{"SequenceNumber":"4963","ShardId":"shardId-0"}]}"#;
+    assert_eq!(unstored_records(true, 1, one), Vec::<usize>::new());
     assert_eq!(unstored_records(true, 1, br#"{"SequenceNumber":"4963","ShardId":"shardId-0"}"#), Vec::<usize>::new());
     assert_eq!(unstored_records(true, 1, br#"{"__type":"InternalFailure"}"#), vec![0]);
     assert_eq!(unstored_records(false, 2, b"not json"), vec![0, 1]);
