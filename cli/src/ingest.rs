@@ -641,4 +641,3 @@ pub async fn post_generated_range(
     results.into_iter().collect::<Result<Vec<()>>>()?;
     Ok(stored.into_inner())
 }
-
