@@ -27,8 +27,12 @@ pub fn series_to_arrow(series: &Series) -> Result<ArrayRef> {
     let c_schema = pffi::export_field_to_c(&field);
     // SAFETY: both types are `#[repr(C)]` renderings of the C Data Interface structs
     // (size checked above); ownership of the release callbacks moves with the values.
-    let (c_array, c_schema): (FFI_ArrowArray, FFI_ArrowSchema) =
-        unsafe { (std::mem::transmute(c_array), std::mem::transmute(c_schema)) };
+    let (c_array, c_schema) = unsafe {
+        (
+            std::mem::transmute::<pffi::ArrowArray, FFI_ArrowArray>(c_array),
+            std::mem::transmute::<pffi::ArrowSchema, FFI_ArrowSchema>(c_schema),
+        )
+    };
     // SAFETY: the structs were just produced by a conforming exporter.
     let data = unsafe { from_ffi(c_array, &c_schema) }?;
     Ok(make_array(data))
@@ -38,8 +42,12 @@ pub fn series_to_arrow(series: &Series) -> Result<ArrayRef> {
 pub fn arrow_to_series(name: &str, array: &dyn Array) -> Result<Series> {
     let (c_array, c_schema) = to_ffi(&array.to_data())?;
     // SAFETY: see `series_to_arrow`; the same layout in the other direction.
-    let (c_array, c_schema): (pffi::ArrowArray, pffi::ArrowSchema) =
-        unsafe { (std::mem::transmute(c_array), std::mem::transmute(c_schema)) };
+    let (c_array, c_schema) = unsafe {
+        (
+            std::mem::transmute::<FFI_ArrowArray, pffi::ArrowArray>(c_array),
+            std::mem::transmute::<FFI_ArrowSchema, pffi::ArrowSchema>(c_schema),
+        )
+    };
     // SAFETY: the structs were just produced by arrow-rs's conforming exporter.
     let field = unsafe { pffi::import_field_from_c(&c_schema) }?;
     let imported = unsafe { pffi::import_array_from_c(c_array, field.dtype().clone()) }?;

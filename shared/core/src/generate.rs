@@ -80,7 +80,7 @@ impl GenConfig {
     }
 }
 
-fn weighted<'a, T: Copy>(rng: &mut Pcg64Mcg, items: &'a [(T, u32)]) -> T {
+fn weighted<T: Copy>(rng: &mut Pcg64Mcg, items: &[(T, u32)]) -> T {
     let total: u32 = items.iter().map(|i| i.1).sum();
     let mut x = rng.random_range(0..total);
     for (v, w) in items {

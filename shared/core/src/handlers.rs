@@ -220,7 +220,9 @@ impl KinesisSink {
 
         self.tables.refresh().await?;
         let mut response = KinesisSinkResponse::default();
-        let mut groups: BTreeMap<(String, String), Vec<(SequenceNumber, String, bytes::Bytes)>> = BTreeMap::new();
+        // Per (stream, shard): each record's sequence number, its text form and its data.
+        type ShardRecords = Vec<(SequenceNumber, String, bytes::Bytes)>;
+        let mut groups: BTreeMap<(String, String), ShardRecords> = BTreeMap::new();
         for record in event.records {
             response.received += 1;
             let stream = record
@@ -243,7 +245,7 @@ impl KinesisSink {
             let kind = Kind::from_source_name(&stream).ok_or_else(|| {
                 crate::Error::Config(format!("stream {stream:?} is not a pin, geo or user stream; check the event source mapping"))
             })?;
-            records.sort_by(|a, b| a.0.cmp(&b.0));
+            records.sort_by_key(|a| a.0);
             let records = records.into_iter().map(|(seq, text, bytes)| (seq, Position::Text(text.into()), bytes));
             by_kind.entry(kind).or_default().push(SourceRecords::from_records(&stream, &shard, records));
         }

@@ -272,7 +272,7 @@ impl<'de> DeserializeSeed<'de> for TopSeed {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut vals: Box<[Option<Scalar<'de>>; MAX_FIELDS]> = Box::new(Default::default());
+                let mut vals: Box<[Option<Scalar<'de>>; MAX_FIELDS]> = Box::default();
                 while let Some(idx) = map.next_key_seed(KeySeed(self.0))? {
                     match idx {
                         // A repeated key keeps its last value, as most JSON readers do.

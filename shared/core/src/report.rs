@@ -412,9 +412,9 @@ pub fn render(run: &AnalysisRun) -> String {
     );
     let versions: Vec<(String, String)> = run.table_versions.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
     let timings: Vec<(String, String)> = run.timings.iter().map(|(k, v)| (k.clone(), format!("{v:.3} s"))).collect();
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "<section id=\"run\"><h2>Run</h2><div class=\"grid2\"><div>{}</div><div>{}</div></div></section></main></body></html>\n",
+        "<section id=\"run\"><h2>Run</h2><div class=\"grid2\"><div>{}</div><div>{}</div></div></section></main></body></html>",
         kv_table("Input table versions", &versions),
         kv_table("Durations", &timings),
     );

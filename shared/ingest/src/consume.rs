@@ -61,8 +61,11 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// An MSK event (as Lambda sends it) for messages `(topic, partition, offset, ts_ms, key, value)`.
-pub fn msk_event(bootstrap: &str, messages: &[(String, i32, i64, i64, Option<Vec<u8>>, Vec<u8>)]) -> Value {
+/// One consumed message: `(topic, partition, offset, ts_ms, key, value)`.
+pub type ConsumedMessage = (String, i32, i64, i64, Option<Vec<u8>>, Vec<u8>);
+
+/// An MSK event (as Lambda sends it) for `messages`.
+pub fn msk_event(bootstrap: &str, messages: &[ConsumedMessage]) -> Value {
     let mut records: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for (topic, partition, offset, ts, key, value) in messages {
         records.entry(format!("{topic}-{partition}")).or_default().push(json!({

@@ -118,7 +118,7 @@ impl KafkaProducer {
             let md = producer.client().fetch_metadata(Some(&topic), timeout).map_err(|e| e.to_string())?;
             let t = md.topics().iter().find(|t| t.name() == topic).ok_or("topic not in metadata")?;
             if let Some(err) = t.error() {
-                return Err(format!("{:?}", rdkafka::types::RDKafkaRespErr::from(err)));
+                return Err(format!("{err:?}"));
             }
             Ok(t.partitions().iter().map(|p| p.id()).collect())
         })
@@ -135,12 +135,12 @@ impl KafkaProducer {
 /// Whether a client may simply send the record again (broker down, timeout, leader moved).
 fn retriable(e: &KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;
-    match e.rdkafka_error_code() {
+    matches!(
+        e.rdkafka_error_code(),
         Some(
             C::MessageTimedOut | C::AllBrokersDown | C::BrokerTransportFailure | C::RequestTimedOut
             | C::NotLeaderForPartition | C::LeaderNotAvailable | C::NotEnoughReplicas
             | C::NotEnoughReplicasAfterAppend | C::QueueFull | C::NetworkException,
-        ) => true,
-        _ => false,
-    }
+        )
+    )
 }

@@ -118,7 +118,9 @@ async fn refused_requests_say_why_and_store_nothing() {
     };
     let body = |values: Vec<Value>| json!({"records": values.into_iter().map(|v| json!({"value": v})).collect::<Vec<_>>()}).to_string();
     let big = "x".repeat(crate::api::MAX_RECORD_BYTES + 10);
-    let cases: Vec<(&str, Option<&str>, String, u16, u32, &str)> = vec![
+    // (what, content type, body, status, error_code, text the message holds)
+    type Case<'a> = (&'a str, Option<&'a str>, String, u16, u32, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         ("malformed JSON", Some(kafka), "{\"records\": [{\"value\": {\"index\": 1,".into(), 422, 42201, "body must be"),
         ("wrong type", Some(kafka), body(vec![pin(json!({})), pin(json!({"title": {"a": 1}}))]), 422, 42201, "record 1"),
         ("array field", Some(kafka), body(vec![pin(json!({"tag_list": ["a"]}))]), 422, 42201, "tag_list"),

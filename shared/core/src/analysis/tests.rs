@@ -15,8 +15,10 @@ fn nulls_str(name: &str, n: usize) -> Column {
     Column::new(name.into(), vec![None::<&str>; n])
 }
 
-/// pin rows: (ind, category, poster_name, follower_count)
-fn pins(rows: &[(i64, Option<&str>, Option<&str>, Option<i64>)]) -> DataFrame {
+/// A pin row: (ind, category, poster_name, follower_count).
+type PinRow<'a> = (i64, Option<&'a str>, Option<&'a str>, Option<i64>);
+
+fn pins(rows: &[PinRow<'_>]) -> DataFrame {
     let n = rows.len();
     DataFrame::new(
         n,
