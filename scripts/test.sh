@@ -28,6 +28,13 @@ fi
 bash scripts/lint-infra.sh
 cargo build --locked -p pinpipe-cli
 cargo test --locked --workspace
+# Lints as errors where the toolchain has clippy (rustup's default profile does; it cannot be
+# fetched here when missing, so then this step says so and is skipped).
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --locked --workspace --all-targets -- -D warnings
+else
+  echo "note: cargo clippy is not installed; lint step skipped"
+fi
 python3 -m pytest tests/ -q -p no:cacheprovider "$@"
 # The whole pipeline on the local stack (tansu where its binary is cached, else the mock
 # cluster), then again with a broker outage and an S3 outage. The outage drill runs on the
