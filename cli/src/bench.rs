@@ -468,10 +468,12 @@ async fn ingest(id: &PipelineId, posts: u64, batch_size: usize, concurrency: usi
     })?;
     let producer = KafkaProducer::new(&ingest_cfg, &bootstrap)?;
     let bufs = generate::block(&cfg, 0, cfg.total_rows());
+    // Split into records before timing, as `emulate` has its posts made before its clock.
+    let values: Vec<Vec<&[u8]>> =
+        bufs.iter().map(|buf| buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect()).collect();
     let direct = || async {
         let started = Instant::now();
-        for (kind, buf) in Kind::ALL.iter().zip(&bufs) {
-            let values: Vec<&[u8]> = buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+        for (kind, values) in Kind::ALL.iter().zip(&values) {
             for chunk in values.chunks(50_000) {
                 let recs: Vec<OutRecord<'_>> = chunk.iter().map(|v| OutRecord { key: None, partition: None, value: v }).collect();
                 let outcomes = producer.send(&id.topic(*kind), &recs).await;
@@ -513,25 +515,19 @@ async fn ingest(id: &PipelineId, posts: u64, batch_size: usize, concurrency: usi
         anyhow::ensure!(report["records_stored"].as_u64() == Some(records), "emulate stored {} of {records} records", report["records_stored"]);
         Ok(report)
     };
-    let mut results = Vec::new();
-    for _ in 0..runs {
-        let direct_s = match direct().await {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = server.kill();
-                return Err(e);
-            }
-        };
-        match through_api() {
-            Ok(report) => results.push((direct_s, report)),
-            Err(e) => {
-                let _ = server.kill();
-                return Err(e);
-            }
+    let measured: Result<Vec<(f64, serde_json::Value)>> = async {
+        let mut results = Vec::new();
+        for _ in 0..runs {
+            results.push((direct().await?, through_api()?));
         }
+        Ok(results)
     }
+    .await;
+    // The server goes whatever happened; then any failure is reported.
     let _ = server.kill();
     let _ = server.wait();
+    let results = measured?;
+    drop(values);
     drop(bufs);
     let direct_s = median(results.iter().map(|r| r.0).collect());
     let api_s = median(results.iter().map(|r| r.1["seconds"].as_f64().unwrap_or(f64::NAN)).collect());

@@ -215,15 +215,7 @@ fn load_posts(a: &EmulateArgs) -> Result<Posts> {
             return Ok(Posts::Generated(cfg));
         }
         // Rows skip..skip+wanted, at the same indexes `Posts::post` would make them.
-        let mut files: [Vec<Bytes>; 3] = Default::default();
-        for (buf, out) in generate::block(&cfg, a.skip, a.skip + wanted).into_iter().zip(files.iter_mut()) {
-            let buf = Bytes::from(buf);
-            let mut start = 0;
-            for end in memchr::memchr_iter(b'\n', &buf) {
-                out.push(buf.slice(start..end));
-                start = end + 1;
-            }
-        }
+        let files = generate::block(&cfg, a.skip, a.skip + wanted).map(|buf| jsonl_records(Bytes::from(buf)));
         return Ok(Posts::Pregenerated { skip: a.skip, files });
     }
     let dir = a.source.as_ref().context("give --source DIR or --rows N")?;
@@ -231,12 +223,25 @@ fn load_posts(a: &EmulateArgs) -> Result<Posts> {
     for (kind, out) in Kind::ALL.iter().zip(files.iter_mut()) {
         let path = dir.join(format!("{}.jsonl", kind.as_str()));
         let text = std::fs::read(&path).with_context(|| format!("reading {} (a `pinpipe generate` directory)", path.display()))?;
-        *out = Bytes::from(text).split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(Bytes::copy_from_slice).collect();
+        *out = jsonl_records(Bytes::from(text));
     }
     if files[0].len() != files[1].len() || files[0].len() != files[2].len() {
         bail!("{}: pin.jsonl, geo.jsonl and user.jsonl have different line counts", dir.display());
     }
     Ok(Posts::Files(files))
+}
+
+/// The non-empty lines of JSON Lines text, each a view into `buf` (no copy).
+fn jsonl_records(buf: Bytes) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', &buf).chain([buf.len()]) {
+        if end > start {
+            out.push(buf.slice(start..end));
+        }
+        start = end + 1;
+    }
+    out
 }
 
 /// What an emulation run did.
@@ -623,7 +628,7 @@ pub async fn post_generated_range(
             async move {
                 let bufs = generate::block(cfg, from, to);
                 for (kind, buf) in Kind::ALL.iter().zip(bufs) {
-                    let values: Vec<Bytes> = buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(Bytes::copy_from_slice).collect();
+                    let values = jsonl_records(Bytes::from(buf));
                     let (ctype, body) = request_body(Mode::Batch, "", &values);
                     let reply = api.handle("POST", &format!("/topics/{}", id.topic(*kind)), Some(&ctype), &body).await;
                     anyhow::ensure!(reply.status == 200, "ingest API answered {}: {}", reply.status, reply.body);

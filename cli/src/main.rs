@@ -373,7 +373,7 @@ async fn cmd_demo(id: &PipelineId, a: DemoArgs) -> Result<()> {
         received: Some(received.clone()),
         ..Default::default()
     };
-    let bar = ui::bar(cfg.total_rows(), "1/2 ingest API -> Kafka -> sink");
+    let bar = ui::bar(cfg.total_rows(), "1-2/4 ingest API -> Kafka -> sink");
     let posting = async {
         let chunk = 10_000u64;
         let mut sent = 0u64;
