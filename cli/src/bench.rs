@@ -352,11 +352,31 @@ async fn sink_runs(id: &PipelineId, tables: &str, landing: &str, warm: &serde_js
 
 /// User + system CPU time of this whole process so far.
 fn cpu_seconds() -> f64 {
+    rusage_seconds(libc::RUSAGE_SELF)
+}
+
+/// User + system CPU time of this process's reaped children so far.
+fn children_cpu_seconds() -> f64 {
+    rusage_seconds(libc::RUSAGE_CHILDREN)
+}
+
+fn rusage_seconds(who: libc::c_int) -> f64 {
     // SAFETY: plain syscall; rusage is fully written by the kernel.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    unsafe { libc::getrusage(who, &mut u) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// User + system CPU time of a running child, from /proc (it has not been reaped yet).
+fn proc_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return f64::NAN };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th of them.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let ticks: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks.iter().sum::<f64>() / hz
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -472,7 +492,7 @@ async fn ingest(id: &PipelineId, posts: u64, batch_size: usize, concurrency: usi
     let values: Vec<Vec<&[u8]>> =
         bufs.iter().map(|buf| buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect()).collect();
     let direct = || async {
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), cpu_seconds());
         for (kind, values) in Kind::ALL.iter().zip(&values) {
             for chunk in values.chunks(50_000) {
                 let recs: Vec<OutRecord<'_>> = chunk.iter().map(|v| OutRecord { key: None, partition: None, value: v }).collect();
@@ -481,7 +501,7 @@ async fn ingest(id: &PipelineId, posts: u64, batch_size: usize, concurrency: usi
                 anyhow::ensure!(failed == 0, "{failed} records not stored by the direct producer");
             }
         }
-        Ok(started.elapsed().as_secs_f64())
+        Ok((started.elapsed().as_secs_f64(), cpu_seconds() - cpu))
     };
 
     // (b) The same posts through `pinpipe emulate` → `pinpipe serve` (both child processes).
@@ -503,7 +523,10 @@ async fn ingest(id: &PipelineId, posts: u64, batch_size: usize, concurrency: usi
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let through_api = || -> Result<serde_json::Value> {
+    let server_pid = server.id();
+    // Returns emulate's report and the CPU seconds of the broker (this process), serve and emulate.
+    let through_api = || -> Result<(serde_json::Value, [f64; 3])> {
+        let cpu_before = [cpu_seconds(), proc_cpu_seconds(server_pid), children_cpu_seconds()];
         let emulated = Command::new(&exe)
             .args(["--id", id.as_str(), "emulate", "--api", &format!("http://127.0.0.1:{port}"), "--mode", "batch"])
             .args(["--rows", &posts.to_string(), "--seed", &seed.to_string(), "--batch-size", &batch_size.to_string()])
@@ -513,9 +536,11 @@ async fn ingest(id: &PipelineId, posts: u64, batch_size: usize, concurrency: usi
         anyhow::ensure!(emulated.status.success(), "pinpipe emulate failed: {}", String::from_utf8_lossy(&emulated.stderr));
         let report: serde_json::Value = serde_json::from_slice(&emulated.stdout).context("reading emulate's JSON summary")?;
         anyhow::ensure!(report["records_stored"].as_u64() == Some(records), "emulate stored {} of {records} records", report["records_stored"]);
-        Ok(report)
+        let cpu_after = [cpu_seconds(), proc_cpu_seconds(server_pid), children_cpu_seconds()];
+        Ok((report, std::array::from_fn(|i| cpu_after[i] - cpu_before[i])))
     };
-    let measured: Result<Vec<(f64, serde_json::Value)>> = async {
+    type Run = ((f64, f64), (serde_json::Value, [f64; 3]));
+    let measured: Result<Vec<Run>> = async {
         let mut results = Vec::new();
         for _ in 0..runs {
             results.push((direct().await?, through_api()?));
@@ -529,13 +554,15 @@ async fn ingest(id: &PipelineId, posts: u64, batch_size: usize, concurrency: usi
     let results = measured?;
     drop(values);
     drop(bufs);
-    let direct_s = median(results.iter().map(|r| r.0).collect());
-    let api_s = median(results.iter().map(|r| r.1["seconds"].as_f64().unwrap_or(f64::NAN)).collect());
+    let direct_s = median(results.iter().map(|r| r.0 .0).collect());
+    let direct_cpu = median(results.iter().map(|r| r.0 .1).collect());
+    let api_s = median(results.iter().map(|r| r.1 .0["seconds"].as_f64().unwrap_or(f64::NAN)).collect());
+    let api_cpu: [f64; 3] = std::array::from_fn(|i| median(results.iter().map(|r| r.1 .1[i]).collect()));
     // Latency percentiles of the run with the median time.
     let report = &results.iter().min_by(|x, y| {
-        let d = |r: &(f64, serde_json::Value)| (r.1["seconds"].as_f64().unwrap_or(f64::NAN) - api_s).abs();
+        let d = |r: &Run| (r.1 .0["seconds"].as_f64().unwrap_or(f64::NAN) - api_s).abs();
         d(x).total_cmp(&d(y))
-    }).context("no runs")?.1;
+    }).context("no runs")?.1 .0;
 
     println!("median of {runs} interleaved runs per side; CPU shared by the broker, `serve` and `emulate`");
     println!("{:<44} {:>12} {:>10} {:>10}", "", "records/s", "p50 ms", "p99 ms");
@@ -548,6 +575,16 @@ async fn ingest(id: &PipelineId, posts: u64, batch_size: usize, concurrency: usi
         report["p99_ms"].as_f64().unwrap_or(f64::NAN)
     );
     println!("ratio (b)/(a) (higher is better; goal >= 0.8 for batched requests): {:.2}", direct_s / api_s);
+    // Where the CPU goes, per million records: the machine's cores are shared by every part.
+    let per_m = |cpu: f64| cpu / records as f64 * 1e6;
+    println!(
+        "CPU seconds per million records: (a) {:.2} (producer + broker); (b) {:.2} = broker {:.2} + serve {:.2} + emulate {:.2}",
+        per_m(direct_cpu),
+        per_m(api_cpu.iter().sum()),
+        per_m(api_cpu[0]),
+        per_m(api_cpu[1]),
+        per_m(api_cpu[2])
+    );
 
     // The Lambda's init: process start until it asks the Runtime API for its first event.
     let lambda = exe.with_file_name("ingest-api");

@@ -104,28 +104,31 @@ fn ph_flag(c: &str) -> String {
 fn bad_flag(c: &str) -> String {
     format!("__bad_{c}")
 }
+fn value_col(c: &str) -> String {
+    format!("__value_{c}")
+}
 
-/// One cleaned output column with its placeholder and unparseable flags.
+/// One cleaned output column and its placeholder flag. A value is unparseable when the raw
+/// value was there, was not a placeholder, and cleaned to null (the same test for every rule).
 struct Rule {
     name: &'static str,
     /// Intermediate columns computed once, in order, before `value` (which refers to them).
     helpers: Vec<Expr>,
+    /// Computed after `placeholder`, which it reads as the column `ph_flag(name)`: each
+    /// expression is evaluated once instead of again inside the flags.
     value: Expr,
     placeholder: Expr,
-    unparseable: Expr,
 }
 
 fn string_rule(kind: Kind, field: &'static str) -> Rule {
     let raw = col(field);
     let mut ph: Vec<&str> = vec![""];
     ph.extend_from_slice(placeholders(kind, field));
-    let is_ph = any_of(&raw, &ph);
     Rule {
         name: field,
         helpers: vec![],
-        value: when(is_ph.clone()).then(lit(NULL).cast(DataType::String)).otherwise(raw),
-        placeholder: is_ph,
-        unparseable: lit(false),
+        value: when(col(ph_flag(field))).then(lit(NULL).cast(DataType::String)).otherwise(raw.clone()),
+        placeholder: any_of(&raw, &ph),
     }
 }
 
@@ -189,24 +192,21 @@ fn follower_rule() -> Rule {
     };
     let value = when(thousands).then(scaled(3)).when(millions).then(scaled(6)).otherwise(scaled(0));
     let in_range = value.clone().lt_eq(lit(i64::MAX).cast(DataType::Int128)).fill_null(lit(false));
-    let parsed = when(matched.and(in_range).and(is_ph.clone().not()))
+    let parsed = when(matched.and(in_range).and(col(ph_flag("follower_count")).not()))
         .then(value.cast(DataType::Int64))
         .otherwise(lit(NULL).cast(DataType::Int64));
-    let unparseable = raw.is_not_null().and(is_ph.clone().not()).and(parsed.clone().is_null());
-    Rule { name: "follower_count", helpers, value: parsed, placeholder: is_ph, unparseable }
+    Rule { name: "follower_count", helpers, value: parsed, placeholder: is_ph }
 }
 
 /// `save_location` loses its exact `Local save in ` prefix; an empty result is a placeholder.
 fn save_location_rule() -> Rule {
     let raw = col("save_location");
     let stripped = raw.clone().str().strip_prefix(lit("Local save in "));
-    let is_ph = any_of(&stripped, &[""]);
     Rule {
         name: "save_location",
         helpers: vec![],
-        value: when(is_ph.clone()).then(lit(NULL).cast(DataType::String)).otherwise(stripped),
-        placeholder: is_ph,
-        unparseable: lit(false),
+        value: when(col(ph_flag("save_location"))).then(lit(NULL).cast(DataType::String)).otherwise(stripped.clone()),
+        placeholder: any_of(&stripped, &[""]),
     }
 }
 
@@ -219,9 +219,8 @@ fn number_rule(
     let raw = col(field);
     let is_ph = if is_string_field(kind, field) { any_of(&raw, &[""]) } else { lit(false) };
     let ok = raw.clone().str().contains(lit(pattern.to_string()), true).fill_null(lit(false));
-    let parsed = when(ok).then(raw.clone().cast(dtype.clone())).otherwise(lit(NULL).cast(dtype));
-    let unparseable = raw.is_not_null().and(is_ph.clone().not()).and(parsed.clone().is_null());
-    Rule { name: field, helpers: vec![], value: parsed, placeholder: is_ph, unparseable }
+    let parsed = when(ok).then(raw.cast(dtype.clone())).otherwise(lit(NULL).cast(dtype));
+    Rule { name: field, helpers: vec![], value: parsed, placeholder: is_ph }
 }
 
 /// Datetimes of SPEC §1 → UTC microseconds: validated by one regex match, then cut by
@@ -274,14 +273,11 @@ fn datetime_parts(field: &str) -> (Vec<Expr>, Expr) {
 }
 
 fn datetime_rule(field: &'static str) -> Rule {
-    let raw = col(field);
-    let is_ph = any_of(&raw, &[""]);
     let (helpers, value) = datetime_parts(field);
-    let parsed = when(is_ph.clone())
+    let parsed = when(col(ph_flag(field)))
         .then(lit(NULL).cast(DataType::Datetime(TimeUnit::Microseconds, None)))
         .otherwise(value);
-    let unparseable = raw.is_not_null().and(is_ph.clone().not()).and(parsed.clone().is_null());
-    Rule { name: field, helpers, value: parsed, placeholder: is_ph, unparseable }
+    Rule { name: field, helpers, value: parsed, placeholder: any_of(&col(field), &[""]) }
 }
 
 fn rules(kind: Kind) -> Vec<Rule> {
@@ -312,41 +308,13 @@ fn rules(kind: Kind) -> Vec<Rule> {
 /// Cleans a decoded frame. Returns the cleaned frame in `cleaned_columns` order and the
 /// quality counts of this batch (rows, placeholders, unparseable, quarantined).
 pub fn clean(kind: Kind, decoded: &Decoded) -> PolarsResult<(DataFrame, Quality)> {
-    let rules = rules(kind);
-    let mut exprs = vec![col("ind")];
-    let mut flag_names = Vec::new();
-    for r in &rules {
-        exprs.push(r.value.clone().alias(r.name));
-        exprs.push(r.placeholder.clone().fill_null(lit(false)).alias(ph_flag(r.name)));
-        exprs.push(r.unparseable.clone().fill_null(lit(false)).alias(bad_flag(r.name)));
-        flag_names.push(r.name);
-    }
-    // Helpers may build on the helpers before them, so each is its own stage, in order.
-    let with_helpers = rules
-        .iter()
-        .flat_map(|r| r.helpers.iter().cloned())
-        .fold(decoded.frame.clone().lazy(), |lf, h| lf.with_column(h));
-    let staged = with_helpers.select(exprs);
-    let finish = match kind {
-        Kind::User => {
-            let first = col("first_name");
-            let last = col("last_name");
-            let user_name = when(first.clone().is_not_null().and(last.clone().is_not_null()))
-                .then(concat_str([first.clone(), lit(" "), last.clone()], "", false))
-                .when(first.clone().is_not_null())
-                .then(first)
-                .otherwise(last);
-            staged.with_column(user_name.alias("user_name"))
-        }
-        _ => staged,
-    };
-    let all = finish.collect()?;
-
+    let all = clean_in_pieces(kind, &decoded.frame, MIN_PIECE_ROWS)?;
     let mut quality = Quality::default();
     quality.rows.insert(kind.as_str().into(), all.height() as u64);
     quality.quarantined = decoded.quarantined.len() as u64;
     let text = text_fields(kind);
-    for name in flag_names {
+    for r in rules(kind) {
+        let name = r.name;
         let key = format!("{}.{}", kind.as_str(), name);
         let ph = all.column(&ph_flag(name))?.bool()?.sum().unwrap_or(0) as u64;
         let mut bad = all.column(&bad_flag(name))?.bool()?.sum().unwrap_or(0) as u64;
@@ -362,6 +330,78 @@ pub fn clean(kind: Kind, decoded: &Decoded) -> PolarsResult<(DataFrame, Quality)
     }
     let cleaned = all.select(cleaned_columns(kind).iter().copied())?;
     Ok((cleaned, quality))
+}
+
+/// Rows per piece below which a frame is cleaned in one piece.
+const MIN_PIECE_ROWS: usize = 16 * 1024;
+
+/// Cleans row ranges in parallel: polars runs a projection's expressions in parallel, but
+/// each expression over one range on one thread, so one heavy column (a datetime) would
+/// otherwise leave the other cores idle.
+fn clean_in_pieces(kind: Kind, frame: &DataFrame, min_piece_rows: usize) -> PolarsResult<DataFrame> {
+    use rayon::prelude::*;
+    let height = frame.height();
+    let pieces = rayon::current_num_threads().min(height / min_piece_rows.max(1)).max(1);
+    if pieces == 1 {
+        return clean_rows(kind, frame.clone());
+    }
+    let step = height.div_ceil(pieces);
+    let parts: Vec<DataFrame> = (0..pieces)
+        .into_par_iter()
+        .map(|i| clean_rows(kind, frame.slice((i * step) as i64, step)))
+        .collect::<PolarsResult<_>>()?;
+    let mut parts = parts.into_iter();
+    let mut all = parts.next().unwrap_or_default();
+    for part in parts {
+        all.vstack_mut_owned(part)?;
+    }
+    Ok(all)
+}
+
+/// Cleaned values with their `__ph_`/`__bad_` flag columns, for one range of rows.
+fn clean_rows(kind: Kind, frame: DataFrame) -> PolarsResult<DataFrame> {
+    let rules = rules(kind);
+    // Helpers may build on the helpers before them, so each is its own stage, in order.
+    let with_helpers = rules
+        .iter()
+        .flat_map(|r| r.helpers.iter().cloned())
+        .fold(frame.lazy(), |lf, h| lf.with_column(h));
+    // Then placeholder flags, values (which read the flags), unparseable flags (which read
+    // both): each stage names its results, so nothing is computed twice.
+    let flagged = with_helpers
+        .with_columns(rules.iter().map(|r| r.placeholder.clone().fill_null(lit(false)).alias(ph_flag(r.name))).collect::<Vec<_>>())
+        .with_columns(rules.iter().map(|r| r.value.clone().alias(value_col(r.name))).collect::<Vec<_>>())
+        .with_columns(
+            rules
+                .iter()
+                .map(|r| {
+                    col(r.name)
+                        .is_not_null()
+                        .and(col(ph_flag(r.name)).not())
+                        .and(col(value_col(r.name)).is_null())
+                        .alias(bad_flag(r.name))
+                })
+                .collect::<Vec<_>>(),
+        );
+    let mut exprs = vec![col("ind")];
+    for r in &rules {
+        exprs.extend([col(value_col(r.name)).alias(r.name), col(ph_flag(r.name)), col(bad_flag(r.name))]);
+    }
+    let staged = flagged.select(exprs);
+    let finish = match kind {
+        Kind::User => {
+            let first = col("first_name");
+            let last = col("last_name");
+            let user_name = when(first.clone().is_not_null().and(last.clone().is_not_null()))
+                .then(concat_str([first.clone(), lit(" "), last.clone()], "", false))
+                .when(first.clone().is_not_null())
+                .then(first)
+                .otherwise(last);
+            staged.with_column(user_name.alias("user_name"))
+        }
+        _ => staged,
+    };
+    finish.collect()
 }
 
 #[cfg(test)]
@@ -539,5 +579,35 @@ mod tests {
         assert_eq!(q.unparseable.get("user.age"), Some(&3));
         let names: Vec<&str> = df.get_column_names().iter().map(|s| s.as_str()).collect();
         assert_eq!(names, cleaned_columns(Kind::User));
+    }
+
+    #[test]
+    fn pieces_cleaned_in_parallel_match_one_piece_in_order() {
+        let lines: Vec<String> = (0..40)
+            .map(|i| match i % 4 {
+                0 => format!(r#"{{"ind":{i},"country":"C{i}","latitude":{i}.5,"longitude":"-1","timestamp":"2020-01-02T03:04:05.5+01:00"}}"#),
+                1 => format!(r#"{{"ind":{i},"country":"","latitude":"x","timestamp":"bad"}}"#),
+                2 => format!(r#"{{"ind":{i},"country":"C","timestamp":"2019-12-31 23:59:59"}}"#),
+                _ => format!(r#"{{"ind":{i},"latitude":null,"timestamp":""}}"#),
+            })
+            .collect();
+        let records: Vec<RawRecord> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| RawRecord {
+                source: "test".into(),
+                partition: "0".into(),
+                position: (i as i64).into(),
+                bytes: l.clone().into_bytes().into(),
+            })
+            .collect();
+        let decoded = decode(Kind::Geo, &records).unwrap();
+        let whole = clean_in_pieces(Kind::Geo, &decoded.frame, usize::MAX).unwrap();
+        // In a pool of 3 threads, at least 7 rows each: 3 pieces.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let pieces = pool.install(|| clean_in_pieces(Kind::Geo, &decoded.frame, 7)).unwrap();
+        assert_eq!(whole.height(), 40);
+        assert!(pieces.column("ind").unwrap().n_chunks() >= 3);
+        assert!(whole.equals_missing(&pieces), "{whole}\n{pieces}");
     }
 }
