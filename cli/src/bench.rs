@@ -410,7 +410,7 @@ async fn sink(id: &PipelineId, records: u64, s3: Option<String>, dir: Option<Pat
         let one = deltalake::arrow::compute::concat_batches(&schema, &all)?.slice(0, posts as usize);
         let t = Instant::now();
         let file = std::fs::File::create(dir.join(format!("floor-{}.parquet", kind.as_str())))?;
-        let props = pinpipe_core::delta::bare_writer_properties();
+        let props = pinpipe_core::delta::writer_properties();
         let mut w = deltalake::parquet::arrow::ArrowWriter::try_new(file, schema, Some(props))?;
         w.write(&one)?;
         w.close()?;

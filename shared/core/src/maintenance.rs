@@ -110,7 +110,7 @@ pub async fn compact(table: &mut DeltaTable, name: &str, target: i64, min_files:
     for bin in bins {
         let paths: Vec<_> = bin.iter().map(|i| small[*i].0.clone()).collect();
         let batches = delta::read_files(table, paths).await?;
-        let mut writer = RecordBatchWriter::for_table(table).map_err(err)?;
+        let mut writer = RecordBatchWriter::for_table(table).map_err(err)?.with_writer_properties(delta::writer_properties());
         for b in batches {
             // Files carry the table's columns; rebuild each batch on the writer's exact schema.
             let b = deltalake::arrow::array::RecordBatch::try_new(schema.clone(), b.columns().to_vec())?;
