@@ -1,6 +1,7 @@
 //! `pinpipe serve` (the ingest API as a local HTTP server), `pinpipe emulate` (the user-posting
 //! emulator that replaces the old scripts) and `pinpipe kafka-mock` (a local Kafka broker).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use pinpipe_core::generate::{self, GenConfig};
@@ -191,14 +193,16 @@ impl Posts {
             Posts::Generated(cfg) => cfg.total_rows(),
         }
     }
-    fn post(&self, t: u64) -> [Bytes; 3] {
+    /// Post `t`'s pin, geo and user records, borrowed when they are at hand: cloning `Bytes`
+    /// that share one buffer made every request bump one refcount from every worker thread.
+    fn post(&self, t: u64) -> [Cow<'_, [u8]>; 3] {
+        fn borrow(f: &[Vec<Bytes>; 3], i: usize) -> [Cow<'_, [u8]>; 3] {
+            [0, 1, 2].map(|k| Cow::Borrowed(f[k][i].as_ref()))
+        }
         match self {
-            Posts::Files(f) => [f[0][t as usize].clone(), f[1][t as usize].clone(), f[2][t as usize].clone()],
-            Posts::Pregenerated { skip, files: f } => {
-                let i = (t - skip) as usize;
-                [f[0][i].clone(), f[1][i].clone(), f[2][i].clone()]
-            }
-            Posts::Generated(cfg) => generate::post_records(cfg.seed, cfg.post_at(t)).map(Bytes::from),
+            Posts::Files(f) => borrow(f, t as usize),
+            Posts::Pregenerated { skip, files } => borrow(files, (t - skip) as usize),
+            Posts::Generated(cfg) => generate::post_records(cfg.seed, cfg.post_at(t)).map(|r| Cow::Owned(r)),
         }
     }
 }
@@ -258,6 +262,8 @@ pub struct EmulateReport {
     /// Records still not stored after every attempt.
     pub given_up: u64,
     pub seconds: f64,
+    /// CPU time this process used while sending (the posts were made before).
+    pub cpu_seconds: f64,
 }
 
 impl EmulateReport {
@@ -331,7 +337,7 @@ pub async fn emulate(id: &PipelineId, a: EmulateArgs) -> Result<EmulateReport> {
     head.send().await.with_context(|| format!("cannot reach the ingest API at {} (is `pinpipe serve` running?)", a.api))?;
     let bar = if a.quiet { indicatif::ProgressBar::hidden() } else { ui::bar(count, "posting") };
     let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
+    let (started, cpu_at_start) = (Instant::now(), crate::bench::cpu_seconds());
     let mut workers = Vec::new();
     for _ in 0..a.concurrency.max(1) {
         let (shared, posts, next, bar) = (shared.clone(), posts.clone(), next.clone(), bar.clone());
@@ -347,9 +353,9 @@ pub async fn emulate(id: &PipelineId, a: EmulateArgs) -> Result<EmulateReport> {
                     let due = started + Duration::from_secs_f64(from as f64 / r);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let recs: Vec<[Bytes; 3]> = (from..to).map(|t| posts.post(skip + t)).collect();
+                let recs: Vec<[Cow<'_, [u8]>; 3]> = (from..to).map(|t| posts.post(skip + t)).collect();
                 for (k, kind) in Kind::ALL.iter().enumerate() {
-                    let values: Vec<Bytes> = recs.iter().map(|r| r[k].clone()).collect();
+                    let values: Vec<&[u8]> = recs.iter().map(|r| r[k].as_ref()).collect();
                     send_with_retries(&shared, *kind, values).await;
                 }
                 bar.inc(to - from);
@@ -363,11 +369,12 @@ pub async fn emulate(id: &PipelineId, a: EmulateArgs) -> Result<EmulateReport> {
     let mut report = shared.report.lock().map_err(|_| anyhow::anyhow!("report lock"))?.clone();
     report.posts = count;
     report.seconds = started.elapsed().as_secs_f64();
+    report.cpu_seconds = crate::bench::cpu_seconds() - cpu_at_start;
     Ok(report)
 }
 
-fn request_body(mode: Mode, stream: &str, values: &[Bytes]) -> (String, Vec<u8>) {
-    let mut body = Vec::with_capacity(values.iter().map(|v| v.len() + 40).sum());
+fn request_body<V: AsRef<[u8]>>(mode: Mode, stream: &str, values: &[V]) -> (String, Vec<u8>) {
+    let mut body = Vec::with_capacity(values.iter().map(|v| v.as_ref().len() + 40).sum());
     // `{"records": [{"<field>": <value><tail>}, ...]}`, the REST proxy's and PutRecords' shape.
     let records = |body: &mut Vec<u8>, field: &str, tail: &[u8]| {
         body.extend_from_slice(b"{\"records\": [");
@@ -377,7 +384,7 @@ fn request_body(mode: Mode, stream: &str, values: &[Bytes]) -> (String, Vec<u8>)
                 body.extend_from_slice(b", ");
             }
             body.extend_from_slice(open.as_bytes());
-            body.extend_from_slice(v);
+            body.extend_from_slice(v.as_ref());
             body.extend_from_slice(tail);
         }
         body.extend_from_slice(b"]}");
@@ -389,7 +396,7 @@ fn request_body(mode: Mode, stream: &str, values: &[Bytes]) -> (String, Vec<u8>)
         }
         (Mode::Stream, 1) => {
             body.extend_from_slice(format!("{{\"StreamName\": \"{stream}\", \"Data\": ").as_bytes());
-            body.extend_from_slice(&values[0]);
+            body.extend_from_slice(values[0].as_ref());
             body.extend_from_slice(b", \"PartitionKey\": \"partition-1\"}");
             ("application/json".into(), body)
         }
@@ -400,7 +407,7 @@ fn request_body(mode: Mode, stream: &str, values: &[Bytes]) -> (String, Vec<u8>)
     }
 }
 
-async fn send_with_retries(s: &Shared, kind: Kind, mut values: Vec<Bytes>) {
+async fn send_with_retries(s: &Shared, kind: Kind, mut values: Vec<&[u8]>) {
     let (url, stream) = match s.mode {
         Mode::Batch => (format!("{}/topics/{}", s.base, s.id.topic(kind)), String::new()),
         Mode::Stream => {
@@ -459,8 +466,8 @@ async fn send_with_retries(s: &Shared, kind: Kind, mut values: Vec<Bytes>) {
             *r.statuses.entry(status_key).or_default() += 1;
         }
         // `None`: retry all; `Some(list)`: retry only those records.
-        let again: Vec<Bytes> = match retry {
-            Some(failed) => failed.into_iter().map(|i| values[i].clone()).collect(),
+        let again: Vec<&[u8]> = match retry {
+            Some(failed) => failed.into_iter().map(|i| values[i]).collect(),
             None => values.clone(),
         };
         if again.is_empty() {
