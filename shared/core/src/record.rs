@@ -318,7 +318,13 @@ impl<'de> DeserializeSeed<'de> for TopSeed {
 }
 
 fn parse_top<'a>(kind: Kind, bytes: &'a [u8]) -> Result<Top<'a>, String> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // One SIMD UTF-8 check of the whole record, so that the parser can take it as text and
+    // skip checking every string it borrows (3% of batch cleaning's CPU).
+    let text = simdutf8::basic::from_utf8(bytes).map_err(|_| {
+        let at = std::str::from_utf8(bytes).err().map_or(0, |e| e.valid_up_to());
+        format!("not valid JSON: the record is not UTF-8 text (invalid byte at offset {at})")
+    })?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let top = TopSeed(fields(kind))
         .deserialize(&mut de)
         .map_err(|e| format!("not valid JSON: {e}"))?;
@@ -532,6 +538,10 @@ mod tests {
         assert!(reason(r#"{"ind":1} x"#).starts_with("not valid JSON"));
         assert!(reason(r#""hello""#).contains("does not hold JSON"));
         assert!(reason(r#""[1]""#).contains("array"));
+        assert_eq!(
+            with_parsed(Kind::Geo, b"{\"ind\":1,\"country\":\"A\xff\"}", |_| ()).unwrap_err(),
+            "not valid JSON: the record is not UTF-8 text (invalid byte at offset 21)"
+        );
     }
 
     #[test]
