@@ -202,7 +202,7 @@ impl Posts {
         match self {
             Posts::Files(f) => borrow(f, t as usize),
             Posts::Pregenerated { skip, files } => borrow(files, (t - skip) as usize),
-            Posts::Generated(cfg) => generate::post_records(cfg.seed, cfg.post_at(t)).map(|r| Cow::Owned(r)),
+            Posts::Generated(cfg) => generate::post_records(cfg.seed, cfg.post_at(t)).map(Cow::Owned),
         }
     }
 }
