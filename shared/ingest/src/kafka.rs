@@ -1,12 +1,16 @@
 //! The Kafka producer: built once per container, idempotent, acks=all, compressed; a record is
 //! reported stored only after its delivery report (SPEC §2).
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::client::OAuthToken;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
 use crate::config::{IngestConfig, KafkaAuth};
@@ -34,6 +38,41 @@ impl ClientContext for PinpipeContext {
     }
 }
 
+/// Delivery reports go straight into the request's `Pending`; rdkafka's polling thread calls this.
+impl ProducerContext for PinpipeContext {
+    type DeliveryOpaque = Box<(Arc<Pending>, usize)>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, slot: Self::DeliveryOpaque) {
+        let outcome = match result {
+            Ok(m) => Outcome::Stored { partition: m.partition(), offset: m.offset() },
+            Err((e, _)) => Outcome::Failed { retriable: retriable(e), message: e.to_string() },
+        };
+        slot.0.settle(slot.1, outcome);
+    }
+}
+
+/// One request's records awaiting their delivery reports. The request is woken once, when the
+/// last report is in: a future per record (rdkafka's `FutureProducer`) woke the request's task
+/// from the polling thread once per record.
+pub struct Pending {
+    outcomes: Mutex<Vec<Option<Outcome>>>,
+    remaining: AtomicUsize,
+    done: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl Pending {
+    fn settle(&self, i: usize, outcome: Outcome) {
+        if let Some(slot) = self.outcomes.lock().unwrap_or_else(|e| e.into_inner()).get_mut(i) {
+            *slot = Some(outcome);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(tx) = self.done.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
 /// What happened to one record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -49,7 +88,7 @@ pub struct OutRecord<'a> {
 }
 
 pub struct KafkaProducer {
-    producer: FutureProducer<PinpipeContext>,
+    producer: Arc<ThreadedProducer<PinpipeContext>>,
     timeout: Duration,
 }
 
@@ -85,28 +124,54 @@ impl KafkaProducer {
         let producer = c
             .create_with_context(PinpipeContext { iam })
             .map_err(|e| Error::Config(format!("Kafka producer for {brokers}: {e}")))?;
-        Ok(KafkaProducer { producer, timeout: cfg.produce_timeout })
+        Ok(KafkaProducer { producer: Arc::new(producer), timeout: cfg.produce_timeout })
     }
 
-    /// Produces every record and waits for each delivery report (in request order).
+    /// Produces every record and waits for each delivery report (outcomes in request order).
+    /// librdkafka reports every queued record, delivered or failed by `message.timeout.ms`,
+    /// so the wait is bounded.
     pub async fn send(&self, topic: &str, records: &[OutRecord<'_>]) -> Vec<Outcome> {
-        let sends = records.iter().map(|r| {
-            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(r.value);
+        if records.is_empty() {
+            return Vec::new();
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let pending = Arc::new(Pending {
+            outcomes: Mutex::new(vec![None; records.len()]),
+            remaining: AtomicUsize::new(records.len()),
+            done: Mutex::new(Some(tx)),
+        });
+        // A full local queue drains as deliveries come in; past the timeout the record fails.
+        let queue_deadline = Instant::now() + self.timeout;
+        for (i, r) in records.iter().enumerate() {
+            let mut rec: BaseRecord<'_, [u8], [u8], _> =
+                BaseRecord::with_opaque_to(topic, Box::new((pending.clone(), i))).payload(r.value);
             if let Some(k) = r.key {
                 rec = rec.key(k);
             }
             if let Some(p) = r.partition {
                 rec = rec.partition(p);
             }
-            self.producer.send(rec, self.timeout)
-        });
-        futures::future::join_all(sends)
-            .await
+            loop {
+                match self.producer.send(rec) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                        if Instant::now() < queue_deadline =>
+                    {
+                        rec = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => {
+                        pending.settle(i, Outcome::Failed { retriable: retriable(&e), message: e.to_string() });
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = rx.await;
+        let outcomes = std::mem::take(&mut *pending.outcomes.lock().unwrap_or_else(|e| e.into_inner()));
+        outcomes
             .into_iter()
-            .map(|res| match res {
-                Ok(d) => Outcome::Stored { partition: d.partition, offset: d.offset },
-                Err((e, _)) => Outcome::Failed { retriable: retriable(&e), message: e.to_string() },
-            })
+            .map(|o| o.unwrap_or_else(|| Outcome::Failed { retriable: true, message: "no delivery report".into() }))
             .collect()
     }
 
