@@ -363,8 +363,9 @@ async fn cmd_demo(id: &PipelineId, a: DemoArgs) -> Result<()> {
         _ => None,
     })?;
     let mut sink = pinpipe_core::handlers::KafkaSink::open(&sink_cfg).await?;
-    // Posting and sinking run at once, as in production. The in-process broker keeps only
-    // about 100,000 records per partition, so posting waits while the sink is far behind.
+    // Posting and sinking run at once, as in production. The in-process broker keeps only the
+    // newest 5 MB (compressed) of each partition, about 15,000 pin records, so posting waits
+    // while the sink is behind: at most LAG_RECORDS + one chunk (about 10,000 per topic) unread.
     let total = cfg.total_rows() * 3;
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let opts = pinpipe_ingest::consume::ConsumeOptions {
@@ -375,12 +376,13 @@ async fn cmd_demo(id: &PipelineId, a: DemoArgs) -> Result<()> {
     };
     let bar = ui::bar(cfg.total_rows(), "1-2/4 ingest API -> Kafka -> sink");
     let posting = async {
-        let chunk = 10_000u64;
+        const CHUNK_POSTS: u64 = 2_000;
+        const LAG_RECORDS: u64 = 24_000;
         let mut sent = 0u64;
         let mut from = 0u64;
         while from < cfg.total_rows() {
-            let to = (from + chunk).min(cfg.total_rows());
-            while sent.saturating_sub(received.load(std::sync::atomic::Ordering::Relaxed)) > 90_000 {
+            let to = (from + CHUNK_POSTS).min(cfg.total_rows());
+            while sent.saturating_sub(received.load(std::sync::atomic::Ordering::Relaxed)) > LAG_RECORDS {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
             sent += ingest::post_generated_range(&api, id, &cfg, from, to, 500, 4, &|n| bar.inc(n)).await?;
