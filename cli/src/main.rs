@@ -60,7 +60,8 @@ enum Command {
     /// event-source mappings do), moving the position only after the sink succeeded.
     Consume(ingest::ConsumeArgs),
     /// Run librdkafka's mock Kafka cluster (topics <ID>.pin|geo|user); prints its bootstrap address;
-    /// SIGUSR1 / SIGUSR2 take its brokers down / up (outage drills).
+    /// SIGUSR1 / SIGUSR2 take its brokers down / up (outage drills). It keeps only the newest
+    /// 5 MB (compressed) per partition: run a consumer alongside long emulations.
     KafkaMock(ingest::KafkaMockArgs),
 }
 
