@@ -409,7 +409,7 @@ mod tests {
     use super::*;
     use crate::record::{decode, RawRecord};
 
-    fn run(kind: Kind, lines: &[String]) -> (DataFrame, Quality) {
+    fn decoded(kind: Kind, lines: &[String]) -> Decoded {
         let records: Vec<RawRecord> = lines
             .iter()
             .enumerate()
@@ -420,8 +420,11 @@ mod tests {
                 bytes: l.clone().into_bytes().into(),
             })
             .collect();
-        let decoded = decode(kind, &records).unwrap();
-        clean(kind, &decoded).unwrap()
+        decode(kind, &records).unwrap()
+    }
+
+    fn run(kind: Kind, lines: &[String]) -> (DataFrame, Quality) {
+        clean(kind, &decoded(kind, lines)).unwrap()
     }
 
     fn pin_with(field: &str, value: &str) -> String {
@@ -591,17 +594,7 @@ mod tests {
                 _ => format!(r#"{{"ind":{i},"latitude":null,"timestamp":""}}"#),
             })
             .collect();
-        let records: Vec<RawRecord> = lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| RawRecord {
-                source: "test".into(),
-                partition: "0".into(),
-                position: (i as i64).into(),
-                bytes: l.clone().into_bytes().into(),
-            })
-            .collect();
-        let decoded = decode(Kind::Geo, &records).unwrap();
+        let decoded = decoded(Kind::Geo, &lines);
         let whole = clean_in_pieces(Kind::Geo, &decoded.frame, usize::MAX).unwrap();
         // In a pool of 3 threads, at least 7 rows each: 3 pieces.
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
