@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs, when missing, what building pinpipe needs besides Rust: a C toolchain, make, perl
-# and CMake (bundled librdkafka, vendored OpenSSL and curl). Sourced by demo.sh and test.sh.
+# and CMake (bundled librdkafka, vendored OpenSSL and curl). Sourced by demo.sh and test.sh,
+# with extra COMMAND:PACKAGE pairs as arguments; `--` alone means none (a script sourced
+# without arguments would see its caller's, such as `demo.sh --rows 1000`).
 need_apt=()
+[ "${1:-}" = "--" ] && shift
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v make >/dev/null || need_apt+=(make)
 command -v perl >/dev/null || need_apt+=(perl)

@@ -9,7 +9,7 @@ if ! command -v cargo >/dev/null; then
   echo "error: cargo not found; install a Rust toolchain (rustup) first" >&2
   exit 1
 fi
-source scripts/build-deps.sh
+source scripts/build-deps.sh --
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/pinpipe-target}"
 cargo build --locked -p pinpipe-cli
 exec "$CARGO_TARGET_DIR/debug/pinpipe" demo "$@"
