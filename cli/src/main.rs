@@ -365,8 +365,8 @@ async fn cmd_demo(id: &PipelineId, a: DemoArgs) -> Result<()> {
     })?;
     let mut sink = pinpipe_core::handlers::KafkaSink::open(&sink_cfg).await?;
     // Posting and sinking run at once, as in production. The in-process broker keeps only the
-    // newest 5 MB (compressed) of each partition, about 15,000 pin records, so posting waits
-    // while the sink is behind: at most LAG_RECORDS + one chunk (about 10,000 per topic) unread.
+    // newest 5 MB (compressed) of each partition, so posting waits while the sink is behind:
+    // at most LAG_RECORDS + one chunk (about 10,000 per topic) unread.
     let total = cfg.total_rows() * 3;
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let opts = pinpipe_ingest::consume::ConsumeOptions {
