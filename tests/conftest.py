@@ -11,7 +11,7 @@ import pytest
 from deltalake import DeltaTable
 
 REPO = Path(__file__).resolve().parent.parent
-SEED = REPO.parent / "shared" / "fixtures" / "seed-samples"
+SEED = REPO / "tests" / "fixtures" / "seed-samples"  # copied into the repo: see its README
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/pinpipe-target"))  # as scripts/test.sh
 BIN = Path(os.environ.get("PINPIPE_BIN", TARGET / "debug" / "pinpipe"))
 sys.path.insert(0, str(REPO / "bench"))
