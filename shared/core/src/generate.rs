@@ -19,22 +19,62 @@ use crate::names::{Kind, PipelineId};
 /// Posts generated per parallel block before writing.
 const BLOCK: u64 = 20_000;
 
-/// The 13 categories with the popularity seen in the seed's 1,000 real pins.
+/// How often a post takes its country's preferred category instead of a draw from
+/// `CATEGORIES`. Real countries lean to one category each (the seed's top category per
+/// country is spread over all 13), so a country's top category is its own preference, not
+/// the global favourite everywhere.
+const PREFERENCE: f64 = 0.15;
+
+/// The 13 categories' weights (per 10,000) outside a country's preference, chosen so the
+/// overall shares, preferences included, equal those of the seed's 1,000 real pins
+/// (base = (seed share - PREFERENCE x country-weighted preference share) / (1 - PREFERENCE)).
 const CATEGORIES: &[(&str, u32)] = &[
-    ("art", 96),
-    ("beauty", 53),
-    ("christmas", 113),
-    ("diy-and-crafts", 80),
-    ("education", 87),
-    ("event-planning", 76),
-    ("finance", 75),
-    ("home-decor", 68),
-    ("mens-fashion", 61),
-    ("quotes", 86),
-    ("tattoos", 78),
-    ("travel", 82),
-    ("vehicles", 45),
+    ("art", 931),
+    ("beauty", 556),
+    ("christmas", 1121),
+    ("diy-and-crafts", 721),
+    ("education", 912),
+    ("event-planning", 825),
+    ("finance", 789),
+    ("home-decor", 729),
+    ("mens-fashion", 620),
+    ("quotes", 857),
+    ("tattoos", 690),
+    ("travel", 800),
+    ("vehicles", 449),
 ];
+
+/// Follower counts of the seed's 1,000 real pins as quantiles (probability, followers);
+/// draws interpolate between them on a log scale.
+const FOLLOWER_QUANTILES: &[(f64, f64)] = &[
+    (0.0, 0.0),
+    (0.05, 28.0),
+    (0.10, 195.0),
+    (0.15, 728.0),
+    (0.20, 2_000.0),
+    (0.25, 4_000.0),
+    (0.30, 6_000.0),
+    (0.35, 10_000.0),
+    (0.40, 15_000.0),
+    (0.45, 22_000.0),
+    (0.50, 29_000.0),
+    (0.55, 42_000.0),
+    (0.60, 56_000.0),
+    (0.65, 79_000.0),
+    (0.70, 117_000.0),
+    (0.75, 176_000.0),
+    (0.80, 243_000.0),
+    (0.85, 488_000.0),
+    (0.90, 800_000.0),
+    (0.95, 2_000_000.0),
+    (0.97, 2_000_000.0),
+    (0.99, 5_000_000.0),
+    (1.0, 8_000_000.0),
+];
+
+/// Share of posters past the sample's 8M, up to the seed's maximum of 15M (one country in
+/// the seed's full data): rare enough that a country's top poster is seldom at 15M.
+const FOLLOWER_TAIL: f64 = 1.5e-4;
 
 const WORDS: &[&str] = &[
     "ideas", "easy", "best", "diy", "home", "simple", "modern", "vintage", "beautiful", "tips",
@@ -81,15 +121,22 @@ impl GenConfig {
 }
 
 fn weighted<T: Copy>(rng: &mut Pcg64Mcg, items: &[(T, u32)]) -> T {
-    let total: u32 = items.iter().map(|i| i.1).sum();
+    items[weighted_index(rng, items.iter().map(|i| i.1))].0
+}
+
+/// An index drawn with probability proportional to its weight.
+fn weighted_index(rng: &mut Pcg64Mcg, weights: impl Iterator<Item = u32> + Clone) -> usize {
+    let total: u32 = weights.clone().sum();
     let mut x = rng.random_range(0..total);
-    for (v, w) in items {
-        if x < *w {
-            return *v;
+    let mut last = 0;
+    for (i, w) in weights.enumerate() {
+        if x < w {
+            return i;
         }
         x -= w;
+        last = i;
     }
-    items[items.len() - 1].0
+    last
 }
 
 fn pick<'a>(rng: &mut Pcg64Mcg, items: &'a [&'a str]) -> &'a str {
@@ -114,31 +161,36 @@ fn datetime(rng: &mut Pcg64Mcg, from_year: i32, to_year: i32) -> String {
 }
 
 fn follower_count(rng: &mut Pcg64Mcg) -> String {
-    // Seed rates: 78% thousands ("26k"), 16% plain digits, 6% millions ("2M").
-    let r: f64 = rng.random();
-    if r < 0.16 {
-        rng.random_range(0..1000u32).to_string()
-    } else if r < 0.94 {
-        let k = (rng.random::<f64>().powi(3) * 998.0) as u32 + 1;
-        format!("{k}k")
+    if rng.random_bool(FOLLOWER_TAIL) {
+        return format!("{}M", rng.random_range(9..=15u32));
+    }
+    let u: f64 = rng.random();
+    let i = FOLLOWER_QUANTILES.iter().position(|q| q.0 > u).unwrap_or(FOLLOWER_QUANTILES.len() - 1).max(1);
+    let ((p0, v0), (p1, v1)) = (FOLLOWER_QUANTILES[i - 1], FOLLOWER_QUANTILES[i]);
+    let t = ((u - p0) / (p1 - p0)).clamp(0.0, 1.0);
+    let v = (v0.ln_1p() + t * (v1.ln_1p() - v0.ln_1p())).exp_m1();
+    // Written as the seed writes them: plain below 1,000, then whole thousands or millions.
+    if v < 999.5 {
+        format!("{}", v.round() as u64)
+    } else if v < 999_500.0 {
+        format!("{}k", (v / 1_000.0).round() as u64)
     } else {
-        // Mostly 1-3M; 15M (the seed's maximum) is rare.
-        let m = ((rng.random::<f64>().powi(4) * 15.0).ceil() as u32).clamp(1, 15);
-        format!("{m}M")
+        format!("{}M", (v / 1_000_000.0).round() as u64)
     }
 }
 
 /// The three raw records (JSON, one line each) of post `p`.
 pub fn post_records(seed: u64, p: u64) -> [Vec<u8>; 3] {
     let mut rng = Pcg64Mcg::seed_from_u64(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ p);
-    let category = weighted(&mut rng, CATEGORIES);
+    let (country, _, preferred) = COUNTRIES[weighted_index(&mut rng, COUNTRIES.iter().map(|c| c.1))];
+    let category = if rng.random_bool(PREFERENCE) { preferred } else { weighted(&mut rng, CATEGORIES) };
     let ind = p as i64;
-    let user_error = rng.random_bool(0.01);
+    let user_error = rng.random_bool(0.003);
     let story = rng.random_bool(0.052);
     let video = !story && rng.random_bool(0.038);
     let image_error = rng.random_bool(0.004);
     let mut pin = Vec::with_capacity(640);
-    let title: String = if rng.random_bool(0.005) {
+    let title: String = if rng.random_bool(0.002) {
         "No Title Data Available".into()
     } else {
         let n = rng.random_range(2..7);
@@ -213,7 +265,6 @@ pub fn post_records(seed: u64, p: u64) -> [Vec<u8>; 3] {
     let ts = datetime(&mut rng, 2017, 2022);
     let lat = rng.random_range(-90.0..90.0f64);
     let lon = rng.random_range(-180.0..180.0f64);
-    let country = weighted(&mut rng, COUNTRIES);
     let _ = write!(geo, "{{\"ind\":{ind},\"timestamp\":\"{ts}\",\"latitude\":{:.4},\"longitude\":{:.4},\"country\":", lat, lon);
     push_json_str(&mut geo, country);
     geo.push(b'}');
