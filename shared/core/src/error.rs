@@ -32,6 +32,10 @@ pub enum Error {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Another writer committed some of the same positions first (seen by our own check or by
+    /// Delta's); the writer stages the batch again against the newer table and retries.
+    #[error("table {table}: another writer committed the same source positions first ({detail})")]
+    Conflict { table: String, detail: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -39,6 +43,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub fn delta(table: impl Into<String>, source: deltalake::DeltaTableError) -> Self {
         Error::Delta { table: table.into(), source: Box::new(source) }
+    }
+    /// A commit lost a race with another writer: retrying against the newer table can succeed.
+    pub fn is_conflict(&self) -> bool {
+        use deltalake::kernel::transaction::TransactionError;
+        match self {
+            Error::Conflict { .. } => true,
+            Error::Delta { source, .. } => matches!(
+                source.as_ref(),
+                deltalake::DeltaTableError::VersionAlreadyExists(_)
+                    | deltalake::DeltaTableError::Transaction {
+                        source: TransactionError::CommitConflict(_) | TransactionError::MaxCommitAttempts(_)
+                    }
+            ),
+            _ => false,
+        }
     }
     pub fn input(path: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Input { path: path.into(), reason: reason.into() }

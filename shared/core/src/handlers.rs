@@ -85,8 +85,11 @@ pub struct KafkaSinkResponse {
     pub landed_objects: Vec<String>,
     pub tabled: u64,
     pub quarantined: u64,
-    /// Records at or below a stored watermark: a redelivery, written before.
+    /// Records the tables already held (a redelivery, written before).
     pub already_present: u64,
+    /// Gaps this batch opened: offsets skipped past a partition's watermark, kept open (and
+    /// reported) until a replay fills them or an operator closes them (`pinpipe gaps`).
+    pub gaps_opened: u64,
 }
 
 /// The Kafka/MSK sink's clients, made once per container: the table handles and the landing.
@@ -168,9 +171,10 @@ async fn kafka_sink(
         response.tabled += r.tabled;
         response.quarantined += r.quarantined;
         response.already_present += r.skipped;
+        response.gaps_opened += r.gaps_opened;
     }
     tracing::info!(received = response.received, tabled = response.tabled, quarantined = response.quarantined,
-        already_present = response.already_present, objects = response.landed_objects.len(), "kafka batch done");
+        already_present = response.already_present, gaps_opened = response.gaps_opened, objects = response.landed_objects.len(), "kafka batch done");
     Ok(response)
 }
 
@@ -183,8 +187,10 @@ pub struct KinesisSinkResponse {
     pub received: u64,
     pub tabled: u64,
     pub quarantined: u64,
-    /// Records at or below a stored watermark: a redelivery, written before.
-    pub already_present: u64,
+    /// Records at or below a shard's watermark, not written again. Kinesis sequence numbers
+    /// are not contiguous, so a record below the watermark that was never written (a replay
+    /// after a gap) cannot be told from a redelivery: both are counted here, under this name.
+    pub at_or_below_watermark: u64,
     /// Records in `batchItemFailures`, with the reason, for logs and `pinpipe invoke`.
     pub failed: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -256,7 +262,7 @@ impl KinesisSink {
                 Ok(r) => {
                     response.tabled += r.tabled;
                     response.quarantined += r.quarantined;
-                    response.already_present += r.skipped;
+                    response.at_or_below_watermark += r.skipped;
                 }
                 Err(e) => {
                     tracing::error!(kind = kind.as_str(), records = ids.len(), error = %e, "kinesis records not stored; reported for retry");
@@ -267,7 +273,7 @@ impl KinesisSink {
             }
         }
         tracing::info!(received = response.received, tabled = response.tabled, quarantined = response.quarantined,
-            already_present = response.already_present, failed = response.failed, "kinesis batch done");
+            at_or_below_watermark = response.at_or_below_watermark, failed = response.failed, "kinesis batch done");
         Ok(response)
     }
 }

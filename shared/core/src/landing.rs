@@ -149,12 +149,46 @@ pub fn split_lines(bytes: &Bytes, first: i64) -> (Vec<(i64, Bytes)>, i64) {
         }
         let line = bytes.slice(start..line_end);
         if !line.iter().all(|b| b.is_ascii_whitespace()) {
-            out.push((offset, line));
+            out.push((offset, decode_line(line)));
         }
         offset += 1;
         start = end + 1;
     }
     (out, offset)
+}
+
+/// Opens a landing line holding a value that cannot stand on one line as it is.
+const ENVELOPE_HEAD: &[u8] = b"{\"pinpipe_raw_b64\":\"";
+const ENVELOPE_TAIL: &[u8] = b"\"}";
+
+/// A value as one landing line: as it is when that line reads back as the same bytes, else
+/// the envelope `{"pinpipe_raw_b64":"<base64>"}` (a newline or a trailing carriage return
+/// inside, blank, or starting like the envelope), so one line is always one offset
+/// (contract §3).
+pub fn encode_line(value: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use base64::Engine;
+    let plain = !value.iter().all(|b| b.is_ascii_whitespace())
+        && memchr::memchr(b'\n', value).is_none()
+        && value.last() != Some(&b'\r')
+        && !value.starts_with(ENVELOPE_HEAD);
+    if plain {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = ENVELOPE_HEAD.to_vec();
+    out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(value).as_bytes());
+    out.extend_from_slice(ENVELOPE_TAIL);
+    std::borrow::Cow::Owned(out)
+}
+
+/// The value a landing line holds: the envelope's bytes, or the line itself.
+pub fn decode_line(line: Bytes) -> Bytes {
+    use base64::Engine;
+    let inner = line.strip_prefix(ENVELOPE_HEAD).and_then(|r| r.strip_suffix(ENVELOPE_TAIL));
+    match inner.map(|b64| base64::engine::general_purpose::STANDARD.decode(b64)) {
+        Some(Ok(bytes)) => Bytes::from(bytes),
+        // Not a well-formed envelope: a value like any other (cleaning will say what is wrong).
+        _ => line,
+    }
 }
 
 /// Records of one source partition read from some of its objects, in offset order, each
@@ -165,13 +199,16 @@ pub struct SourceRecords<M: Mark = i64> {
     pub records: Vec<RawRecord>,
     /// Each record's position (Kafka offset, line, or Kinesis sequence number).
     pub offsets: Vec<M>,
+    /// Positions read that hold no record (blank landing lines): written all the same, so
+    /// they open no gap.
+    pub blanks: Vec<M>,
     /// Highest position ever pushed, including records already handed out by `take`.
     last: Option<M>,
 }
 
 impl<M: Mark> SourceRecords<M> {
     pub fn new(app_id: String) -> Self {
-        SourceRecords { app_id, records: Vec::new(), offsets: Vec::new(), last: None }
+        SourceRecords { app_id, records: Vec::new(), offsets: Vec::new(), blanks: Vec::new(), last: None }
     }
 
     /// One source partition's records, given in position order with their position text;
@@ -198,12 +235,21 @@ impl<M: Mark> SourceRecords<M> {
         }
     }
 
+    /// Adds a position that holds no record, on the same terms as `push`.
+    pub fn push_blank(&mut self, offset: M) {
+        if self.last.as_ref().is_none_or(|last| offset > *last) {
+            self.blanks.push(offset.clone());
+            self.last = Some(offset);
+        }
+    }
+
     /// Hands out the records held so far; later pushes still skip positions at or below them.
     pub fn take(&mut self) -> SourceRecords<M> {
         SourceRecords {
             app_id: self.app_id.clone(),
             records: std::mem::take(&mut self.records),
             offsets: std::mem::take(&mut self.offsets),
+            blanks: std::mem::take(&mut self.blanks),
             last: self.last.clone(),
         }
     }
@@ -285,8 +331,9 @@ impl SourceReader {
         }
     }
 
-    /// The next piece's records with their offsets, and the bytes it covered; `None` at the end.
-    pub async fn next(&mut self) -> Result<Option<(Vec<(i64, RawRecord)>, u64)>> {
+    /// The next piece's entries in offset order (a record, or `None` for a blank line) and
+    /// the bytes it covered; `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<(Vec<(i64, Option<RawRecord>)>, u64)>> {
         let Some(fetched) = self.fetches.next().await else { return Ok(None) };
         let (piece, bytes) = fetched?;
         if piece.object != self.current {
@@ -310,7 +357,7 @@ impl SourceReader {
             self.carry.extend_from_slice(&body[..head_end]);
             let joined = Bytes::from(std::mem::take(&mut self.carry));
             let (head, next) = split_lines(&joined, self.next_offset);
-            lines.extend(head);
+            with_blanks(&mut lines, head, self.next_offset, next);
             self.next_offset = next;
             body = body.slice(head_end..);
         }
@@ -318,17 +365,17 @@ impl SourceReader {
         let cut = if piece.last { body.len() } else { memchr::memrchr(b'\n', &body).map(|i| i + 1).unwrap_or(0) };
         self.carry.extend_from_slice(&body[cut..]);
         let (rest, next) = split_lines(&body.slice(..cut), self.next_offset);
-        lines.extend(rest);
+        with_blanks(&mut lines, rest, self.next_offset, next);
         self.next_offset = next;
         let records = lines
             .into_iter()
             .map(|(offset, line)| {
-                let rec = RawRecord {
+                let rec = line.map(|bytes| RawRecord {
                     source: self.source.clone(),
                     partition: self.partition.clone(),
                     position: offset.into(),
-                    bytes: line,
-                };
+                    bytes,
+                });
                 (offset, rec)
             })
             .collect();
@@ -336,7 +383,24 @@ impl SourceReader {
     }
 }
 
-/// Writes one landing object (idempotent: a redelivered batch rewrites the same key).
+/// Appends `found` (offsets from `from` up to `to`, exclusive) to `out` with every offset in
+/// that range that holds no line as a blank (`None`).
+fn with_blanks(out: &mut Vec<(i64, Option<Bytes>)>, found: Vec<(i64, Bytes)>, from: i64, to: i64) {
+    let mut next = from;
+    for (offset, line) in found {
+        out.extend((next..offset).map(|o| (o, None)));
+        out.push((offset, Some(line)));
+        next = offset + 1;
+    }
+    out.extend((next..to).map(|o| (o, None)));
+}
+
+/// Writes one landing object (idempotent: a redelivered batch rewrites the same key). An
+/// object is never replaced by a shorter one: a redelivery re-batched smaller than the first
+/// delivery would otherwise drop the first one's later offsets from the landing. Kafka values
+/// are immutable and their encoding is fixed, so an existing object at least as large as the
+/// new body already holds it. (One writer lands a partition at a time, as event-source
+/// mappings deliver; two operators' replays racing on one key could still shrink it.)
 pub async fn write_object(
     store: &Arc<dyn ObjectStore>,
     topic: &str,
@@ -347,13 +411,16 @@ pub async fn write_object(
     let key = object_key(topic, partition, first_offset);
     let mut body = Vec::with_capacity(values.iter().map(|v| v.len() + 1).sum());
     for v in values {
-        body.extend_from_slice(v);
+        body.extend_from_slice(&encode_line(v));
         body.push(b'\n');
     }
-    store
-        .put(&key, PutPayload::from(body))
-        .await
-        .map_err(|e| Error::Storage { location: key.to_string(), source: e })?;
+    let storage = |e| Error::Storage { location: key.to_string(), source: e };
+    match store.head(&key).await {
+        Ok(existing) if existing.size >= body.len() as u64 => return Ok(key),
+        Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(storage(e)),
+    }
+    store.put(&key, PutPayload::from(body)).await.map_err(storage)?;
     Ok(key)
 }
 
@@ -400,13 +467,39 @@ mod tests {
             let mut bytes = 0;
             while let Some((recs, b)) = r.next().await.unwrap() {
                 bytes += b;
-                got.extend(recs.into_iter().map(|(o, rec)| (o, String::from_utf8(rec.bytes.to_vec()).unwrap())));
+                got.extend(recs.into_iter().map(|(o, rec)| (o, String::from_utf8(rec.unwrap().bytes.to_vec()).unwrap())));
             }
             let want: Vec<(i64, String)> = lines.iter().cloned().enumerate().map(|(i, l)| (i as i64, l)).collect();
             assert_eq!(got, want, "piece size {piece}");
             assert_eq!(bytes, src.objects.iter().map(|o| o.size).sum::<u64>());
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn any_value_bytes_land_on_one_line_and_come_back() {
+        let values: Vec<&[u8]> = vec![
+            b"{\"ind\":1}",
+            b"{\n  \"ind\": 2\n}",
+            b"{\"ind\":3}\r",
+            b"",
+            b"  \t",
+            b"\xff\xfe binary \x00\n",
+            b"{\"pinpipe_raw_b64\":\"e30=\"}",
+            b"{\"pinpipe_raw_b64\":\"not base64\"",
+        ];
+        let mut body = Vec::new();
+        for v in &values {
+            let line = encode_line(v);
+            assert!(!line.contains(&b'\n'));
+            body.extend_from_slice(&line);
+            body.push(b'\n');
+        }
+        let (lines, next) = split_lines(&Bytes::from(body), 5);
+        assert_eq!(next, 5 + values.len() as i64);
+        let got: Vec<(i64, Vec<u8>)> = lines.into_iter().map(|(o, b)| (o, b.to_vec())).collect();
+        let want: Vec<(i64, Vec<u8>)> = values.iter().enumerate().map(|(i, v)| (5 + i as i64, v.to_vec())).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

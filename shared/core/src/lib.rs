@@ -21,3 +21,6 @@ pub mod maintenance;
 pub mod config;
 pub mod handlers;
 pub mod watermark;
+pub mod coverage;
+#[cfg(test)]
+mod schedule_tests;

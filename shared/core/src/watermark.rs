@@ -22,6 +22,9 @@ pub trait Mark: Ord + Clone + Send + Sync + std::fmt::Debug + 'static {
     fn from_versions(app_id: &str, versions: &[Option<i64>]) -> Result<Option<Self>>;
     /// The versions to store under `app_ids`.
     fn versions(&self) -> Vec<i64>;
+    /// The position as a contiguous offset, where positions are contiguous (Kafka offsets,
+    /// line numbers): only those can show a gap. `None` for Kinesis sequence numbers.
+    fn offset(&self) -> Option<i64>;
 }
 
 impl Mark for i64 {
@@ -33,6 +36,9 @@ impl Mark for i64 {
     }
     fn versions(&self) -> Vec<i64> {
         vec![*self]
+    }
+    fn offset(&self) -> Option<i64> {
+        Some(*self)
     }
 }
 
@@ -99,6 +105,9 @@ impl Mark for SequenceNumber {
     }
     fn versions(&self) -> Vec<i64> {
         self.0.to_vec()
+    }
+    fn offset(&self) -> Option<i64> {
+        None
     }
 }
 

@@ -279,7 +279,7 @@ pub async fn consume_kinesis(
                     report.received += r.received;
                     report.tabled += r.tabled;
                     report.quarantined += r.quarantined;
-                    report.already_present += r.already_present;
+                    report.already_present += r.at_or_below_watermark;
                     *iterator = got.next_shard_iterator().map(str::to_string);
                 }
                 other => {
