@@ -13,7 +13,7 @@ use pinpipe_core::generate::{self, GenConfig};
 use pinpipe_core::pipeline::{self, Tables};
 use pinpipe_core::run;
 use pinpipe_core::storage::Location;
-use pinpipe_core::PipelineId;
+use pinpipe_core::{Kind, PipelineId};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +45,9 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// Re-render report.html, the CSVs and results.json from the last analysis's output tables.
     Report(ReportArgs),
+    /// List the open gaps of the cleaned tables (offsets a writer saw skipped that no replay has
+    /// filled yet), or close one that can never be filled (retention expired, compacted topic).
+    Gaps(GapsArgs),
     /// Run the whole pipeline end to end on generated data (no cloud account needed).
     Demo(DemoArgs),
     /// Run one Lambda's handler in-process on an event file, configured from the environment
@@ -109,6 +112,21 @@ struct ReportArgs {
     /// Directory for report.html, the CSV files and results.json (local or s3://).
     #[arg(long)]
     out: String,
+}
+
+#[derive(Args)]
+struct GapsArgs {
+    /// Root of the Delta tables.
+    #[arg(long, env = "PINPIPE_TABLES")]
+    tables: String,
+    /// Close one gap, as listed: TABLE SOURCE FIRST LAST (for example
+    /// `demo_pin_table demo.pin-0 120 179`). Its offsets then count as written, and a late
+    /// delivery of them is skipped. Without it, only lists.
+    #[arg(long, num_args = 4, value_names = ["TABLE", "SOURCE", "FIRST", "LAST"])]
+    close: Option<Vec<String>>,
+    /// Print the gaps as JSON lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -195,6 +213,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Clean(a) => cmd_clean(&id, a).await,
         Command::Analyze(a) => cmd_analyze(&id, a).await,
         Command::Report(a) => cmd_report(&id, a).await,
+        Command::Gaps(a) => cmd_gaps(&id, a).await,
         Command::Demo(a) => cmd_demo(&id, a).await,
         Command::Invoke(a) => cmd_invoke(a).await,
         Command::Bench(a) => bench::run(&id, a).await,
@@ -288,6 +307,40 @@ async fn cmd_analyze(id: &PipelineId, a: AnalyzeArgs) -> Result<()> {
     let out = Location::parse(&a.out)?;
     let run = analyze(id, &tables, &out).await?;
     ui::print_results(&run, &tables, &out);
+    Ok(())
+}
+
+async fn cmd_gaps(id: &PipelineId, a: GapsArgs) -> Result<()> {
+    let root = Location::parse_existing(&a.tables)?;
+    let mut tables = Tables::open(&root, id).await?;
+    if let Some(close) = a.close {
+        let [table, source, first, last] = close.as_slice() else { anyhow::bail!("--close takes TABLE SOURCE FIRST LAST") };
+        let kind = Kind::ALL
+            .into_iter()
+            .find(|k| id.table(*k) == *table)
+            .with_context(|| format!("{table} is not one of this pipeline's cleaned tables (check --id)"))?;
+        let gap: (i64, i64) = (
+            first.parse().with_context(|| format!("FIRST {first:?} is not an offset"))?,
+            last.parse().with_context(|| format!("LAST {last:?} is not an offset"))?,
+        );
+        anyhow::ensure!(
+            tables.close_gap(kind, source, gap).await?,
+            "no open gap {source} {first}-{last} in {table}: `pinpipe gaps` lists the open ones"
+        );
+        println!("closed gap {source} {first}-{last} in {table}");
+        return Ok(());
+    }
+    let gaps = tables.open_gaps().await?;
+    for (table, source, (first, last)) in &gaps {
+        if a.json {
+            println!("{}", serde_json::json!({"table": table, "source": source, "first": first, "last": last}));
+        } else {
+            println!("{table} {source} {first} {last}  ({} offsets)", last - first + 1);
+        }
+    }
+    if !a.json {
+        println!("{} open gap(s)", gaps.len());
+    }
     Ok(())
 }
 

@@ -157,6 +157,9 @@ pub fn print_results(run: &AnalysisRun, tables: &Location, out: &Location) {
         q.unparseable.values().sum::<u64>(),
         q.quarantined_records
     );
+    if q.gaps > 0 {
+        println!("warning: {} open gap(s) in the tables: `pinpipe gaps --tables {}` lists them", q.gaps, tables.display());
+    }
     println!("results: {} (report.html, a CSV per output, results.json)", out.display());
     println!("tables:  {} ({}_<output> Delta tables)", tables.display(), run.id.as_str());
 }

@@ -369,6 +369,9 @@ pub struct QualityReport {
     /// Unparseable values nulled per `table.column` (each one a warning).
     pub unparseable: BTreeMap<String, u64>,
     pub quarantined_records: u64,
+    /// Open gaps in the cleaned tables: runs of offsets a writer saw skipped and no replay
+    /// has filled yet (docs/exactly-once.md; `pinpipe gaps` lists and closes them).
+    pub gaps: u64,
 }
 
 impl QualityReport {

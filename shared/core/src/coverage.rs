@@ -17,7 +17,7 @@
 //! Two writers that touch the same positions change the same app id (the watermark, or the
 //! gap's slot), so Delta's conflict check on app ids refuses the second of two racing commits.
 
-use crate::delta;
+use crate::delta::Txns;
 use crate::error::Result;
 use crate::watermark::Mark;
 
@@ -203,22 +203,17 @@ impl<M: Mark> Coverage<M> {
         out
     }
 
-    /// A source's coverage as stored in `table`'s txn actions.
-    pub async fn read(table: &deltalake::DeltaTable, name: &str, app_id: &str) -> Result<Coverage<M>> {
-        let mut versions = Vec::new();
-        for id in M::app_ids(app_id) {
-            versions.push(delta::txn_version(table, name, &id).await?);
-        }
+    /// A source's coverage as stored in a table's txn actions.
+    pub fn from_txns(txns: &Txns, app_id: &str) -> Result<Coverage<M>> {
+        let versions: Vec<Option<i64>> = M::app_ids(app_id).iter().map(|id| txns.get(id)).collect();
         let mark = M::from_versions(app_id, &versions)?;
         let mut slots = Vec::new();
         let mut floor = i64::MIN;
         if mark.as_ref().is_some_and(|m| m.offset().is_some()) {
-            floor = delta::txn_version(table, name, &floor_id(app_id)).await?.unwrap_or(i64::MIN);
-            let n = delta::txn_version(table, name, &gaps_id(app_id)).await?.unwrap_or(0);
-            for i in 0..n.max(0) as usize {
+            floor = txns.get(&floor_id(app_id)).unwrap_or(i64::MIN);
+            for i in 0..txns.get(&gaps_id(app_id)).unwrap_or(0).max(0) as usize {
                 let (start, end) = slot_ids(app_id, i);
-                let s = delta::txn_version(table, name, &start).await?.unwrap_or(-1);
-                let e = delta::txn_version(table, name, &end).await?.unwrap_or(-1);
+                let (s, e) = (txns.get(&start).unwrap_or(-1), txns.get(&end).unwrap_or(-1));
                 slots.push((s >= 0 && e >= s).then_some((s, e)));
             }
         }
@@ -226,6 +221,18 @@ impl<M: Mark> Coverage<M> {
         gaps.sort_unstable();
         Ok(Coverage { mark, floor, gaps, slots })
     }
+}
+
+/// Every open gap in a table's txn actions: (source app id, gap), by source.
+pub fn open_gaps(txns: &Txns) -> Result<Vec<(String, Gap)>> {
+    let mut sources: Vec<&str> = txns.app_ids().filter_map(|id| id.strip_suffix("#gaps")).collect();
+    sources.sort_unstable();
+    let mut out = Vec::new();
+    for app_id in sources {
+        let c: Coverage<i64> = Coverage::from_txns(txns, app_id)?;
+        out.extend(c.gaps().iter().map(|g| (app_id.to_string(), *g)));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

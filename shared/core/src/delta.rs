@@ -176,6 +176,130 @@ pub async fn txn_version(table: &DeltaTable, name: &str, app_id: &str) -> Result
         .map_err(|e| Error::delta(name, e))
 }
 
+/// Every txn action of a table as of one snapshot (app id → latest version), read once per
+/// snapshot instead of one log replay per app id, and brought forward by reading only the
+/// commits since the last read.
+#[derive(Debug, Clone, Default)]
+pub struct Txns {
+    /// The table version these are as of.
+    version: Option<u64>,
+    map: HashMap<String, i64>,
+}
+
+impl Txns {
+    pub fn get(&self, app_id: &str) -> Option<i64> {
+        self.map.get(app_id).copied()
+    }
+    pub fn app_ids(&self) -> impl Iterator<Item = &str> {
+        self.map.keys().map(String::as_str)
+    }
+
+    /// Brings these up to the table's loaded version: the commits after the one last read,
+    /// or, the first time (or when those commits are gone), the last checkpoint and the
+    /// commits after it.
+    pub async fn update(&mut self, table: &DeltaTable, name: &str) -> Result<()> {
+        let Some(target) = table.version() else { return Ok(()) };
+        if self.version == Some(target) {
+            return Ok(());
+        }
+        let log = table.log_store();
+        if let Some(from) = self.version.filter(|v| *v < target) {
+            let mut next = self.clone();
+            let mut complete = true;
+            for v in from + 1..=target {
+                match log.read_commit_entry(v).await.map_err(|e| Error::delta(name, e))? {
+                    Some(bytes) => add_commit_txns(&mut next.map, &bytes),
+                    None => {
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            if complete {
+                next.version = Some(target);
+                *self = next;
+                return Ok(());
+            }
+        }
+        let mut map = HashMap::new();
+        let store = log.object_store(None);
+        let hint = store.get(&object_store::path::Path::from("_delta_log/_last_checkpoint")).await;
+        let checkpoint = match hint {
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(|e| Error::Storage { location: format!("{name}/_delta_log"), source: e })?;
+                let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                // Single-file checkpoints (what deltalake writes) at or below our version.
+                v["version"].as_u64().filter(|c| *c <= target && v.get("parts").is_none_or(|p| p.is_null()))
+            }
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(Error::Storage { location: format!("{name}/_delta_log"), source: e }),
+        };
+        let start = match checkpoint {
+            Some(c) => {
+                let path = object_store::path::Path::from(format!("_delta_log/{c:020}.checkpoint.parquet"));
+                let storage = |e| Error::Storage { location: format!("{name}/{path}"), source: e };
+                let bytes = store.get(&path).await.map_err(storage)?.bytes().await.map_err(storage)?;
+                add_checkpoint_txns(&mut map, bytes).map_err(|e| Error::input(format!("{name}/{path}"), e.to_string()))?;
+                c + 1
+            }
+            None => 0,
+        };
+        for v in start..=target {
+            match log.read_commit_entry(v).await.map_err(|e| Error::delta(name, e))? {
+                Some(bytes) => add_commit_txns(&mut map, &bytes),
+                None => {
+                    return Err(Error::input(
+                        format!("{name}/_delta_log"),
+                        format!("commit {v} is missing and no checkpoint covers it"),
+                    ))
+                }
+            }
+        }
+        *self = Txns { version: Some(target), map };
+        Ok(())
+    }
+}
+
+fn add_commit_txns(map: &mut HashMap<String, i64>, commit: &[u8]) {
+    for line in commit.split(|b| *b == b'\n') {
+        // Only lines holding a txn action are parsed.
+        if memchr::memmem::find(line, b"\"txn\"").is_none() {
+            continue;
+        }
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
+            if let (Some(app), Some(version)) = (v["txn"]["appId"].as_str(), v["txn"]["version"].as_i64()) {
+                map.insert(app.to_string(), version);
+            }
+        }
+    }
+}
+
+fn add_checkpoint_txns(map: &mut HashMap<String, i64>, bytes: bytes::Bytes) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    use arrow::array::{Int64Array, StructArray};
+    use deltalake::parquet::arrow::ProjectionMask;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let Some(txn) = builder.parquet_schema().root_schema().get_fields().iter().position(|f| f.name() == "txn") else {
+        return Ok(());
+    };
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [txn]);
+    for batch in builder.with_projection(mask).build()? {
+        let batch = batch?;
+        let Some(col) = batch.column_by_name("txn").and_then(|c| c.as_any().downcast_ref::<StructArray>()) else { continue };
+        let (Some(apps), Some(versions)) = (
+            col.column_by_name("appId").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+            col.column_by_name("version").and_then(|c| c.as_any().downcast_ref::<Int64Array>()),
+        ) else {
+            continue;
+        };
+        for i in 0..col.len() {
+            if col.is_valid(i) && apps.is_valid(i) && versions.is_valid(i) {
+                map.insert(apps.value(i).to_string(), versions.value(i));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Appends `batch` (if any rows) and the txn watermarks in one atomic commit.
 /// A commit with only txn actions still advances the watermark (all-quarantined batches).
 pub async fn append(
@@ -337,6 +461,8 @@ async fn commit(
 ) -> Result<i64> {
     let err = |e| Error::delta(name, e);
     let snapshot = table.snapshot().map_err(err)?.clone();
+    // Log cleanup lists the whole `_delta_log`: the daily maintenance does it, not each commit.
+    let props = props.with_cleanup_expired_logs(Some(false));
     let finalized = CommitBuilder::from(props)
         .with_actions(actions)
         .build(

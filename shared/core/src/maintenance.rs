@@ -13,6 +13,7 @@ use deltalake::DeltaTable;
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 
+use crate::clean::Quality;
 use crate::delta;
 use crate::error::{Error, Result};
 
@@ -50,6 +51,9 @@ pub struct MaintenanceReport {
     pub files_compacted: usize,
     pub files_written: usize,
     pub files_vacuumed: usize,
+    /// Expired `_delta_log` files deleted (older than the table's log retention and covered
+    /// by a checkpoint).
+    pub log_files_removed: usize,
 }
 
 fn version(table: &DeltaTable) -> i64 {
@@ -170,7 +174,70 @@ pub async fn vacuum(table: DeltaTable, name: &str, hours: i64) -> Result<(DeltaT
     Ok((table, deleted))
 }
 
-/// Checkpoint, compact and vacuum one table, logging each step.
+/// Where maintenance keeps a table's quality counts summed through a version: a hidden file
+/// in the table's folder, which Delta readers and vacuum leave alone.
+const QUALITY_ROLLUP: &str = "_pinpipe_quality.json";
+
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+struct QualityRollup {
+    through_version: u64,
+    totals: Quality,
+}
+
+/// A table's quality counts over every cleaning commit: maintenance's rollup plus the commits
+/// after it, so the cost is one day's commits, not the table's history, and the counts
+/// survive log cleanup. Without a rollup (a table maintenance never ran on), the history.
+pub async fn quality_totals(table: &DeltaTable, name: &str) -> Result<Quality> {
+    let Some(current) = table.version() else { return Ok(Quality::default()) };
+    let rollup: Option<QualityRollup> = match table.object_store().get(&object_store::path::Path::from(QUALITY_ROLLUP)).await {
+        Ok(got) => got.bytes().await.ok().and_then(|b| serde_json::from_slice(&b).ok()),
+        Err(_) => None,
+    };
+    let Some(rollup) = rollup.filter(|r| r.through_version <= current) else {
+        let mut totals = Quality::default();
+        for v in delta::history_metadata(table, name, delta::QUALITY_KEY).await? {
+            if let Ok(q) = serde_json::from_value::<Quality>(v) {
+                totals.add(&q);
+            }
+        }
+        return Ok(totals);
+    };
+    let mut totals = rollup.totals;
+    for v in rollup.through_version + 1..=current {
+        let commit = table.log_store().read_commit_entry(v).await.map_err(|e| Error::delta(name, e))?;
+        let Some(commit) = commit else {
+            return Err(Error::input(format!("{name}/_delta_log"), format!("commit {v} after the quality rollup is missing")));
+        };
+        for line in commit.split(|b| *b == b'\n') {
+            if memchr::memmem::find(line, b"\"commitInfo\"").is_none() {
+                continue;
+            }
+            let info: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
+            if let Ok(q) = serde_json::from_value::<Quality>(info["commitInfo"][delta::QUALITY_KEY].clone()) {
+                totals.add(&q);
+            }
+        }
+    }
+    Ok(totals)
+}
+
+/// Sums the quality counts through the table's current version into the rollup, before log
+/// cleanup may remove the commits that carry them.
+async fn roll_up_quality(table: &DeltaTable, name: &str) -> Result<()> {
+    let Some(through_version) = table.version() else { return Ok(()) };
+    let totals = quality_totals(table, name).await?;
+    let body = serde_json::to_vec(&QualityRollup { through_version, totals }).unwrap_or_default();
+    let path = object_store::path::Path::from(QUALITY_ROLLUP);
+    table
+        .object_store()
+        .put(&path, body.into())
+        .await
+        .map_err(|e| Error::Storage { location: format!("{name}/{QUALITY_ROLLUP}"), source: e })?;
+    Ok(())
+}
+
+/// Checkpoint, compact and vacuum one table, roll its quality counts up and clean up expired
+/// log files (never on a writer's commit path: the cleanup lists the whole `_delta_log`).
 pub async fn maintain(table: DeltaTable, name: &str, cfg: &MaintenanceConfig) -> Result<MaintenanceReport> {
     let mut table = table;
     let mut report = MaintenanceReport { table: name.to_string(), version_before: version(&table), ..Default::default() };
@@ -178,6 +245,11 @@ pub async fn maintain(table: DeltaTable, name: &str, cfg: &MaintenanceConfig) ->
     report.files_compacted = removed;
     report.files_written = written;
     report.checkpoint_at = checkpoint(&table, name, cfg.checkpoint_interval).await?;
+    roll_up_quality(&table, name).await?;
+    if last_checkpoint(&table).await.is_some() {
+        report.log_files_removed =
+            deltalake::checkpoints::cleanup_metadata(&table, None).await.map_err(|e| Error::delta(name, e))?;
+    }
     let (_table, vacuumed) = vacuum(table, name, cfg.vacuum_retention_hours).await?;
     report.files_vacuumed = vacuumed;
     Ok(report)
@@ -233,6 +305,8 @@ mod tests {
         assert_eq!(before.len(), 60);
         assert_eq!(table.snapshot().unwrap().log_data().into_iter().count(), 12);
 
+        let counted = quality_totals(&table, &name).await.unwrap();
+        assert_eq!(counted.rows.get("user"), Some(&60));
         let cfg = MaintenanceConfig { vacuum_retention_hours: 0, ..Default::default() };
         let report = maintain(table, &name, &cfg).await.unwrap();
         assert_eq!((report.files_compacted, report.files_written, report.files_vacuumed), (12, 1, 12));
@@ -242,9 +316,28 @@ mod tests {
         assert_eq!(table.snapshot().unwrap().log_data().into_iter().count(), 1);
         assert_eq!(sorted_rows(&table).await, before);
         assert_eq!(delta::txn_version(&table, &name, "t.user-0").await.unwrap(), Some(59));
+        // The txn actions read once per snapshot (checkpoint, then the commits after it) agree
+        // with the kernel's own replay, read fresh and brought forward commit by commit.
+        let mut fresh = delta::Txns::default();
+        fresh.update(&table, &name).await.unwrap();
+        assert_eq!(fresh.get("t.user-0"), Some(59));
+        assert_eq!(fresh.get("t.user-0#floor"), Some(0));
         // Exactly-once still holds after maintenance: a redelivery adds nothing.
         let again = tables.write(Kind::User, vec![batch("t.user-0", 50, 10)]).await.unwrap();
         assert_eq!((again.tabled, again.skipped), (0, 10));
+        tables.write(Kind::User, vec![batch("t.user-0", 62, 3)]).await.unwrap();
+        let table = delta::open(&root, &name).await.unwrap().unwrap();
+        fresh.update(&table, &name).await.unwrap();
+        let mut again_fresh = delta::Txns::default();
+        again_fresh.update(&table, &name).await.unwrap();
+        for id in ["t.user-0", "t.user-0#gaps", "t.user-0#gap0", "t.user-0#gap0.end", "t.user-0#floor"] {
+            let kernel = delta::txn_version(&table, &name, id).await.unwrap();
+            assert_eq!((fresh.get(id), again_fresh.get(id)), (kernel, kernel), "{id}");
+        }
+        assert_eq!(fresh.get("t.user-0#gap0"), Some(60));
+        // Quality counts: the rollup maintenance wrote, plus the commits after it.
+        let later = quality_totals(&table, &name).await.unwrap();
+        assert_eq!(later.rows.get("user"), Some(&63));
         // Nothing left to do the second time.
         let report = maintain(table, &name, &cfg).await.unwrap();
         assert_eq!((report.files_compacted, report.files_vacuumed), (0, 0));

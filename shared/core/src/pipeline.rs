@@ -56,6 +56,8 @@ pub struct Tables {
     pub id: PipelineId,
     data: HashMap<Kind, DeltaTable>,
     quarantine: DeltaTable,
+    /// Txn actions per table name, kept up to date with each table's loaded snapshot.
+    txns: HashMap<String, delta::Txns>,
     /// Fault injection for tests: every commit stops with an error right after its
     /// quarantine commit, as a writer that crashes there would.
     pub crash_after_quarantine: bool,
@@ -72,7 +74,7 @@ impl Tables {
         }
         let quarantine =
             delta::open_or_create(root, &id.quarantine_table(), delta::quarantine_schema()).await?;
-        Ok(Tables { root: root.clone(), id: id.clone(), data, quarantine, crash_after_quarantine: false })
+        Ok(Tables { root: root.clone(), id: id.clone(), data, quarantine, txns: HashMap::new(), crash_after_quarantine: false })
     }
 
     fn data_mut(&mut self, kind: Kind) -> &mut DeltaTable {
@@ -81,18 +83,44 @@ impl Tables {
 
     /// The data table's stored offset watermark for `app_id` (records at or below it are in,
     /// except inside open gaps).
-    pub async fn watermark(&self, kind: Kind, app_id: &str) -> Result<Option<i64>> {
+    pub async fn watermark(&mut self, kind: Kind, app_id: &str) -> Result<Option<i64>> {
         self.mark(kind, app_id).await
     }
 
     /// A source's stored watermark in the data table, for any kind of position.
-    pub async fn mark<M: Mark>(&self, kind: Kind, app_id: &str) -> Result<Option<M>> {
+    pub async fn mark<M: Mark>(&mut self, kind: Kind, app_id: &str) -> Result<Option<M>> {
         Ok(self.coverage(kind, app_id).await?.mark)
     }
 
     /// What the data table holds of one source: its watermark and open gaps.
-    pub async fn coverage<M: Mark>(&self, kind: Kind, app_id: &str) -> Result<Coverage<M>> {
-        Coverage::read(&self.data[&kind], &self.id.table(kind), app_id).await
+    pub async fn coverage<M: Mark>(&mut self, kind: Kind, app_id: &str) -> Result<Coverage<M>> {
+        self.coverage_in(Some(kind), app_id).await
+    }
+
+    /// A source's coverage in a data table (`Some(kind)`) or the quarantine (`None`), from
+    /// the txn actions read once per snapshot.
+    async fn coverage_in<M: Mark>(&mut self, kind: Option<Kind>, app_id: &str) -> Result<Coverage<M>> {
+        let (table, name) = match kind {
+            Some(k) => (&self.data[&k], self.id.table(k)),
+            None => (&self.quarantine, self.id.quarantine_table()),
+        };
+        let txns = self.txns.entry(name.clone()).or_default();
+        txns.update(table, &name).await?;
+        Coverage::from_txns(txns, app_id)
+    }
+
+    /// Every open gap of the cleaned tables: (table, source app id, gap).
+    pub async fn open_gaps(&mut self) -> Result<Vec<(String, String, Gap)>> {
+        let mut out = Vec::new();
+        for kind in Kind::ALL {
+            let name = self.id.table(kind);
+            let txns = self.txns.entry(name.clone()).or_default();
+            txns.update(&self.data[&kind], &name).await?;
+            for (app_id, gap) in crate::coverage::open_gaps(txns)? {
+                out.push((name.clone(), app_id, gap));
+            }
+        }
+        Ok(out)
     }
 
     /// Gives up an open gap (offsets that can never arrive: retention expired, compacted
@@ -193,11 +221,11 @@ impl Tables {
             let mut gaps_opened = 0;
             for (si, positions) in covered.iter().enumerate() {
                 let app_id = &batch.sources[si].app_id;
-                let d_now: Coverage<M> = Coverage::read(&self.data[&kind], &d_name, app_id).await?;
+                let d_now: Coverage<M> = self.coverage_in(Some(kind), app_id).await?;
                 if let Some(p) = positions.iter().find(|p| d_now.holds(p)) {
                     return Err(crate::Error::Conflict { table: d_name.clone(), detail: format!("{app_id} position {p:?}") });
                 }
-                let q_now: Coverage<M> = Coverage::read(&self.quarantine, &q_name, app_id).await?;
+                let q_now: Coverage<M> = self.coverage_in(None, app_id).await?;
                 let (d_next, opened) = d_now.cover(positions);
                 gaps_opened += opened;
                 for (owner, position, entry) in &quarantine {
@@ -253,8 +281,7 @@ impl Tables {
 
     /// Drops records the data table already holds, decodes and cleans the rest. Nothing is
     /// decided for good here: `finish` checks the batch again against the tables it commits to.
-    pub async fn stage<M: Mark>(&self, kind: Kind, sources: Vec<SourceRecords<M>>) -> Result<Staged<M>> {
-        let d_name = self.id.table(kind);
+    pub async fn stage<M: Mark>(&mut self, kind: Kind, sources: Vec<SourceRecords<M>>) -> Result<Staged<M>> {
         let mut report = WriteReport::default();
         let mut records: Vec<RawRecord> = Vec::new();
         let mut offsets: Vec<M> = Vec::new();
@@ -262,7 +289,7 @@ impl Tables {
         let mut covered: Vec<Vec<M>> = Vec::with_capacity(sources.len());
         for (si, src) in sources.iter().enumerate() {
             report.received += src.records.len() as u64;
-            let held: Coverage<M> = Coverage::read(&self.data[&kind], &d_name, &src.app_id).await?;
+            let held: Coverage<M> = self.coverage_in(Some(kind), &src.app_id).await?;
             let mut positions = Vec::new();
             for (rec, off) in src.records.iter().zip(&src.offsets) {
                 if held.holds(off) {

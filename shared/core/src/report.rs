@@ -403,6 +403,7 @@ pub fn render(run: &AnalysisRun) -> String {
     counts.iter_mut().for_each(|(k, _)| k.insert_str(0, "rows read: "));
     counts.extend(q.distinct_rows.iter().map(|(k, v)| (format!("distinct ind: {k}"), v.to_string())));
     counts.push(("quarantined records".into(), q.quarantined_records.to_string()));
+    counts.push(("open gaps".into(), q.gaps.to_string()));
     let _ = write!(
         s,
         "<section id=\"quality\"><h2>Data quality</h2><div class=\"grid2\"><div>{}{}</div><div>{}</div></div></section>",

@@ -94,6 +94,7 @@ pub async fn analyze(tables: &Location, id: &PipelineId, run_time: DateTime<Utc>
     let mut frames = Vec::new();
     let mut versions = BTreeMap::new();
     let mut cleaning = Quality::default();
+    let mut gaps = 0;
     for kind in Kind::ALL {
         let name = id.table(kind);
         let table = delta::open(tables, &name).await?.ok_or_else(|| {
@@ -104,10 +105,12 @@ pub async fn analyze(tables: &Location, id: &PipelineId, run_time: DateTime<Utc>
         })?;
         versions.insert(name.clone(), table.version().map_or(-1, |v| v as i64));
         frames.push(delta::read_frame(&table, &name).await?);
-        for v in delta::history_metadata(&table, &name, delta::QUALITY_KEY).await? {
-            if let Ok(q) = serde_json::from_value::<Quality>(v) {
-                cleaning.add(&q);
-            }
+        cleaning.add(&crate::maintenance::quality_totals(&table, &name).await?);
+        let mut txns = delta::Txns::default();
+        txns.update(&table, &name).await?;
+        for (source, (first, last)) in crate::coverage::open_gaps(&txns)? {
+            tracing::warn!(table = %name, source, first, last, "open gap: offsets never delivered");
+            gaps += 1;
         }
     }
     let quarantined = match delta::open(tables, &id.quarantine_table()).await? {
@@ -125,7 +128,8 @@ pub async fn analyze(tables: &Location, id: &PipelineId, run_time: DateTime<Utc>
     let t = Instant::now();
     let outputs = tokio::task::block_in_place(|| analysis::compute(&inputs))?;
     let compute_s = t.elapsed().as_secs_f64();
-    let quality = QualityReport::new(&inputs, &cleaning, quarantined)?;
+    let mut quality = QualityReport::new(&inputs, &cleaning, quarantined)?;
+    quality.gaps = gaps;
     let mut timings = BTreeMap::new();
     timings.insert("read".into(), read_s);
     timings.insert("compute".into(), compute_s);
