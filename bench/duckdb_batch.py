@@ -1,9 +1,9 @@
-"""The reference for `pinpipe bench batch`: SPEC §4 cleaning and the §5 queries in DuckDB SQL.
+"""The reference for `pinpipe bench batch`: contract §4 cleaning and the §5 queries in DuckDB SQL.
 
 Usage: python3 duckdb_batch.py LANDING OUT_DIR
 Reads the landing's JSON Lines (topics/*.pin|geo|user/...), cleans into Parquet files (the
 counterpart of pinpipe's Delta tables), runs the nine queries and writes one CSV per output
-in SPEC §5's format. Prints step timings as JSON on stdout. Written independently of pinpipe's
+in contract §5's format. Prints step timings as JSON on stdout. Written independently of pinpipe's
 Rust code, so tests also use it as a second opinion on the results.
 
 Scope: the datetime forms handled are those DuckDB casts to TIMESTAMP (no offsets), and

@@ -33,7 +33,7 @@ def compact(obj):
 
 
 def write_object(landing, topic, partition, first_offset, lines):
-    """One landing object in the SPEC §3 layout; `lines` are str (raw) or dicts (as JSON)."""
+    """One landing object in the contract §3 layout; `lines` are str (raw) or dicts (as JSON)."""
     d = Path(landing) / "topics" / topic / f"partition={partition}"
     d.mkdir(parents=True, exist_ok=True)
     body = "".join((l if isinstance(l, str) else compact(l)) + "\n" for l in lines)

@@ -181,3 +181,17 @@ def test_unknown_files_are_reported_not_read(tmp_path):
     p = run("clean", "--input", landing, "--output", tmp_path / "t")
     assert "skipped notes.txt" in p.stderr
     assert "2 tabled" in p.stdout
+
+
+def test_a_kafka_layout_landing_is_listed_under_topics_only(tmp_path):
+    """The sink's landing is often a bucket's root, beside tables/ and reports/: only topics/
+    is listed, so nothing else is read or warned about."""
+    landing = tmp_path / "bucket"
+    write_object(landing, "b.user", 0, 0, [{"ind": 1}, {"ind": 2}])
+    (landing / "reports").mkdir()
+    (landing / "reports" / "user.jsonl").write_text('{"ind":99}\n')
+    (landing / "tables" / "_delta_log").mkdir(parents=True)
+    (landing / "tables" / "_delta_log" / "00000000000000000000.json").write_text("{}\n")
+    p = run("clean", "--input", landing, "--output", tmp_path / "t")
+    assert "2 tabled" in p.stdout and "skipped" not in p.stderr
+    assert sorted(r["ind"] for r in read_table(tmp_path / "t", "demo_user_table")) == [1, 2]

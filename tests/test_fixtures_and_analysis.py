@@ -1,5 +1,5 @@
 """Real seed data through clean + analyze, checked against independent computations:
-the seed project's own cleaned rows, and the same SPEC in DuckDB SQL (bench/duckdb_batch.py)."""
+the seed project's own cleaned rows, and the same contract in DuckDB SQL (bench/duckdb_batch.py)."""
 import base64
 import csv
 import datetime as dt
@@ -34,7 +34,7 @@ def chunks(items, n):
 
 
 def seed_landing(landing):
-    """The seed samples in the SPEC §3 layout. Returns expected record counts per kind."""
+    """The seed samples in the contract §3 layout. Returns expected record counts per kind."""
     db = SEED / "ptrGSKA__pinterest-data-pipeline754" / "db_data"
     geo = [{"ind": int(r["ind"]), "timestamp": r["timestamp"], "latitude": float(r["latitude"]),
             "longitude": float(r["longitude"]), "country": r["country"]}

@@ -1,4 +1,4 @@
-//! `pinpipe`: the pipeline's core code, run locally (SPEC §6).
+//! `pinpipe`: the pipeline's core code, run locally (contract §6).
 
 mod bench;
 mod ingest;
@@ -39,9 +39,9 @@ struct Cli {
 enum Command {
     /// Generate a synthetic source database: DIR/pin.jsonl, geo.jsonl, user.jsonl.
     Generate(GenerateArgs),
-    /// Clean a raw landing (SPEC §3) into Delta tables (SPEC §4), exactly once.
+    /// Clean a raw landing (docs/contract.md §3) into Delta tables (§4), exactly once.
     Clean(CleanArgs),
-    /// Compute the nine analysis outputs (SPEC §5) from the cleaned tables.
+    /// Compute the nine analysis outputs (docs/contract.md §5) from the cleaned tables.
     Analyze(AnalyzeArgs),
     /// Re-render report.html, the CSVs and results.json from the last analysis's output tables.
     Report(ReportArgs),

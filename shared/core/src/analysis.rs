@@ -1,4 +1,4 @@
-//! The nine analysis outputs of SPEC §5, in polars, plus their CSV / JSON / Delta forms.
+//! The nine analysis outputs of contract §5, in polars, plus their CSV / JSON / Delta forms.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -38,7 +38,7 @@ impl ColType {
     }
 }
 
-/// One SPEC §5 output: its name and columns.
+/// One contract §5 output: its name and columns.
 pub struct OutputSpec {
     pub name: &'static str,
     pub columns: &'static [(&'static str, ColType)],
@@ -149,7 +149,7 @@ fn age_group() -> Expr {
         .alias("age_group")
 }
 
-/// Sort key putting age groups in SPEC order (18-24, 25-35, 36-50, +50).
+/// Sort key putting age groups in the contract's order (18-24, 25-35, 36-50, +50).
 fn age_order() -> Expr {
     let g = col("age_group");
     when(g.clone().eq(lit("18-24")))

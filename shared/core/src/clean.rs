@@ -1,4 +1,4 @@
-//! SPEC §4 cleaning as columnar polars expressions, shared by every path (batch, Kafka, Kinesis).
+//! contract §4 cleaning as columnar polars expressions, shared by every path (batch, Kafka, Kinesis).
 //!
 //! Input is a decoded raw text frame (`record::decode`); output is the cleaned frame in table
 //! column order plus data-quality counts. Geo keeps `latitude`/`longitude` as two Float64
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::names::Kind;
 use crate::record::{text_fields, Decoded};
 
-/// Placeholders per field besides the empty string (SPEC §4), matched exactly.
+/// Placeholders per field besides the empty string (contract §4), matched exactly.
 fn placeholders(kind: Kind, field: &str) -> &'static [&'static str] {
     match (kind, field) {
         (Kind::Pin, "title") => &["No Title Data Available"],
@@ -57,7 +57,7 @@ pub fn cleaned_columns(kind: Kind) -> &'static [&'static str] {
     }
 }
 
-/// Data-quality counts, summed over batches and reported by the analysis (SPEC §5 `quality`).
+/// Data-quality counts, summed over batches and reported by the analysis (contract §5 `quality`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Quality {
     /// Records tabled per table kind (`pin`, `geo`, `user`).
@@ -223,7 +223,7 @@ fn number_rule(
     Rule { name: field, helpers: vec![], value: parsed, placeholder: is_ph }
 }
 
-/// Datetimes of SPEC §1 → UTC microseconds: validated by one regex match, then cut by
+/// Datetimes of contract §1 → UTC microseconds: validated by one regex match, then cut by
 /// position (the form is fixed): the wall-clock part through strptime, the fraction (kept to
 /// the microsecond) and the offset added as integers. Returns (helpers, value).
 fn datetime_parts(field: &str) -> (Vec<Expr>, Expr) {

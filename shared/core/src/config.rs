@@ -1,4 +1,4 @@
-//! Lambda configuration from the environment (SPEC §7); `pinpipe invoke` reads the same.
+//! Lambda configuration from the environment (contract §7); `pinpipe invoke` reads the same.
 
 use crate::error::{Error, Result};
 use crate::maintenance::MaintenanceConfig;

@@ -1,4 +1,4 @@
-//! Delta Lake tables: exact SPEC schemas, atomic appends that carry the exactly-once key
+//! Delta Lake tables: the contract's exact schemas, atomic appends that carry the exactly-once key
 //! (txn actions), and reading a table back into polars.
 
 use std::collections::HashMap;
@@ -33,7 +33,7 @@ pub const QUALITY_KEY: &str = "pinpipe.quality";
 /// Files read at once when loading a table.
 const READ_CONCURRENCY: usize = 16;
 
-/// SPEC §4 columns of a cleaned table, in order.
+/// contract §4 columns of a cleaned table, in order.
 pub fn data_schema(kind: Kind) -> Vec<StructField> {
     let s = |n: &str| StructField::new(n, DataType::STRING, true);
     let key = StructField::new("ind", DataType::LONG, false);
@@ -70,7 +70,7 @@ pub fn data_schema(kind: Kind) -> Vec<StructField> {
     }
 }
 
-/// SPEC §4 quarantine columns.
+/// contract §4 quarantine columns.
 pub fn quarantine_schema() -> Vec<StructField> {
     let s = |n: &str| StructField::new(n, DataType::STRING, true);
     vec![

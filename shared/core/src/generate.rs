@@ -333,7 +333,7 @@ pub fn generate_to_dir(cfg: &GenConfig, dir: &std::path::Path, progress: &dyn Fn
     Ok(())
 }
 
-/// Writes generated posts straight into a landing (SPEC §3) as if the Kafka sink had landed
+/// Writes generated posts straight into a landing (contract §3) as if the Kafka sink had landed
 /// them: topic `<ID>.<kind>`, partition 0, `per_object` records per object.
 pub async fn generate_to_landing(
     cfg: &GenConfig,

@@ -113,7 +113,7 @@ impl KafkaSink {
 }
 
 /// The Kafka/MSK sink (replaces the Confluent S3 sink): lands each topic-partition's raw values
-/// under PINPIPE_LANDING (SPEC §3; a redelivery rewrites the same keys), then cleans them into
+/// under PINPIPE_LANDING (contract §3; a redelivery rewrites the same keys), then cleans them into
 /// the tables exactly once. A failure returns an error, so Lambda retries the whole batch;
 /// what an earlier attempt stored is then skipped by its watermark.
 async fn kafka_sink(

@@ -1,4 +1,4 @@
-//! The raw landing (SPEC §3): what the Confluent S3 sink connector used to write.
+//! The raw landing (contract §3): what the Confluent S3 sink connector used to write.
 //!
 //! `topics/<topic>/partition=<p>/<topic>+<p>+<first offset, 10 digits>.json`, JSON Lines, line
 //! `i` holding offset `first + i`. Other JSON Lines files (`pinpipe generate` output) are read
@@ -43,7 +43,7 @@ pub struct SourcePartition {
 }
 
 impl SourcePartition {
-    /// Delta txn app id (SPEC §4): `<topic>-<partition>`.
+    /// Delta txn app id (contract §4): `<topic>-<partition>`.
     pub fn app_id(&self) -> String {
         app_id(&self.source, &self.partition)
     }
@@ -53,7 +53,7 @@ pub fn app_id(source: &str, partition: &str) -> String {
     format!("{source}-{partition}")
 }
 
-/// The landing key of a batch (SPEC §3).
+/// The landing key of a batch (contract §3).
 pub fn object_key(topic: &str, partition: i32, first_offset: i64) -> Path {
     Path::from(format!("topics/{topic}/partition={partition}/{topic}+{partition}+{first_offset:010}.json"))
 }
@@ -87,13 +87,26 @@ pub struct Scan {
 }
 
 /// Lists the landing and groups its objects into source partitions, each in offset order.
+/// When the landing has a `topics/` folder, only that is listed (other files beside it are
+/// not read); otherwise every JSON Lines file under the root is a source.
 pub async fn scan(root: &Location) -> Result<Scan> {
     let store = root.store()?;
-    let metas: Vec<_> = store
-        .list(None)
-        .try_collect()
-        .await
-        .map_err(|e| Error::Storage { location: root.display(), source: e })?;
+    let list = |prefix: Option<Path>| {
+        let store = store.clone();
+        async move {
+            store
+                .list(prefix.as_ref())
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| Error::Storage { location: root.display(), source: e })
+        }
+    };
+    // A Kafka-layout landing (the sink's, often a whole bucket's root) is listed under
+    // `topics/` alone; only a landing without one is listed whole, for JSON Lines files.
+    let mut metas = list(Some(Path::from("topics"))).await?;
+    if metas.is_empty() {
+        metas = list(None).await?;
+    }
     let mut grouped: BTreeMap<(String, String), SourcePartition> = BTreeMap::new();
     let mut skipped = Vec::new();
     for meta in metas {

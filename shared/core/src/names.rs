@@ -1,4 +1,4 @@
-//! Names derived from the pipeline id (SPEC §1, §4, §5): never hard-coded elsewhere.
+//! Names derived from the pipeline id (contract §1, §4, §5): never hard-coded elsewhere.
 
 use crate::error::{Error, Result};
 

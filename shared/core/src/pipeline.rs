@@ -1,4 +1,4 @@
-//! Writing batches to the cleaned tables exactly once (SPEC §4), and `clean` over a landing.
+//! Writing batches to the cleaned tables exactly once (contract §4), and `clean` over a landing.
 //!
 //! Every writer goes through `Tables::write`: per source partition it skips records at or
 //! below the stored txn watermark, commits quarantined records first (their own watermark),
@@ -387,7 +387,7 @@ async fn finish_into(tables: &mut Tables, flight: InFlight, report: &mut CleanRe
     Ok(())
 }
 
-/// Cleans a landing (SPEC §3) into the tables (SPEC §4), skipping what is already there.
+/// Cleans a landing (contract §3) into the tables (contract §4), skipping what is already there.
 /// `progress(done, total)` is called with raw bytes read.
 pub async fn clean_landing(
     input: &Location,

@@ -1,4 +1,4 @@
-//! Raw records (SPEC §1): decoding JSON into polars column builders, with per-record quarantine.
+//! Raw records (contract §1): decoding JSON into polars column builders, with per-record quarantine.
 //!
 //! Decoding is the only per-record step: it turns each record's known fields into text columns
 //! (numbers keep their JSON text, so `20` and `"20"` look alike and `20.0` does not) and decides
@@ -43,7 +43,7 @@ impl From<i64> for Position {
     }
 }
 
-/// One record as received, with the position that makes it unique (SPEC §3, §4).
+/// One record as received, with the position that makes it unique (contract §3, §4).
 #[derive(Debug, Clone)]
 pub struct RawRecord {
     /// Topic, stream or file the record came from.
@@ -55,7 +55,7 @@ pub struct RawRecord {
     pub bytes: Bytes,
 }
 
-/// A record that could not be tabled, kept whole with the reason (SPEC §4 quarantine).
+/// A record that could not be tabled, kept whole with the reason (contract §4 quarantine).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuarantineEntry {
     pub source: String,
@@ -163,7 +163,7 @@ impl Scalar<'_> {
     }
 }
 
-/// SPEC §4 usable key: a JSON integer, or a string of ASCII digits with an optional leading `-`.
+/// contract §4 usable key: a JSON integer, or a string of ASCII digits with an optional leading `-`.
 pub fn usable_int(value: &Scalar<'_>) -> Option<i64> {
     match value {
         Scalar::I64(v) => Some(*v),
@@ -256,7 +256,7 @@ impl<'de> DeserializeSeed<'de> for KeySeed {
 /// The top-level shape of a record.
 pub enum Top<'a> {
     Object(Box<[Option<Scalar<'a>>; MAX_FIELDS]>),
-    /// A string: maybe a double-encoded object (SPEC §1).
+    /// A string: maybe a double-encoded object (contract §1).
     Text(Cow<'a, str>),
     Other(&'static str),
 }
@@ -342,7 +342,7 @@ pub struct ParsedRecord<'a> {
 }
 
 /// Parses one record of `kind` and applies it to `f`; the error is the quarantine reason.
-/// A JSON string holding an object is decoded once (double encoding, SPEC §1).
+/// A JSON string holding an object is decoded once (double encoding, contract §1).
 pub fn with_parsed<R>(
     kind: Kind,
     bytes: &[u8],
@@ -368,7 +368,7 @@ fn keyed<'a>(
     values: Box<[Option<Scalar<'a>>; MAX_FIELDS]>,
 ) -> Result<ParsedRecord<'a>, String> {
     let names = fields(kind);
-    // The pin's key is `index` when present and not null, else `ind` (SPEC §4).
+    // The pin's key is `index` when present and not null, else `ind` (contract §4).
     let (name, value) = if kind == Kind::Pin {
         match &values[0] {
             Some(v) if *v != Scalar::Null => ("index", Some(v)),
@@ -392,7 +392,7 @@ fn keyed<'a>(
     }
 }
 
-/// Why a record would be refused at the ingest API (SPEC §2): no usable key, not an object,
+/// Why a record would be refused at the ingest API (contract §2): no usable key, not an object,
 /// or a known field holding an object/array. `None` when the record is valid.
 pub fn invalid_reason(kind: Kind, bytes: &[u8]) -> Option<String> {
     let names = fields(kind);

@@ -1,4 +1,4 @@
-//! One analysis run (SPEC §5): read the cleaned tables, compute the nine outputs, write them as
+//! One analysis run (contract §5): read the cleaned tables, compute the nine outputs, write them as
 //! Delta tables (each run replaces the last atomically) and as CSV + `results.json`.
 
 use std::collections::BTreeMap;
@@ -74,7 +74,7 @@ pub async fn load_last(tables: &Location, id: &PipelineId) -> Result<AnalysisRun
     })
 }
 
-/// `results.json` (SPEC §5).
+/// `results.json` (contract §5).
 #[derive(Serialize)]
 struct ResultsJson<'a> {
     pipeline_id: &'a str,

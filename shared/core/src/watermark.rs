@@ -1,4 +1,4 @@
-//! Exactly-once keys (SPEC §4): how a source partition's highest written position is kept in
+//! Exactly-once keys (contract §4): how a source partition's highest written position is kept in
 //! Delta txn actions, whose version is one i64.
 //!
 //! A Kafka offset is an i64, so it is stored as it is (app_id `<topic>-<partition>`).

@@ -1,4 +1,4 @@
-//! The routes of SPEC §2. Every record of a request is validated before anything is sent, so
+//! The routes of contract §2. Every record of a request is validated before anything is sent, so
 //! a refused request (4xx) stored nothing and the client can fix it and retry without
 //! creating duplicates; a 200 lists each record's own result.
 
@@ -120,7 +120,7 @@ fn refuse(status: u16, message: impl Into<String>) -> Refusal {
     Refusal { status, message: message.into() }
 }
 
-/// A record value checked against its kind's rules (SPEC §2), compacted for storage.
+/// A record value checked against its kind's rules (contract §2), compacted for storage.
 fn checked_value(kind: Kind, i: usize, raw: Option<&RawValue>) -> Result<Vec<u8>, Refusal> {
     let raw = raw.filter(|r| r.get() != "null").ok_or_else(|| refuse(422, format!("record {i}: no value")))?;
     let value = compact(raw.get());
@@ -133,7 +133,7 @@ fn checked_value(kind: Kind, i: usize, raw: Option<&RawValue>) -> Result<Vec<u8>
     Ok(value)
 }
 
-/// SPEC §2's body limit, the same for both APIs.
+/// contract §2's body limit, the same for both APIs.
 fn check_body_size(len: usize) -> Result<(), Refusal> {
     if len > MAX_BODY_BYTES {
         return Err(refuse(413, format!("body is {len} bytes; the limit is {MAX_BODY_BYTES}")));
@@ -141,7 +141,7 @@ fn check_body_size(len: usize) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// SPEC §2's records-per-request limit, the same for both APIs; an empty list is refused too.
+/// contract §2's records-per-request limit, the same for both APIs; an empty list is refused too.
 fn check_record_count(n: usize) -> Result<(), Refusal> {
     if n > MAX_RECORDS {
         return Err(refuse(413, format!("{n} records; the limit is {MAX_RECORDS} per request")));

@@ -1,4 +1,4 @@
-//! The ingest function's configuration (SPEC §7), from the environment or flags.
+//! The ingest function's configuration (contract §7), from the environment or flags.
 
 use std::time::Duration;
 

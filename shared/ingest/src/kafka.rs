@@ -1,5 +1,5 @@
 //! The Kafka producer: built once per container, idempotent, acks=all, compressed; a record is
-//! reported stored only after its delivery report (SPEC §2).
+//! reported stored only after its delivery report (contract §2).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

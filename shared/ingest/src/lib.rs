@@ -1,4 +1,4 @@
-//! pinpipe's ingest API (SPEC §2): the Kafka REST proxy v2 and API Gateway Kinesis proxy
+//! pinpipe's ingest API (contract §2): the Kafka REST proxy v2 and API Gateway Kinesis proxy
 //! routes, validated with the core record rules, producing to Kafka/MSK (rdkafka) and Kinesis.
 //!
 //! `Ingest::handle` is a plain function of (request parts) → reply, so the Lambda
