@@ -150,8 +150,10 @@ def test_a_gap_is_recorded_reported_and_filled_once_by_replays(store, tmp_path):
     assert results[-1]["already_present"] == 30
     assert inds(store) == list(range(30))
     assert gaps(store) == []
-    # The catch-up over the landing (every batch above was landed) adds nothing.
-    assert "0 tabled" in clean(store).stdout
+    # The catch-up over the landing (every batch above was landed) adds nothing, and reads
+    # no object: each one's extent marker puts it inside what the table holds.
+    out_clean = clean(store).stdout
+    assert "0 tabled" in out_clean and "6 landing objects not read" in out_clean, out_clean
     run("--id", ID, "analyze", "--tables", store.tables, "--out", out, env=store.env)
     assert json.loads((out / "results.json").read_text())["quality"]["gaps"] == 0
 
@@ -205,3 +207,31 @@ def test_a_catch_up_while_the_sink_writes_the_same_partition_writes_each_record_
             assert code == 0, p.stderr.read()[-500:]
     assert inds(store) == list(range(500))
     assert gaps(store) == []
+
+
+def check_kept_schedule(tables, expected, opts=None):
+    """One kept fault schedule: its tables, read by deltalake, hold exactly what it must."""
+    inds = sorted(r["ind"] for r in read_table(tables, "t_user_table", storage_options=opts))
+    assert inds == expected["inds"]
+    quarantine = sorted([r["partition"], r["position"], list(r["raw"])]
+                        for r in read_table(tables, "t_quarantine", storage_options=opts))
+    assert quarantine == sorted(expected["quarantine"])
+
+
+def test_fault_schedules_hold_up_when_read_back_by_deltalake(tmp_path, moto_s3):
+    """A sample of the random fault schedules (the unit test runs 1,000 in-process), with
+    their tables read back by the deltalake package: 30 on local disk, 3 on moto's S3."""
+    root = tmp_path / "schedules"
+    out = run("fault-schedules", "--schedules", 30, "--root", root, "--keep").stdout
+    assert "30 ok, 0 failed" in out
+    for seed in range(30):
+        check_kept_schedule(root / str(seed) / "tables", json.loads((root / str(seed) / "expected.json").read_text()))
+    s3 = boto3.client("s3", endpoint_url=moto_s3["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id="test", aws_secret_access_key="test")
+    s3.create_bucket(Bucket="schedules")
+    out = run("fault-schedules", "--schedules", 3, "--root", "s3://schedules/run", "--keep", env=moto_s3).stdout
+    assert "3 ok, 0 failed" in out
+    opts = {k: v for k, v in moto_s3.items() if k.startswith("AWS_")}
+    for seed in range(3):
+        expected = json.loads(s3.get_object(Bucket="schedules", Key=f"run/{seed}/expected.json")["Body"].read())
+        check_kept_schedule(f"s3://schedules/run/{seed}/tables", expected, opts)

@@ -198,7 +198,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "4/4 analysis done" in p.stdout
     for kind in ("pin", "geo", "user"):
         assert len(read_table(tmp_path / "demo" / "tables", f"demo_{kind}_table")) == 3150
-        landed = (tmp_path / "demo" / "landing" / "topics" / f"demo.{kind}" / "partition=0").iterdir()
+        landed = (tmp_path / "demo" / "landing" / "topics" / f"demo.{kind}" / "partition=0").glob("*.json")
         assert sum(len(f.read_bytes().splitlines()) for f in landed) == 3150
     for name in OUTPUTS:
         assert (tmp_path / "demo" / "out" / f"{name}.csv").exists()

@@ -15,10 +15,12 @@ def s3_client(env):
 
 
 def objects(s3, bucket, prefix):
+    """Objects under `prefix` by key, without the landing's zero-byte extent markers."""
     out = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for o in page.get("Contents", []):
-            out[o["Key"][len(prefix):]] = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+            if "/_extent/" not in o["Key"]:
+                out[o["Key"][len(prefix):]] = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
     return out
 
 

@@ -52,6 +52,11 @@ enum BenchWhat {
         /// Batches to time (each with new offsets, as a live partition sends them); the median counts.
         #[arg(long, default_value_t = 5)]
         batches: u64,
+        /// Also time the same batches into tables that already hold this many commits per
+        /// table (checkpointed every 10 commits, the template's interval) beside a landing of
+        /// as many objects, against fresh tables in the same run.
+        #[arg(long, default_value_t = 0)]
+        history: u64,
     },
     /// N posts straight through an rdkafka producer, and the same posts through
     /// `pinpipe emulate` → `pinpipe serve` → the same broker; plus the ingest Lambda's init time.
@@ -90,7 +95,13 @@ pub async fn run(id: &PipelineId, a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Batch { posts, dir, python } => batch(id, posts, dir, &python).await,
         BenchWhat::Maintenance { appends, rows, dir } => maintenance(id, appends, rows, dir).await,
-        BenchWhat::Sink { records, s3, dir, batches } => sink(id, records, s3, dir, batches.max(1)).await,
+        BenchWhat::Sink { records, s3, dir, batches, history } => {
+            sink(id, records, s3, dir, batches.max(1)).await?;
+            if history > 0 {
+                sink_history(id, records, history, batches.max(1)).await?;
+            }
+            Ok(())
+        }
         BenchWhat::Ingest { posts, batch_size, concurrency, kafka, runs } => {
             ingest(id, posts, batch_size, concurrency, kafka, runs.max(1)).await
         }
@@ -449,6 +460,91 @@ async fn sink(id: &PipelineId, records: u64, s3: Option<String>, dir: Option<Pat
         local_cpu / local_s
     );
     println!("peak RSS of the sink process (start-up + this batch): {:.0} MB (goal < 256 MB)", rss.max_rss_mb);
+    Ok(())
+}
+
+/// Tables holding `commits` commits each (one record per commit on partition 1 of every topic,
+/// checkpointed every 10 commits) and a landing of as many objects per topic.
+async fn build_history(id: &PipelineId, dir: &Path, commits: u64) -> Result<(String, String)> {
+    use pinpipe_core::landing::SourceRecords;
+    use pinpipe_core::pipeline::Tables;
+    use pinpipe_core::Kind;
+    let (tables, landing) = (dir.join("tables"), dir.join("landing"));
+    let cached = dir.join(format!("built-{commits}"));
+    let out = (tables.display().to_string(), landing.display().to_string());
+    if cached.exists() {
+        return Ok(out);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    let mut t = Tables::open(&Location::parse(&out.0)?, id).await?;
+    let store = Location::parse(&out.1)?;
+    std::fs::create_dir_all(&landing)?;
+    let store = store.store()?;
+    let bar = crate::ui::bar(commits, "building history");
+    let cfg = GenConfig { posts: commits, seed: 5, duplicates: 0.0 };
+    for c in 0..commits {
+        let recs = generate::post_records(cfg.seed, c);
+        for (kind, rec) in Kind::ALL.iter().zip(recs) {
+            let topic = id.topic(*kind);
+            pinpipe_core::landing::write_object(&store, &topic, 1, c as i64, &[rec.as_slice()]).await?;
+            let src = SourceRecords::from_records(&topic, "1", [(c as i64, (c as i64).into(), rec.into())]);
+            t.write(*kind, vec![src]).await?;
+        }
+        if (c + 1) % 10 == 0 {
+            for kind in Kind::ALL {
+                let name = id.table(kind);
+                let table = pinpipe_core::delta::open(&Location::parse(&out.0)?, &name).await?.context("table missing")?;
+                pinpipe_core::maintenance::checkpoint(&table, &name, 10).await?;
+            }
+        }
+        bar.set_position(c + 1);
+    }
+    bar.finish_and_clear();
+    std::fs::write(&cached, b"")?;
+    Ok(out)
+}
+
+/// The sink's per-batch time into fresh tables and into tables with `commits` of history, and
+/// the analysis' quality-count read at both, after the daily maintenance.
+async fn sink_history(id: &PipelineId, records: u64, commits: u64, batches: u64) -> Result<()> {
+    use pinpipe_core::Kind;
+    let base = std::env::temp_dir().join("pinpipe-bench-history");
+    let hist_dir = base.join(format!("history-{commits}"));
+    let (hist_tables, hist_landing) = build_history(id, &hist_dir, commits).await?;
+    let posts = records.div_ceil(3);
+    // Each run gets offsets of its own on partition 0, so runs repeated on the cached history
+    // are new batches too.
+    let first = 10 + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() % 1_000_000 * 100_000;
+    let warm = msk_event(id, 10, first - 10);
+    let events: Vec<serde_json::Value> = (0..batches).map(|b| msk_event(id, posts, first + b * posts)).collect();
+    let fresh = base.join("fresh");
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh)?;
+    }
+    let (fresh_t, fresh_l) = (fresh.join("tables").display().to_string(), fresh.join("landing").display().to_string());
+    let (fresh_s, _) = sink_runs(id, &fresh_t, &fresh_l, &warm, &events).await?;
+    let (hist_s, _) = sink_runs(id, &hist_tables, &hist_landing, &warm, &events).await?;
+    let mut quality = Vec::new();
+    for tables in [&fresh_t, &hist_tables] {
+        let loc = Location::parse(tables)?;
+        let name = id.table(Kind::Pin);
+        let table = pinpipe_core::delta::open(&loc, &name).await?.context("table missing")?;
+        let cfg = pinpipe_core::maintenance::MaintenanceConfig::default();
+        let table = {
+            pinpipe_core::maintenance::maintain(table, &name, &cfg).await?;
+            pinpipe_core::delta::open(&loc, &name).await?.context("table missing")?
+        };
+        let t = Instant::now();
+        pinpipe_core::maintenance::quality_totals(&table, &name).await?;
+        quality.push(t.elapsed().as_secs_f64());
+    }
+    println!("bench sink --history {commits}: median of {batches} batches of {} records, local disk", posts * 3);
+    println!("{:<44} {:>10} {:>22}", "", "batch s", "quality counts read s");
+    println!("{:<44} {:>10.3} {:>22.4}", "fresh tables (0 commits)", fresh_s, quality[0]);
+    println!("{:<44} {:>10.3} {:>22.4}", format!("tables with {commits} commits each, landing of {commits} objects"), hist_s, quality[1]);
+    println!("ratio history/fresh: batch {:.2} (goal <= 1.2), quality counts {:.2}", hist_s / fresh_s, quality[1] / quality[0]);
     Ok(())
 }
 

@@ -98,6 +98,12 @@ pub fn print_clean(report: &CleanReport, tables: &Location, quarantine_table: &s
             r.received, r.tabled, r.quarantined, r.skipped
         );
     }
+    if report.objects_already_done > 0 {
+        println!("  {} landing objects not read: wholly in the tables already", report.objects_already_done);
+    }
+    if total.gaps_opened > 0 {
+        println!("  warning: {} gap(s) opened: offsets skipped in the landing (`pinpipe gaps` lists them)", total.gaps_opened);
+    }
     let warnings = total.quality.warnings();
     if warnings > 0 {
         let detail: Vec<String> = total.quality.unparseable.iter().map(|(k, v)| format!("{k} {v}")).collect();

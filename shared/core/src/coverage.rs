@@ -67,6 +67,13 @@ impl<M: Mark> Coverage<M> {
         }
     }
 
+    /// Whether every offset from `first` to `last` is held (an object wholly written).
+    pub fn holds_all(&self, first: i64, last: i64) -> bool {
+        let Some(mark) = self.mark.as_ref().and_then(|m| m.offset()) else { return false };
+        let i = self.gaps.partition_point(|g| g.1 < first);
+        first >= self.floor && last <= mark && self.gaps.get(i).is_none_or(|g| g.0 > last)
+    }
+
     fn in_gap(&self, o: i64) -> bool {
         let i = self.gaps.partition_point(|g| g.1 < o);
         self.gaps.get(i).is_some_and(|g| g.0 <= o)
@@ -251,6 +258,8 @@ mod tests {
         let (c, opened) = c.cover(&[10, 11, 14]);
         assert_eq!((opened, c.gaps()), (2, &[(8, 9), (12, 13)][..]));
         assert_eq!(held(&c, 15), vec![5, 6, 7, 10, 11, 14]);
+        assert!(c.holds_all(5, 7) && c.holds_all(10, 11) && c.holds_all(14, 14));
+        assert!(!c.holds_all(4, 7) && !c.holds_all(7, 10) && !c.holds_all(11, 15) && !c.holds_all(12, 12));
         let (c2, _) = c.cover(&[8, 13]);
         assert_eq!(c2.gaps(), &[(9, 9), (12, 12)]);
         let (c3, _) = c2.cover(&[9, 12]);

@@ -30,6 +30,9 @@ pub struct LandingObject {
     /// Offset of line 0 (Kafka layout) or 1 (line-numbered files).
     pub first: i64,
     pub size: u64,
+    /// An upper bound of the object's last offset, from the extent markers its writers left
+    /// (`None`: no marker, as for objects other tools wrote; such objects are always read).
+    pub last: Option<i64>,
 }
 
 /// All objects of one source partition, in offset order: the unit of exactly-once.
@@ -56,6 +59,24 @@ pub fn app_id(source: &str, partition: &str) -> String {
 /// The landing key of a batch (contract §3).
 pub fn object_key(topic: &str, partition: i32, first_offset: i64) -> Path {
     Path::from(format!("topics/{topic}/partition={partition}/{topic}+{partition}+{first_offset:010}.json"))
+}
+
+/// The zero-byte marker a writer leaves before it writes an object: the object's offsets,
+/// where a lister can see them without reading the object.
+pub fn extent_key(topic: &str, partition: i32, first: i64, last: i64) -> Path {
+    Path::from(format!("topics/{topic}/partition={partition}/_extent/{first:010}-{last:010}"))
+}
+
+/// Parses an extent marker's key into (topic, partition, first offset, last offset).
+fn parse_extent(key: &str) -> Option<(String, String, i64, i64)> {
+    let mut parts = key.rsplit('/');
+    let (file, marker, part_dir, topic) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let partition = part_dir.strip_prefix("partition=")?;
+    let (first, last) = file.split_once('-')?;
+    if marker != "_extent" || partition.parse::<i32>().is_err() {
+        return None;
+    }
+    Some((topic.to_string(), partition.to_string(), first.parse().ok()?, last.parse().ok()?))
 }
 
 /// Parses a Kafka-layout key into (topic, partition, first offset).
@@ -108,9 +129,15 @@ pub async fn scan(root: &Location) -> Result<Scan> {
         metas = list(None).await?;
     }
     let mut grouped: BTreeMap<(String, String), SourcePartition> = BTreeMap::new();
+    let mut extents: BTreeMap<(String, String, i64), i64> = BTreeMap::new();
     let mut skipped = Vec::new();
     for meta in metas {
         let key = meta.location.to_string();
+        if let Some((topic, partition, first, last)) = parse_extent(&key) {
+            let max = extents.entry((topic, partition, first)).or_insert(last);
+            *max = (*max).max(last);
+            continue;
+        }
         if let Some((topic, partition, first)) = parse_key(&key) {
             let Some(kind) = Kind::from_source_name(&topic) else {
                 skipped.push(key);
@@ -120,7 +147,7 @@ pub async fn scan(root: &Location) -> Result<Scan> {
                 .entry((topic.clone(), partition.clone()))
                 .or_insert_with(|| SourcePartition { kind, source: topic, partition, objects: vec![] })
                 .objects
-                .push(LandingObject { key: meta.location, first, size: meta.size });
+                .push(LandingObject { key: meta.location, first, size: meta.size, last: None });
             continue;
         }
         let is_lines = [".json", ".jsonl", ".ndjson"].iter().any(|ext| key.ends_with(ext));
@@ -133,7 +160,7 @@ pub async fn scan(root: &Location) -> Result<Scan> {
                         kind,
                         source: key,
                         partition: "0".into(),
-                        objects: vec![LandingObject { key: meta.location, first: 1, size: meta.size }],
+                        objects: vec![LandingObject { key: meta.location, first: 1, size: meta.size, last: None }],
                     },
                 );
             }
@@ -143,6 +170,9 @@ pub async fn scan(root: &Location) -> Result<Scan> {
     let mut sources: Vec<SourcePartition> = grouped.into_values().collect();
     for s in &mut sources {
         s.objects.sort_by(|a, b| a.first.cmp(&b.first).then_with(|| a.key.cmp(&b.key)));
+        for o in &mut s.objects {
+            o.last = extents.get(&(s.source.clone(), s.partition.clone(), o.first)).copied();
+        }
     }
     Ok(Scan { sources, skipped })
 }
@@ -408,8 +438,9 @@ fn with_blanks(out: &mut Vec<(i64, Option<Bytes>)>, found: Vec<(i64, Bytes)>, fr
     out.extend((next..to).map(|o| (o, None)));
 }
 
-/// Writes one landing object (idempotent: a redelivered batch rewrites the same key). An
-/// object is never replaced by a shorter one: a redelivery re-batched smaller than the first
+/// Writes one landing object (idempotent: a redelivered batch rewrites the same key), after
+/// its extent marker (so a marker never says less than the object holds, even when the writer
+/// dies between the two). An object is never replaced by a shorter one: a redelivery re-batched smaller than the first
 /// delivery would otherwise drop the first one's later offsets from the landing. Kafka values
 /// are immutable and their encoding is fixed, so an existing object at least as large as the
 /// new body already holds it. (One writer lands a partition at a time, as event-source
@@ -433,6 +464,12 @@ pub async fn write_object(
         Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
         Err(e) => return Err(storage(e)),
     }
+    let last = first_offset + values.len().max(1) as i64 - 1;
+    let marker = extent_key(topic, partition, first_offset, last);
+    store
+        .put(&marker, PutPayload::default())
+        .await
+        .map_err(|e| Error::Storage { location: marker.to_string(), source: e })?;
     store.put(&key, PutPayload::from(body)).await.map_err(storage)?;
     Ok(key)
 }
@@ -450,6 +487,24 @@ mod tests {
         assert_eq!(parse_key("topics/a.geo/partition=0/b.geo+0+0000000007.json"), None);
         assert_eq!(parse_key("topics/a.geo/partition=1/a.geo+0+0000000007.json"), None);
         assert_eq!(parse_key("pin.jsonl"), None);
+    }
+
+    #[tokio::test]
+    async fn extent_markers_bound_each_objects_last_offset() {
+        let dir = std::env::temp_dir().join(format!("pinpipe-extent-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let loc = Location::parse(dir.to_str().unwrap()).unwrap();
+        let store = loc.store().unwrap();
+        let v: Vec<&[u8]> = vec![b"{}"; 5];
+        write_object(&store, "a.geo", 0, 0, &v[..2]).await.unwrap();
+        write_object(&store, "a.geo", 0, 0, &v).await.unwrap(); // re-batched larger
+        write_object(&store, "a.geo", 0, 0, &v[..1]).await.unwrap(); // smaller: not written
+        write_object(&store, "a.geo", 0, 5, &v[..3]).await.unwrap();
+        let scan = scan(&loc).await.unwrap();
+        assert!(scan.skipped.is_empty(), "{:?}", scan.skipped);
+        let objs = &scan.sources[0].objects;
+        assert_eq!(objs.iter().map(|o| (o.first, o.last)).collect::<Vec<_>>(), vec![(0, Some(4)), (5, Some(7))]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -22,5 +22,4 @@ pub mod config;
 pub mod handlers;
 pub mod watermark;
 pub mod coverage;
-#[cfg(test)]
-mod schedule_tests;
+pub mod schedules;

@@ -367,6 +367,9 @@ pub struct CleanReport {
     pub per_kind: BTreeMap<String, WriteReport>,
     /// Files under the input whose kind could not be told (not pin/geo/user): not read.
     pub skipped_files: Vec<String>,
+    /// Landing objects not read: their extent markers put them wholly inside what the tables
+    /// already hold.
+    pub objects_already_done: u64,
 }
 
 impl CleanReport {
@@ -419,10 +422,14 @@ pub async fn clean_landing_in_chunks(
         let mut pending_bytes = 0u64;
         for source in scan.sources.iter().filter(|s| s.kind == kind) {
             // Keys carry only an object's first offset, and a redelivery batched differently
-            // can rewrite an object so that it reaches past its successors: no object is known
-            // to lie wholly at or below the watermark, so every one is read. Records already
-            // present are dropped before decoding (`Tables::stage`), so re-reading costs I/O only.
-            let mut reader = landing::SourceReader::new(store.clone(), source, &source.objects);
+            // can rewrite an object so that it reaches past its successors: only an object
+            // whose extent marker bounds it inside what the table holds is skipped unread.
+            let held: Coverage<i64> = tables.coverage(kind, &source.app_id()).await?;
+            let (done_objs, to_read): (Vec<_>, Vec<_>) =
+                source.objects.iter().cloned().partition(|o| o.last.is_some_and(|l| held.holds_all(o.first, l)));
+            report.objects_already_done += done_objs.len() as u64;
+            done += done_objs.iter().map(|o| o.size).sum::<u64>();
+            let mut reader = landing::SourceReader::new(store.clone(), source, &to_read);
             let mut current = SourceRecords::new(source.app_id());
             while let Some((records, bytes)) = reader.next().await? {
                 for (offset, rec) in records {

@@ -5,14 +5,15 @@
 //! offset's record is in exactly one of the table and the quarantine, once; no gap stays
 //! open; and rebuilding from the landing gives the same tables.
 //!
-//! Deterministic per seed: a failure prints its seed, and `PINPIPE_SCHEDULE_SEED=S` replays
-//! it. `PINPIPE_SCHEDULES=N` runs N schedules (default 1,000).
+//! Deterministic per seed: a failure prints its seed, which replays it. Run by the unit test
+//! below (1,000 schedules; `PINPIPE_SCHEDULES=N`, `PINPIPE_SCHEDULE_SEED=S`) and by
+//! `pinpipe fault-schedules` (`--schedules N` for long runs, `--root s3://…` on S3, `--keep`
+//! to leave each schedule's tables and its expected contents for an independent reader).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
@@ -25,6 +26,33 @@ use crate::pipeline::{clean_landing_in_chunks, Tables};
 use crate::storage::Location;
 
 const TOPIC: &str = "s.user";
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Where one schedule runs: its tables, its landing and the tables rebuilt from that landing.
+pub struct Work {
+    pub tables: Location,
+    pub landing: Location,
+    pub rebuilt: Location,
+}
+
+impl Work {
+    /// Under `root` (a local folder or `s3://…`), in the schedule's own folder.
+    pub fn under(root: &str, seed: u64) -> Result<Work, String> {
+        let at = |what: &str| Location::parse(&format!("{}/{seed}/{what}", root.trim_end_matches('/'))).map_err(err);
+        Ok(Work { tables: at("tables")?, landing: at("landing")?, rebuilt: at("rebuilt")? })
+    }
+}
+
+/// What a schedule must leave: every tabled `ind`, and every quarantine entry as
+/// (partition, position, raw bytes); both sorted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Expected {
+    pub inds: Vec<i64>,
+    pub quarantine: Vec<(String, String, Vec<u8>)>,
+}
 
 /// The value at (partition, offset): mostly a user record keyed by a unique `ind`; some are
 /// pretty-printed (newlines inside, still a record), some are poison for the quarantine.
@@ -50,16 +78,17 @@ fn delivery(seed: u64, p: i32, offsets: &[i64]) -> SourceRecords {
 }
 
 /// Lands a delivery as the Kafka sink does: one object per run of consecutive offsets.
-async fn land(store: &Arc<dyn ObjectStore>, seed: u64, p: i32, offsets: &[i64]) {
+async fn land(store: &Arc<dyn ObjectStore>, seed: u64, p: i32, offsets: &[i64]) -> Result<(), String> {
     let mut start = 0;
     for i in 1..=offsets.len() {
         if i == offsets.len() || offsets[i] != offsets[i - 1] + 1 {
             let values: Vec<Vec<u8>> = offsets[start..i].iter().map(|&o| value(seed, p, o)).collect();
             let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
-            landing::write_object(store, TOPIC, p, offsets[start], &refs).await.unwrap();
+            landing::write_object(store, TOPIC, p, offsets[start], &refs).await.map_err(err)?;
             start = i;
         }
     }
+    Ok(())
 }
 
 /// A random batch of partition `p` (of `n` offsets): a run, sometimes with a hole inside.
@@ -75,40 +104,45 @@ fn random_offsets(rng: &mut Pcg64Mcg, n: i64) -> Vec<i64> {
 }
 
 /// (ind of every data row, (partition, position, raw) of every quarantine row).
-async fn contents(root: &Location, id: &PipelineId) -> (Vec<i64>, Vec<(String, String, Vec<u8>)>) {
+async fn contents(root: &Location, id: &PipelineId) -> Result<Expected, String> {
+    use arrow::array::{Array, Int64Array, StringArray};
     let mut inds = Vec::new();
-    if let Some(t) = delta::open(root, &id.table(Kind::User)).await.unwrap() {
-        for b in delta::read_batches(&t, "user").await.unwrap() {
-            let col = b.column_by_name("ind").unwrap().as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
-            inds.extend(col.iter().flatten());
+    if let Some(t) = delta::open(root, &id.table(Kind::User)).await.map_err(err)? {
+        for b in delta::read_batches(&t, "user").await.map_err(err)? {
+            let col = b.column_by_name("ind").and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned());
+            inds.extend(col.ok_or("user table without an ind column")?.iter().flatten());
         }
     }
-    let mut q = Vec::new();
-    if let Some(t) = delta::open(root, &id.quarantine_table()).await.unwrap() {
-        for b in delta::read_batches(&t, "quarantine").await.unwrap() {
-            let s = |n: &str| b.column_by_name(n).unwrap().as_any().downcast_ref::<arrow::array::StringArray>().unwrap().clone();
-            let (part, pos) = (s("partition"), s("position"));
-            let raw_col = b.column_by_name("raw").unwrap();
-            let raw = arrow::array::as_generic_binary_array::<i32>(raw_col.as_ref());
+    let mut quarantine = Vec::new();
+    if let Some(t) = delta::open(root, &id.quarantine_table()).await.map_err(err)? {
+        for b in delta::read_batches(&t, "quarantine").await.map_err(err)? {
+            let s = |n: &str| b.column_by_name(n).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+            let (Some(part), Some(pos), Some(raw)) = (s("partition"), s("position"), b.column_by_name("raw")) else {
+                return Err("quarantine table without its columns".into());
+            };
+            let raw = arrow::array::as_generic_binary_array::<i32>(raw.as_ref());
             for i in 0..b.num_rows() {
-                q.push((part.value(i).to_string(), pos.value(i).to_string(), raw.value(i).to_vec()));
+                if raw.is_valid(i) {
+                    quarantine.push((part.value(i).to_string(), pos.value(i).to_string(), raw.value(i).to_vec()));
+                }
             }
         }
     }
     inds.sort_unstable();
-    q.sort();
-    (inds, q)
+    quarantine.sort();
+    Ok(Expected { inds, quarantine })
 }
 
-/// Runs one schedule; returns a description of what went wrong, if anything.
-async fn run_schedule(seed: u64, template: &std::path::Path, work: &std::path::Path) -> Result<(), String> {
-    let _ = std::fs::remove_dir_all(work);
-    copy_dir(template, &work.join("tables")).map_err(|e| e.to_string())?;
-    let root = Location::parse(work.join("tables").to_str().unwrap()).unwrap();
-    let landing_loc = Location::parse(work.join("landing").to_str().unwrap()).unwrap();
-    std::fs::create_dir_all(work.join("landing")).unwrap();
-    let store = landing_loc.store().unwrap();
-    let id = PipelineId::new("t").unwrap();
+/// Runs one schedule in `work` (whose tables exist, empty); returns what its tables must hold,
+/// or a description of what went wrong.
+pub async fn run_schedule(seed: u64, work: &Work) -> Result<Expected, String> {
+    let root = work.tables.clone();
+    let landing_loc = work.landing.clone();
+    if let Some(p) = landing_loc.local_path() {
+        std::fs::create_dir_all(p).map_err(err)?;
+    }
+    let store = landing_loc.store().map_err(err)?;
+    let id = PipelineId::new("t").map_err(err)?;
     let mut rng = Pcg64Mcg::seed_from_u64(seed);
     let parts: Vec<(i32, i64)> = (0..rng.random_range(1..=2)).map(|p| (p, rng.random_range(3..25))).collect();
     let mut a = Tables::open(&root, &id).await.map_err(|e| e.to_string())?;
@@ -123,8 +157,8 @@ async fn run_schedule(seed: u64, template: &std::path::Path, work: &std::path::P
             // Two writers race: A stages, B writes an overlapping batch, A commits.
             0 | 1 => {
                 let other = random_offsets(&mut rng, n);
-                land(&store, seed, p, &offsets).await;
-                land(&store, seed, p, &other).await;
+                land(&store, seed, p, &offsets).await?;
+                land(&store, seed, p, &other).await?;
                 a.refresh().await.map_err(|e| e.to_string())?;
                 let staged = a.stage(Kind::User, vec![delivery(seed, p, &offsets)]).await.map_err(|e| e.to_string())?;
                 let flight = a.start(staged).map_err(|e| e.to_string())?;
@@ -143,13 +177,13 @@ async fn run_schedule(seed: u64, template: &std::path::Path, work: &std::path::P
             // Compaction and vacuum of the data table.
             3 => {
                 let name = id.table(Kind::User);
-                let table = delta::open(&root, &name).await.unwrap().unwrap();
+                let table = delta::open(&root, &name).await.map_err(err)?.ok_or("no user table")?;
                 let cfg = MaintenanceConfig { vacuum_retention_hours: 0, min_small_files: 2, ..Default::default() };
                 maintenance::maintain(table, &name, &cfg).await.map_err(|e| format!("maintain: {e}"))?;
             }
             // A delivery that crashes between its two commits (landed first, as the sink does).
             4 => {
-                land(&store, seed, p, &offsets).await;
+                land(&store, seed, p, &offsets).await?;
                 let w = if rng.random_bool(0.5) { &mut a } else { &mut b };
                 w.refresh().await.map_err(|e| e.to_string())?;
                 w.crash_after_quarantine = true;
@@ -161,7 +195,7 @@ async fn run_schedule(seed: u64, template: &std::path::Path, work: &std::path::P
             }
             // A plain delivery (or redelivery) by either writer.
             _ => {
-                land(&store, seed, p, &offsets).await;
+                land(&store, seed, p, &offsets).await?;
                 let w = if rng.random_bool(0.5) { &mut a } else { &mut b };
                 w.refresh().await.map_err(|e| e.to_string())?;
                 w.write(Kind::User, vec![delivery(seed, p, &offsets)]).await.map_err(|e| e.to_string())?;
@@ -174,7 +208,7 @@ async fn run_schedule(seed: u64, template: &std::path::Path, work: &std::path::P
         while o < n {
             let len = rng.random_range(1..10).min(n - o);
             let offsets: Vec<i64> = (o..o + len).collect();
-            land(&store, seed, p, &offsets).await;
+            land(&store, seed, p, &offsets).await?;
             let w = if rng.random_bool(0.5) { &mut a } else { &mut b };
             w.refresh().await.map_err(|e| e.to_string())?;
             w.write(Kind::User, vec![delivery(seed, p, &offsets)]).await.map_err(|e| format!("replay: {e}"))?;
@@ -183,7 +217,7 @@ async fn run_schedule(seed: u64, template: &std::path::Path, work: &std::path::P
     }
     let fail = |what: String| Err(format!("{what}\nschedule: {log:#?}"));
     // Every offset exactly once, in the table or in the quarantine.
-    let (inds, quarantine) = contents(&root, &id).await;
+    let Expected { inds, quarantine } = contents(&root, &id).await?;
     let mut want_inds = Vec::new();
     let mut want_q = Vec::new();
     for &(p, n) in &parts {
@@ -209,23 +243,78 @@ async fn run_schedule(seed: u64, template: &std::path::Path, work: &std::path::P
     }
     a.refresh().await.map_err(|e| e.to_string())?;
     for &(p, n) in &parts {
-        let c: Coverage<i64> = a.coverage(Kind::User, &landing::app_id(TOPIC, &p.to_string())).await.unwrap();
+        let c: Coverage<i64> = a.coverage(Kind::User, &landing::app_id(TOPIC, &p.to_string())).await.map_err(err)?;
         if !c.gaps().is_empty() || c.mark != Some(n - 1) {
             return fail(format!("partition {p}: gaps {:?}, mark {:?} (want {})", c.gaps(), c.mark, n - 1));
         }
     }
     // The landing alone rebuilds the same tables.
-    copy_dir(template, &work.join("rebuilt")).map_err(|e| e.to_string())?;
-    let rebuilt = Location::parse(work.join("rebuilt").to_str().unwrap()).unwrap();
-    let mut fresh = Tables::open(&rebuilt, &id).await.map_err(|e| e.to_string())?;
+    let rebuilt = work.rebuilt.clone();
+    let mut fresh = Tables::open(&rebuilt, &id).await.map_err(err)?;
     clean_landing_in_chunks(&landing_loc, &mut fresh, rng.random_range(1..500), &|_, _| {})
         .await
         .map_err(|e| format!("rebuild: {e}"))?;
-    let (r_inds, r_q) = contents(&rebuilt, &id).await;
-    if r_inds != want_inds || r_q != want_q {
-        return fail(format!("rebuild from the landing differs: rows {r_inds:?}, quarantine {} entries", r_q.len()));
+    let again = contents(&rebuilt, &id).await?;
+    if again.inds != want_inds || again.quarantine != want_q {
+        return fail(format!("rebuild from the landing differs: rows {:?}, quarantine {} entries", again.inds, again.quarantine.len()));
     }
-    Ok(())
+    Ok(Expected { inds: want_inds, quarantine: want_q })
+}
+
+/// Runs schedules `seeds` under `root`, a few at once; each schedule's folder is removed
+/// after it passed unless `keep` (then `expected.json` is written beside its tables). Local roots copy empty tables made once (creating four
+/// tables costs more than a schedule); S3 roots create them per schedule.
+pub async fn run_schedules(seeds: Vec<u64>, root: &str, keep: bool) -> Result<Vec<(u64, Result<Expected, String>)>, String> {
+    use futures::StreamExt;
+    let local = Location::parse(root).map_err(err)?.local_path();
+    let id = PipelineId::new("t").map_err(err)?;
+    let template = match &local {
+        Some(dir) => {
+            let t = dir.join("template");
+            let _ = std::fs::remove_dir_all(&t);
+            Tables::open(&Location::parse(&t.display().to_string()).map_err(err)?, &id).await.map_err(err)?;
+            Some(t)
+        }
+        None => None,
+    };
+    let template = Arc::new(template);
+    let root = root.trim_end_matches('/').to_string();
+    let results = futures::stream::iter(seeds)
+        .map(|seed| {
+            let (template, root, local, id) = (template.clone(), root.clone(), local.clone(), id.clone());
+            tokio::spawn(async move {
+                let outcome = async {
+                    let work = Work::under(&root, seed)?;
+                    match (&*template, &local) {
+                        (Some(t), Some(dir)) => {
+                            let _ = std::fs::remove_dir_all(dir.join(seed.to_string()));
+                            copy_dir(t, &dir.join(seed.to_string()).join("tables")).map_err(err)?;
+                            copy_dir(t, &dir.join(seed.to_string()).join("rebuilt")).map_err(err)?;
+                        }
+                        _ => {
+                            Tables::open(&work.tables, &id).await.map_err(err)?;
+                        }
+                    }
+                    let expected = run_schedule(seed, &work).await?;
+                    if keep {
+                        let at = Location::parse(&format!("{root}/{seed}")).map_err(err)?.store().map_err(err)?;
+                        let body = serde_json::to_vec(&expected).map_err(err)?;
+                        at.put(&object_store::path::Path::from("expected.json"), body.into()).await.map_err(err)?;
+                    }
+                    Ok(expected)
+                }
+                .await;
+                if let (Some(dir), true) = (&local, outcome.is_ok() && !keep) {
+                    let _ = std::fs::remove_dir_all(dir.join(seed.to_string()));
+                }
+                (seed, outcome)
+            })
+        })
+        .buffer_unordered(8)
+        .map(|joined| joined.unwrap_or_else(|e| (u64::MAX, Err(format!("schedule task panicked: {e}")))))
+        .collect()
+        .await;
+    Ok(results)
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
@@ -242,42 +331,28 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()>
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn random_delivery_schedules_keep_every_record_exactly_once() {
-    let base = std::env::temp_dir().join(format!("pinpipe-schedules-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
-    // Empty tables made once and copied per schedule (creating four tables costs more than a schedule).
-    let template = base.join("template");
-    let id = PipelineId::new("t").unwrap();
-    Tables::open(&Location::parse(template.to_str().unwrap()).unwrap(), &id).await.unwrap();
-    let count: u64 = std::env::var("PINPIPE_SCHEDULES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let seeds: Vec<u64> = match std::env::var("PINPIPE_SCHEDULE_SEED").ok().and_then(|v| v.parse().ok()) {
-        Some(s) => vec![s],
-        None => (0..count).collect(),
-    };
-    // Schedules run a few at a time: most of one is waiting on the file system.
-    use futures::StreamExt;
-    let template = Arc::new(template);
-    let results: Vec<(u64, Result<(), String>)> = futures::stream::iter(seeds)
-        .map(|seed| {
-            let (template, work) = (template.clone(), base.join(format!("work-{seed}")));
-            tokio::spawn(async move {
-                let r = run_schedule(seed, &template, &work).await;
-                let _ = std::fs::remove_dir_all(&work);
-                (seed, r)
-            })
-        })
-        .buffer_unordered(8)
-        .map(|joined| joined.unwrap_or_else(|e| (u64::MAX, Err(format!("schedule task panicked: {e}")))))
-        .collect()
-        .await;
-    let mut failures = BTreeMap::new();
-    for (seed, r) in results {
-        if let Err(why) = r {
-            eprintln!("schedule seed {seed} failed (replay: PINPIPE_SCHEDULE_SEED={seed}): {why}");
-            failures.insert(seed, why);
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn random_delivery_schedules_keep_every_record_exactly_once() {
+        let base = std::env::temp_dir().join(format!("pinpipe-schedules-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let count: u64 = std::env::var("PINPIPE_SCHEDULES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+        let seeds: Vec<u64> = match std::env::var("PINPIPE_SCHEDULE_SEED").ok().and_then(|v| v.parse().ok()) {
+            Some(s) => vec![s],
+            None => (0..count).collect(),
+        };
+        let results = super::run_schedules(seeds, &base.display().to_string(), false).await.unwrap();
+        let mut failures = BTreeMap::new();
+        for (seed, r) in results {
+            if let Err(why) = r {
+                eprintln!("schedule seed {seed} failed (replay: PINPIPE_SCHEDULE_SEED={seed}): {why}");
+                failures.insert(seed, why);
+            }
         }
+        let _ = std::fs::remove_dir_all(&base);
+        assert!(failures.is_empty(), "failing seeds: {:?}", failures.keys().collect::<Vec<_>>());
     }
-    let _ = std::fs::remove_dir_all(&base);
-    assert!(failures.is_empty(), "failing seeds: {:?}", failures.keys().collect::<Vec<_>>());
 }
