@@ -96,3 +96,26 @@ def test_category_shares_followers_and_placeholders_match_the_seed_pins(demo_dat
         assert want / QUANTILE_FACTOR <= got <= want * QUANTILE_FACTOR, (p, got, want)
     for field, rate in s_rates.items():
         assert abs(g_rates[field] - rate) * 100 <= PLACEHOLDER_RATE_POINTS, (field, g_rates[field], rate)
+
+
+def test_age_groups_years_and_join_years_lean_like_the_seeds(demo_data):
+    """Posters' age and join year and the posting year shape pins as in the seed: each age
+    group's and each year's top category is the seed's (q4, q2), and median followers fall
+    with age (q5b) and join year (q7)."""
+    out, q = demo_data["out"], SEED_PROJECT / "query_results"
+    rows = lambda path: list(csv.DictReader(open(path, encoding="utf-8")))
+    seed_years_top = {r["post_year"]: r["category"] for r in rows(q / "q2_most_popular_category_by_post_year_2018_2022.csv")}
+    assert {r["post_year"]: r["category"] for r in rows(out / "category_by_year.csv")} == seed_years_top
+    seed_top = {r["age_group"]: r["category"] for r in rows(q / "q4_most_popular_category_by_age_group.csv")}
+    ours_top = {r["age_group"]: r["category"] for r in rows(out / "category_by_age_group.csv")}
+    assert ours_top == seed_top
+    order = ["18-24", "25-35", "36-50", "+50"]
+    seed_median = {r["age_group"]: float(r["median_follower_count"])
+                   for r in rows(q / "q5b_median_follower_count_by_age_group__percentile_exact.csv")}
+    ours_median = {r["age_group"]: float(r["median_follower_count"]) for r in rows(out / "median_followers_by_age_group.csv")}
+    assert [seed_median[g] for g in order] == sorted(seed_median.values(), reverse=True)
+    assert [ours_median[g] for g in order] == sorted(ours_median.values(), reverse=True), ours_median
+    seed_years = [float(r["median_follower_count"]) for r in rows(q / "q7_median_follower_count_by_join_year.csv")]
+    ours_years = [float(r["median_follower_count"]) for r in rows(out / "median_followers_by_join_year.csv")]
+    assert seed_years == sorted(seed_years, reverse=True) and len(seed_years) == 3
+    assert ours_years == sorted(ours_years, reverse=True) and len(ours_years) == 3, ours_years

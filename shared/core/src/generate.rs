@@ -25,23 +25,53 @@ const BLOCK: u64 = 20_000;
 /// the global favourite everywhere.
 const PREFERENCE: f64 = 0.15;
 
-/// The 13 categories' weights (per 10,000) outside a country's preference, chosen so the
-/// overall shares, preferences included, equal those of the seed's 1,000 real pins
-/// (base = (seed share - PREFERENCE x country-weighted preference share) / (1 - PREFERENCE)).
+/// How often a post (outside its country's preference) takes its poster's age group's
+/// preferred category: the seed's most popular category per age group (q4).
+const AGE_PREFERENCE: f64 = 0.12;
+
+/// Each age group's preferred category (18-24, 25-35, 36-50, +50), from the seed's q4.
+const AGE_GROUP_CATEGORY: [&str; 4] = ["tattoos", "travel", "quotes", "beauty"];
+
+/// How often a post of 2018-2022 (outside its country's and age group's preferences) takes
+/// its year's preferred category: the seed's most popular category per year (q2).
+const YEAR_PREFERENCE: f64 = 0.10;
+
+/// Each posting year's preferred category, from the seed's q2 (2017 has none there).
+const YEAR_CATEGORY: &[(i32, &str)] =
+    &[(2018, "diy-and-crafts"), (2019, "diy-and-crafts"), (2020, "mens-fashion"), (2021, "art"), (2022, "christmas")];
+
+/// The 13 categories' weights (per 10,000) outside the three preferences, chosen so the overall
+/// shares, preferences included, equal those of the seed's 1,000 real pins: each share minus
+/// what the country, age-group and year preferences give it, over the probability of reaching
+/// this draw (worked out from COUNTRIES, AGES and the uniform posting years 2017-2022).
 const CATEGORIES: &[(&str, u32)] = &[
-    ("art", 931),
-    ("beauty", 556),
-    ("christmas", 1121),
-    ("diy-and-crafts", 721),
-    ("education", 912),
-    ("event-planning", 825),
-    ("finance", 789),
-    ("home-decor", 729),
-    ("mens-fashion", 620),
-    ("quotes", 857),
-    ("tattoos", 690),
-    ("travel", 800),
-    ("vehicles", 449),
+    ("art", 973),
+    ("beauty", 555),
+    ("christmas", 1208),
+    ("diy-and-crafts", 530),
+    ("education", 1130),
+    ("event-planning", 1023),
+    ("finance", 978),
+    ("home-decor", 904),
+    ("mens-fashion", 587),
+    ("quotes", 765),
+    ("tattoos", 199),
+    ("travel", 591),
+    ("vehicles", 556),
+];
+
+/// Join years with the seed's users per year (hundreds).
+const JOIN_YEARS: &[(i32, u32)] = &[(2015, 45), (2016, 48), (2017, 19)];
+
+/// Follower skew per (join year 2015-2017, age group): a follower draw `u` becomes `u^k`, where
+/// `0.5^k` is the overall quantile of the seed's median for that cell (q8: posters who joined
+/// in 2015 and are 18-24 have a median of 267k, 2016's over-50s 542). `FollowerMix` then maps
+/// the skewed draw back through the mixture's distribution, so the overall follower
+/// distribution stays the seed pins' own.
+const FOLLOWER_SKEW: [[f64; 4]; 3] = [
+    [0.31, 0.841, 1.467, 1.353],
+    [0.88, 1.126, 1.558, 2.849],
+    [1.515, 1.79, 2.125, 2.322],
 ];
 
 /// Follower counts of the seed's 1,000 real pins as quantiles (probability, followers);
@@ -160,11 +190,49 @@ fn datetime(rng: &mut Pcg64Mcg, from_year: i32, to_year: i32) -> String {
     }
 }
 
-fn follower_count(rng: &mut Pcg64Mcg) -> String {
+/// The age group index (18-24, 25-35, 36-50, +50) of an age the generator draws (20-60).
+fn age_group(age: i64) -> usize {
+    match age {
+        ..=24 => 0,
+        25..=35 => 1,
+        36..=50 => 2,
+        _ => 3,
+    }
+}
+
+/// Weights of each (join year, age group) cell, for the mixture's distribution function.
+fn cell_weights() -> &'static [[f64; 4]; 3] {
+    static WEIGHTS: std::sync::OnceLock<[[f64; 4]; 3]> = std::sync::OnceLock::new();
+    WEIGHTS.get_or_init(|| {
+        let ages: f64 = AGES.iter().map(|a| a.1 as f64).sum();
+        let years: f64 = JOIN_YEARS.iter().map(|y| y.1 as f64).sum();
+        let mut groups = [0.0; 4];
+        for (age, w) in AGES {
+            groups[age_group(*age)] += *w as f64 / ages;
+        }
+        let mut out = [[0.0; 4]; 3];
+        for (row, (_, yw)) in out.iter_mut().zip(JOIN_YEARS) {
+            for (cell, g) in row.iter_mut().zip(groups) {
+                *cell = *yw as f64 / years * g;
+            }
+        }
+        out
+    })
+}
+
+/// A follower count for a poster who joined in year index `year` (0 = 2015) at age group `group`.
+fn follower_count(rng: &mut Pcg64Mcg, year: usize, group: usize) -> String {
     if rng.random_bool(FOLLOWER_TAIL) {
         return format!("{}M", rng.random_range(9..=15u32));
     }
-    let u: f64 = rng.random();
+    let skewed = rng.random::<f64>().powf(FOLLOWER_SKEW[year][group]);
+    // The mixture's distribution function at the skewed draw: uniform again over all posters.
+    let mut u = 0.0;
+    for (row_w, row_k) in cell_weights().iter().zip(FOLLOWER_SKEW) {
+        for (w, k) in row_w.iter().zip(row_k) {
+            u += w * skewed.powf(1.0 / k);
+        }
+    }
     let i = FOLLOWER_QUANTILES.iter().position(|q| q.0 > u).unwrap_or(FOLLOWER_QUANTILES.len() - 1).max(1);
     let ((p0, v0), (p1, v1)) = (FOLLOWER_QUANTILES[i - 1], FOLLOWER_QUANTILES[i]);
     let t = ((u - p0) / (p1 - p0)).clamp(0.0, 1.0);
@@ -183,7 +251,22 @@ fn follower_count(rng: &mut Pcg64Mcg) -> String {
 pub fn post_records(seed: u64, p: u64) -> [Vec<u8>; 3] {
     let mut rng = Pcg64Mcg::seed_from_u64(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ p);
     let (country, _, preferred) = COUNTRIES[weighted_index(&mut rng, COUNTRIES.iter().map(|c| c.1))];
-    let category = if rng.random_bool(PREFERENCE) { preferred } else { weighted(&mut rng, CATEGORIES) };
+    // The poster's age and join year and the posting time come first: they shape the pin's
+    // category and followers.
+    let age = weighted(&mut rng, AGES);
+    let year = weighted_index(&mut rng, JOIN_YEARS.iter().map(|y| y.1));
+    let ts = datetime(&mut rng, 2017, 2022);
+    let year_of_post: Option<i32> = ts.get(0..4).and_then(|y| y.parse().ok());
+    let post_year = YEAR_CATEGORY.iter().find(|y| Some(y.0) == year_of_post).map(|y| y.1);
+    let category = if rng.random_bool(PREFERENCE) {
+        preferred
+    } else if rng.random_bool(AGE_PREFERENCE) {
+        AGE_GROUP_CATEGORY[age_group(age)]
+    } else if let Some(c) = post_year.filter(|_| rng.random_bool(YEAR_PREFERENCE)) {
+        c
+    } else {
+        weighted(&mut rng, CATEGORIES)
+    };
     let ind = p as i64;
     let user_error = rng.random_bool(0.003);
     let story = rng.random_bool(0.052);
@@ -220,7 +303,7 @@ pub fn post_records(seed: u64, p: u64) -> [Vec<u8>; 3] {
     } else {
         format!("{} {}", pick(&mut rng, FIRST_NAMES), pick(&mut rng, LAST_NAMES))
     };
-    let followers = if user_error { "User Info Error".to_string() } else { follower_count(&mut rng) };
+    let followers = if user_error { "User Info Error".to_string() } else { follower_count(&mut rng, year, age_group(age)) };
     let tags = if rng.random_bool(0.004) {
         "N,o, ,T,a,g,s, ,A,v,a,i,l,a,b,l,e".to_string()
     } else {
@@ -262,7 +345,6 @@ pub fn post_records(seed: u64, p: u64) -> [Vec<u8>; 3] {
     );
 
     let mut geo = Vec::with_capacity(160);
-    let ts = datetime(&mut rng, 2017, 2022);
     let lat = rng.random_range(-90.0..90.0f64);
     let lon = rng.random_range(-180.0..180.0f64);
     let _ = write!(geo, "{{\"ind\":{ind},\"timestamp\":\"{ts}\",\"latitude\":{:.4},\"longitude\":{:.4},\"country\":", lat, lon);
@@ -270,8 +352,7 @@ pub fn post_records(seed: u64, p: u64) -> [Vec<u8>; 3] {
     geo.push(b'}');
 
     let mut user = Vec::with_capacity(140);
-    let age = weighted(&mut rng, AGES);
-    let join_year = weighted(&mut rng, &[(2015, 45), (2016, 48), (2017, 19)]);
+    let join_year = JOIN_YEARS[year].0;
     let joined = datetime(&mut rng, join_year, join_year);
     let _ = write!(user, "{{\"ind\":{ind},\"first_name\":");
     push_json_str(&mut user, pick(&mut rng, FIRST_NAMES));
