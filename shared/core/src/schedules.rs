@@ -1,7 +1,7 @@
-//! Randomized delivery schedules against real Delta tables on local disk: redeliveries,
-//! re-batched overlapping batches, holes filled later by replays, crashes between the
-//! quarantine and the data commit, two writers racing at their stage and commit points,
-//! catch-ups from the landing, and compaction + vacuum in between. After every schedule each
+//! Randomized delivery schedules against real Delta tables (local disk or S3): redeliveries,
+//! re-batched overlapping batches, holes filled later by replays, crashes right after landing
+//! and between the quarantine and the data commit, two writers racing at their stage and
+//! commit points, catch-ups from the landing, and compaction + vacuum in between. After every schedule each
 //! offset's record is in exactly one of the table and the quarantine, once; no gap stays
 //! open; and rebuilding from the landing gives the same tables.
 //!
@@ -193,6 +193,8 @@ pub async fn run_schedule(seed: u64, work: &Work) -> Result<Expected, String> {
                     return Err(format!("the injected crash did not happen\nschedule: {log:#?}"));
                 }
             }
+            // A sink that dies right after landing its batch: nothing committed.
+            5 => land(&store, seed, p, &offsets).await?,
             // A plain delivery (or redelivery) by either writer.
             _ => {
                 land(&store, seed, p, &offsets).await?;
