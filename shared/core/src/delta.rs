@@ -451,7 +451,8 @@ fn start_parts(
     Ok(FilesInFlight { tasks })
 }
 
-/// Commits `actions` atomically (deltalake retries non-conflicting races) and reloads state.
+/// Commits `actions` atomically (deltalake retries non-conflicting races) and keeps the
+/// table's state at the new version.
 async fn commit(
     table: &mut DeltaTable,
     name: &str,
@@ -473,7 +474,8 @@ async fn commit(
         .await
         .map_err(err)?;
     let version = finalized.version() as i64;
-    table.update_state().await.map_err(err)?;
+    // The commit's own snapshot (with any commits it was rebased over): no log listing.
+    table.state = Some(finalized.snapshot());
     Ok(version)
 }
 

@@ -148,8 +148,16 @@ impl Tables {
 
     /// Refreshes one kind's data table and the quarantine.
     async fn refresh_kind(&mut self, kind: Kind) -> Result<()> {
+        self.refresh_data(kind).await?;
+        self.refresh_quarantine().await
+    }
+
+    async fn refresh_data(&mut self, kind: Kind) -> Result<()> {
         let name = self.id.table(kind);
-        self.data_mut(kind).update_state().await.map_err(|e| crate::Error::delta(name, e))?;
+        self.data_mut(kind).update_state().await.map_err(|e| crate::Error::delta(name, e))
+    }
+
+    async fn refresh_quarantine(&mut self) -> Result<()> {
         let name = self.id.quarantine_table();
         self.quarantine.update_state().await.map_err(|e| crate::Error::delta(name, e))
     }
@@ -212,7 +220,12 @@ impl Tables {
         let InFlight { staged, files, started } = flight;
         let Staged { kind, batch, report, frame, quarantine, covered } = staged;
         let result = async {
-            self.refresh_kind(kind).await?;
+            // The quarantine is refreshed only for a batch that has entries for it: each
+            // refresh lists the table's log.
+            self.refresh_data(kind).await?;
+            if !quarantine.is_empty() {
+                self.refresh_quarantine().await?;
+            }
             let d_name = self.id.table(kind);
             let q_name = self.id.quarantine_table();
             let mut d_txns = Vec::new();
@@ -225,15 +238,15 @@ impl Tables {
                 if let Some(p) = positions.iter().find(|p| d_now.holds(p)) {
                     return Err(crate::Error::Conflict { table: d_name.clone(), detail: format!("{app_id} position {p:?}") });
                 }
-                let q_now: Coverage<M> = self.coverage_in(None, app_id).await?;
                 let (d_next, opened) = d_now.cover(positions);
                 gaps_opened += opened;
-                for (owner, position, entry) in &quarantine {
-                    if *owner == si && !q_now.holds(position) {
-                        entries.push(entry.clone());
-                    }
-                }
                 if quarantine.iter().any(|(owner, _, _)| *owner == si) {
+                    let q_now: Coverage<M> = self.coverage_in(None, app_id).await?;
+                    for (owner, position, entry) in &quarantine {
+                        if *owner == si && !q_now.holds(position) {
+                            entries.push(entry.clone());
+                        }
+                    }
                     q_txns.extend(q_now.txns_to(app_id, &q_now.union(&d_next)));
                 }
                 if opened > 0 {
