@@ -53,8 +53,9 @@ enum BenchWhat {
         #[arg(long, default_value_t = 5)]
         batches: u64,
         /// Also time the same batches into tables that already hold this many commits per
-        /// table (checkpointed every 10 commits, the template's interval) beside a landing of
-        /// as many objects, against fresh tables in the same run.
+        /// table (checkpointed as deployed: by deltalake every 100 commits and by the daily
+        /// maintenance) beside a landing of as many objects, against fresh tables in the same
+        /// run; with --s3, also there (the history is built locally and uploaded).
         #[arg(long, default_value_t = 0)]
         history: u64,
     },
@@ -96,9 +97,9 @@ pub async fn run(id: &PipelineId, a: BenchArgs) -> Result<()> {
         BenchWhat::Batch { posts, dir, python } => batch(id, posts, dir, &python).await,
         BenchWhat::Maintenance { appends, rows, dir } => maintenance(id, appends, rows, dir).await,
         BenchWhat::Sink { records, s3, dir, batches, history } => {
-            sink(id, records, s3, dir, batches.max(1)).await?;
+            sink(id, records, s3.clone(), dir, batches.max(1)).await?;
             if history > 0 {
-                sink_history(id, records, history, batches.max(1)).await?;
+                sink_history(id, records, history, batches.max(1), s3).await?;
             }
             Ok(())
         }
@@ -463,8 +464,9 @@ async fn sink(id: &PipelineId, records: u64, s3: Option<String>, dir: Option<Pat
     Ok(())
 }
 
-/// Tables holding `commits` commits each (one record per commit on partition 1 of every topic,
-/// checkpointed every 10 commits) and a landing of as many objects per topic.
+/// Tables holding `commits` commits each (one record per commit on partition 1 of every topic;
+/// deltalake checkpoints every 100 commits, and the daily maintenance, run before timing, once
+/// more) and a landing of as many objects per topic.
 async fn build_history(id: &PipelineId, dir: &Path, commits: u64) -> Result<(String, String)> {
     use pinpipe_core::landing::SourceRecords;
     use pinpipe_core::pipeline::Tables;
@@ -492,18 +494,32 @@ async fn build_history(id: &PipelineId, dir: &Path, commits: u64) -> Result<(Str
             let src = SourceRecords::from_records(&topic, "1", [(c as i64, (c as i64).into(), rec.into())]);
             t.write(*kind, vec![src]).await?;
         }
-        if (c + 1) % 10 == 0 {
-            for kind in Kind::ALL {
-                let name = id.table(kind);
-                let table = pinpipe_core::delta::open(&Location::parse(&out.0)?, &name).await?.context("table missing")?;
-                pinpipe_core::maintenance::checkpoint(&table, &name, 10).await?;
-            }
-        }
         bar.set_position(c + 1);
     }
     bar.finish_and_clear();
     std::fs::write(&cached, b"")?;
     Ok(out)
+}
+
+/// Copies every file under `dir` to the storage root `url` (same relative keys).
+async fn upload_dir(dir: &Path, url: &str) -> Result<()> {
+    let store = Location::parse(url)?.store()?;
+    let mut stack = vec![dir.to_path_buf()];
+    let bar = crate::ui::spinner("uploading the history");
+    while let Some(d) = stack.pop() {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push((path.strip_prefix(dir)?.to_string_lossy().to_string(), std::fs::read(&path)?));
+            }
+        }
+        pinpipe_core::run::write_files_to(&store, "", &files).await?;
+    }
+    bar.finish_and_clear();
+    Ok(())
 }
 
 /// The daily maintenance (compaction, checkpoint, quality rollup, log cleanup, vacuum) of every
@@ -522,11 +538,19 @@ async fn maintain_all(id: &PipelineId, tables: &str) -> Result<()> {
 
 /// The sink's per-batch time into fresh tables and into tables with `commits` of history, and
 /// the analysis' quality-count read at both, after the daily maintenance.
-async fn sink_history(id: &PipelineId, records: u64, commits: u64, batches: u64) -> Result<()> {
+async fn sink_history(id: &PipelineId, records: u64, commits: u64, batches: u64, s3: Option<String>) -> Result<()> {
     use pinpipe_core::Kind;
     let base = std::env::temp_dir().join("pinpipe-bench-history");
     let hist_dir = base.join(format!("history-{commits}"));
-    let (hist_tables, hist_landing) = build_history(id, &hist_dir, commits).await?;
+    let (mut hist_tables, mut hist_landing) = build_history(id, &hist_dir, commits).await?;
+    let mut fresh_root = None;
+    if let Some(url) = &s3 {
+        // The history is built locally and uploaded, file by file.
+        let url = format!("{}/history-{commits}-{}", url.trim_end_matches('/'), std::process::id());
+        upload_dir(&hist_dir, &url).await?;
+        (hist_tables, hist_landing) = (format!("{url}/tables"), format!("{url}/landing"));
+        fresh_root = Some(format!("{url}-fresh"));
+    }
     let posts = records.div_ceil(3);
     // Each run gets offsets of its own on partition 0, so runs repeated on the cached history
     // are new batches too.
@@ -537,7 +561,10 @@ async fn sink_history(id: &PipelineId, records: u64, commits: u64, batches: u64)
     if fresh.exists() {
         std::fs::remove_dir_all(&fresh)?;
     }
-    let (fresh_t, fresh_l) = (fresh.join("tables").display().to_string(), fresh.join("landing").display().to_string());
+    let (fresh_t, fresh_l) = match &fresh_root {
+        Some(url) => (format!("{url}/tables"), format!("{url}/landing")),
+        None => (fresh.join("tables").display().to_string(), fresh.join("landing").display().to_string()),
+    };
     let (fresh_s, _) = sink_runs(id, &fresh_t, &fresh_l, &warm, &events).await?;
     // As deployed, the daily maintenance has compacted and checkpointed the tables the
     // history built (it does not change their commit count).
@@ -557,7 +584,8 @@ async fn sink_history(id: &PipelineId, records: u64, commits: u64, batches: u64)
         pinpipe_core::maintenance::quality_totals(&table, &name).await?;
         quality.push(t.elapsed().as_secs_f64());
     }
-    println!("bench sink --history {commits}: median of {batches} batches of {} records, local disk", posts * 3);
+    let place = s3.as_deref().unwrap_or("local disk");
+    println!("bench sink --history {commits}: median of {batches} batches of {} records, {place}", posts * 3);
     println!("{:<44} {:>10} {:>22}", "", "batch s", "quality counts read s");
     println!("{:<44} {:>10.3} {:>22.4}", "fresh tables (0 commits)", fresh_s, quality[0]);
     println!("{:<44} {:>10.3} {:>22.4}", format!("tables with {commits} commits each, landing of {commits} objects"), hist_s, quality[1]);
