@@ -202,76 +202,94 @@ impl Txns {
         if self.version == Some(target) {
             return Ok(());
         }
-        let log = table.log_store();
         if let Some(from) = self.version.filter(|v| *v < target) {
-            let mut next = self.clone();
-            let mut complete = true;
-            for v in from + 1..=target {
-                match log.read_commit_entry(v).await.map_err(|e| Error::delta(name, e))? {
-                    Some(bytes) => add_commit_txns(&mut next.map, &bytes),
-                    None => {
-                        complete = false;
-                        break;
-                    }
-                }
-            }
-            if complete {
-                next.version = Some(target);
-                *self = next;
+            if let Some(txns) = commit_actions(table, name, from + 1..=target, "txn").await? {
+                add_txns(&mut self.map, txns);
+                self.version = Some(target);
                 return Ok(());
             }
         }
         let mut map = HashMap::new();
-        let store = log.object_store(None);
-        let hint = store.get(&object_store::path::Path::from("_delta_log/_last_checkpoint")).await;
-        let checkpoint = match hint {
-            Ok(got) => {
-                let bytes = got.bytes().await.map_err(|e| Error::Storage { location: format!("{name}/_delta_log"), source: e })?;
-                let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                // Single-file checkpoints (what deltalake writes) at or below our version.
-                v["version"].as_u64().filter(|c| *c <= target && v.get("parts").is_none_or(|p| p.is_null()))
-            }
-            Err(object_store::Error::NotFound { .. }) => None,
-            Err(e) => return Err(Error::Storage { location: format!("{name}/_delta_log"), source: e }),
-        };
+        // Single-file checkpoints (what deltalake writes) at or below our version.
+        let checkpoint = last_checkpoint(table, name).await?.filter(|c| c.single_file && c.version <= target);
         let start = match checkpoint {
             Some(c) => {
-                let path = object_store::path::Path::from(format!("_delta_log/{c:020}.checkpoint.parquet"));
+                let path = object_store::path::Path::from(format!("_delta_log/{:020}.checkpoint.parquet", c.version));
                 let storage = |e| Error::Storage { location: format!("{name}/{path}"), source: e };
+                let store = table.log_store().object_store(None);
                 let bytes = store.get(&path).await.map_err(storage)?.bytes().await.map_err(storage)?;
                 add_checkpoint_txns(&mut map, bytes).map_err(|e| Error::input(format!("{name}/{path}"), e.to_string()))?;
-                c + 1
+                c.version + 1
             }
             None => 0,
         };
-        for v in start..=target {
-            match log.read_commit_entry(v).await.map_err(|e| Error::delta(name, e))? {
-                Some(bytes) => add_commit_txns(&mut map, &bytes),
-                None => {
-                    return Err(Error::input(
-                        format!("{name}/_delta_log"),
-                        format!("commit {v} is missing and no checkpoint covers it"),
-                    ))
-                }
-            }
-        }
+        let txns = commit_actions(table, name, start..=target, "txn").await?.ok_or_else(|| {
+            Error::input(format!("{name}/_delta_log"), "a commit after the last checkpoint is missing")
+        })?;
+        add_txns(&mut map, txns);
         *self = Txns { version: Some(target), map };
         Ok(())
     }
 }
 
-fn add_commit_txns(map: &mut HashMap<String, i64>, commit: &[u8]) {
-    for line in commit.split(|b| *b == b'\n') {
-        // Only lines holding a txn action are parsed.
-        if memchr::memmem::find(line, b"\"txn\"").is_none() {
-            continue;
+fn add_txns(map: &mut HashMap<String, i64>, txns: Vec<serde_json::Value>) {
+    for t in txns {
+        if let (Some(app), Some(version)) = (t["appId"].as_str(), t["version"].as_i64()) {
+            map.insert(app.to_string(), version);
         }
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
-            if let (Some(app), Some(version)) = (v["txn"]["appId"].as_str(), v["txn"]["version"].as_i64()) {
-                map.insert(app.to_string(), version);
+    }
+}
+
+/// The `_delta_log/_last_checkpoint` hint: the last checkpoint's version, and whether it is
+/// one file (deltalake's kind) rather than several parts.
+pub struct LastCheckpoint {
+    pub version: u64,
+    pub single_file: bool,
+}
+
+/// The table's last checkpoint, if it has one.
+pub async fn last_checkpoint(table: &DeltaTable, name: &str) -> Result<Option<LastCheckpoint>> {
+    let path = object_store::path::Path::from("_delta_log/_last_checkpoint");
+    let storage = |e| Error::Storage { location: format!("{name}/{path}"), source: e };
+    let bytes = match table.log_store().object_store(None).get(&path).await {
+        Ok(got) => got.bytes().await.map_err(storage)?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(storage(e)),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    Ok(v["version"].as_u64().map(|version| LastCheckpoint {
+        version,
+        single_file: v.get("parts").is_none_or(|p| p.is_null()),
+    }))
+}
+
+/// The `key` actions (`txn`, `commitInfo`, …) of the commits `versions`, in commit order, as
+/// JSON; `None` when one of those commits is gone (log cleanup). Only lines naming `key` are
+/// parsed.
+pub async fn commit_actions(
+    table: &DeltaTable,
+    name: &str,
+    versions: std::ops::RangeInclusive<u64>,
+    key: &str,
+) -> Result<Option<Vec<serde_json::Value>>> {
+    let needle = format!("\"{key}\"");
+    let mut out = Vec::new();
+    for v in versions {
+        let Some(commit) = table.log_store().read_commit_entry(v).await.map_err(|e| Error::delta(name, e))? else {
+            return Ok(None);
+        };
+        for line in commit.split(|b| *b == b'\n') {
+            if memchr::memmem::find(line, needle.as_bytes()).is_none() {
+                continue;
+            }
+            if let Ok(mut action) = serde_json::from_slice::<serde_json::Value>(line) {
+                if let Some(value) = action.get_mut(key).map(serde_json::Value::take) {
+                    out.push(value);
+                }
             }
         }
     }
+    Ok(Some(out))
 }
 
 fn add_checkpoint_txns(map: &mut HashMap<String, i64>, bytes: bytes::Bytes) -> std::result::Result<(), Box<dyn std::error::Error>> {

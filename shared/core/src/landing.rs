@@ -440,8 +440,9 @@ fn with_blanks(out: &mut Vec<(i64, Option<Bytes>)>, found: Vec<(i64, Bytes)>, fr
 
 /// Writes one landing object (idempotent: a redelivered batch rewrites the same key), after
 /// its extent marker (so a marker never says less than the object holds, even when the writer
-/// dies between the two). An object is never replaced by a shorter one: a redelivery re-batched smaller than the first
-/// delivery would otherwise drop the first one's later offsets from the landing. Kafka values
+/// dies between the two). An object is never replaced by a shorter one: a redelivery
+/// re-batched smaller than the first delivery would otherwise drop the first one's later
+/// offsets from the landing. Kafka values
 /// are immutable and their encoding is fixed, so an existing object at least as large as the
 /// new body already holds it. (One writer lands a partition at a time, as event-source
 /// mappings deliver; two operators' replays racing on one key could still shrink it.)

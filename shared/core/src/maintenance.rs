@@ -60,17 +60,11 @@ fn version(table: &DeltaTable) -> i64 {
     table.version().map_or(-1, |v| v as i64)
 }
 
-/// Version of the table's last checkpoint, if any (from `_delta_log/_last_checkpoint`).
-async fn last_checkpoint(table: &DeltaTable) -> Option<i64> {
-    let path = object_store::path::Path::from("_delta_log/_last_checkpoint");
-    let bytes = table.object_store().get(&path).await.ok()?.bytes().await.ok()?;
-    serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["version"].as_i64()
-}
-
 /// Writes a checkpoint when `interval` commits have passed since the last one.
 pub async fn checkpoint(table: &DeltaTable, name: &str, interval: i64) -> Result<Option<i64>> {
     let v = version(table);
-    let since = v - last_checkpoint(table).await.unwrap_or(-1);
+    let last = delta::last_checkpoint(table, name).await?.map_or(-1, |c| c.version as i64);
+    let since = v - last;
     if v < 0 || since < interval.max(1) {
         return Ok(None);
     }
@@ -203,19 +197,11 @@ pub async fn quality_totals(table: &DeltaTable, name: &str) -> Result<Quality> {
         return Ok(totals);
     };
     let mut totals = rollup.totals;
-    for v in rollup.through_version + 1..=current {
-        let commit = table.log_store().read_commit_entry(v).await.map_err(|e| Error::delta(name, e))?;
-        let Some(commit) = commit else {
-            return Err(Error::input(format!("{name}/_delta_log"), format!("commit {v} after the quality rollup is missing")));
-        };
-        for line in commit.split(|b| *b == b'\n') {
-            if memchr::memmem::find(line, b"\"commitInfo\"").is_none() {
-                continue;
-            }
-            let info: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
-            if let Ok(q) = serde_json::from_value::<Quality>(info["commitInfo"][delta::QUALITY_KEY].clone()) {
-                totals.add(&q);
-            }
+    let infos = delta::commit_actions(table, name, rollup.through_version + 1..=current, "commitInfo").await?;
+    let infos = infos.ok_or_else(|| Error::input(format!("{name}/_delta_log"), "a commit after the quality rollup is missing"))?;
+    for mut info in infos {
+        if let Ok(q) = serde_json::from_value::<Quality>(info[delta::QUALITY_KEY].take()) {
+            totals.add(&q);
         }
     }
     Ok(totals)
@@ -246,7 +232,7 @@ pub async fn maintain(table: DeltaTable, name: &str, cfg: &MaintenanceConfig) ->
     report.files_written = written;
     report.checkpoint_at = checkpoint(&table, name, cfg.checkpoint_interval).await?;
     roll_up_quality(&table, name).await?;
-    if last_checkpoint(&table).await.is_some() {
+    if delta::last_checkpoint(&table, name).await?.is_some() {
         report.log_files_removed =
             deltalake::checkpoints::cleanup_metadata(&table, None).await.map_err(|e| Error::delta(name, e))?;
     }
