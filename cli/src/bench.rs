@@ -481,13 +481,11 @@ async fn build_history(id: &PipelineId, dir: &Path, commits: u64) -> Result<(Str
         std::fs::remove_dir_all(dir)?;
     }
     let mut t = Tables::open(&Location::parse(&out.0)?, id).await?;
-    let store = Location::parse(&out.1)?;
     std::fs::create_dir_all(&landing)?;
-    let store = store.store()?;
+    let store = Location::parse(&out.1)?.store()?;
     let bar = crate::ui::bar(commits, "building history");
-    let cfg = GenConfig { posts: commits, seed: 5, duplicates: 0.0 };
     for c in 0..commits {
-        let recs = generate::post_records(cfg.seed, c);
+        let recs = generate::post_records(5, c);
         for (kind, rec) in Kind::ALL.iter().zip(recs) {
             let topic = id.topic(*kind);
             pinpipe_core::landing::write_object(&store, &topic, 1, c as i64, &[rec.as_slice()]).await?;
@@ -572,14 +570,11 @@ async fn sink_history(id: &PipelineId, records: u64, commits: u64, batches: u64,
     let (hist_s, _) = sink_runs(id, &hist_tables, &hist_landing, &warm, &events).await?;
     let mut quality = Vec::new();
     for tables in [&fresh_t, &hist_tables] {
-        let loc = Location::parse(tables)?;
+        // Read as the analysis reads them after the daily maintenance: its rollup, then the
+        // commits since.
+        maintain_all(id, tables).await?;
         let name = id.table(Kind::Pin);
-        let table = pinpipe_core::delta::open(&loc, &name).await?.context("table missing")?;
-        let cfg = pinpipe_core::maintenance::MaintenanceConfig::default();
-        let table = {
-            pinpipe_core::maintenance::maintain(table, &name, &cfg).await?;
-            pinpipe_core::delta::open(&loc, &name).await?.context("table missing")?
-        };
+        let table = pinpipe_core::delta::open(&Location::parse(tables)?, &name).await?.context("table missing")?;
         let t = Instant::now();
         pinpipe_core::maintenance::quality_totals(&table, &name).await?;
         quality.push(t.elapsed().as_secs_f64());
