@@ -17,6 +17,9 @@ if [ ! -f "$PINPIPE_TOOLS/node_modules/kinesis-local/main.js" ]; then
   npm install --prefix "$PINPIPE_TOOLS" --no-audit --no-fund --silent kinesis-local@0.6.2
 fi
 
+# A real Kafka broker for the topic-creating custom resource and the end-to-end run.
+bash scripts/build-tansu.sh
+
 python3 -c 'import deltalake, duckdb, pyarrow, pytest, moto, boto3' 2>/dev/null ||
   python3 -m pip install --disable-pip-version-check -q -r tests/requirements.txt
 

@@ -400,7 +400,7 @@ async fn cmd_invoke(a: InvokeArgs) -> Result<()> {
         Function::IngestApi => {
             let event: serde_json::Value = serde_json::from_str(&text).with_context(|| not_a("JSON"))?;
             let ingest = pinpipe_ingest::Ingest::new(pinpipe_ingest::IngestConfig::from_env()?).await?;
-            ingest.handle_event(&event).await.map_err(|e| anyhow::anyhow!("{}: {e}", not_a("an API Gateway event")))?
+            ingest.handle_lambda_event(&event).await.map_err(|e| anyhow::anyhow!("{}: {e}", not_a("an API Gateway or CloudFormation custom-resource event")))?
         }
         Function::KafkaSink => {
             let event = serde_json::from_str(&text).with_context(|| not_a("an MSK (Kafka) event"))?;

@@ -1,9 +1,14 @@
-//! The ingest API Lambda behind API Gateway (REST v1 or HTTP v2 events): configuration and
-//! the Kafka/Kinesis producers are built once per container; each request runs `Ingest::handle`.
+//! The ingest API Lambda behind API Gateway (REST v1 or HTTP v2 events), which also serves the
+//! stack's `Custom::KafkaTopics` resource (it is the function inside the cluster's VPC).
+//! Configuration and the Kafka/Kinesis producers are built once per container; each event runs
+//! `Ingest::handle_lambda_event`, the same code `pinpipe invoke ingest-api` runs.
 
-use lambda_http::{service_fn, Body, Error, Request, Response};
+#![recursion_limit = "256"]
+
+use lambda_runtime::{service_fn, Error, LambdaEvent};
 use pinpipe_core::config::init_lambda_logging;
 use pinpipe_ingest::{Ingest, IngestConfig};
+use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -12,14 +17,8 @@ async fn main() -> Result<(), Error> {
     let ingest = Ingest::new(IngestConfig::from_env()?).await?;
     tracing::info!(init_ms = started.elapsed().as_secs_f64() * 1e3, "ingest api ready");
     let ingest = &ingest;
-    lambda_http::run(service_fn(move |req: Request| async move {
-        let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let reply = ingest.handle(req.method().as_str(), req.uri().path(), content_type.as_deref(), req.body().as_ref()).await;
-        Response::builder()
-            .status(reply.status)
-            .header("content-type", reply.content_type)
-            .body(Body::Text(reply.body))
-            .map_err(Error::from)
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        ingest.handle_lambda_event(&event.payload).await.map_err(Error::from)
     }))
     .await
 }

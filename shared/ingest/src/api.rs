@@ -491,7 +491,17 @@ impl Reply {
 }
 
 impl Ingest {
-    /// One API Gateway event, answered as a proxy-integration response (`pinpipe invoke`).
+    /// Any event the ingest function receives: an API Gateway request, or a request of the
+    /// `Custom::KafkaTopics` resource (crate::topics). The Lambda and `pinpipe invoke` both
+    /// come here.
+    pub async fn handle_lambda_event(&self, event: &Value) -> Result<Value, String> {
+        if crate::topics::is_custom_resource_event(event) {
+            return crate::topics::handle_custom_resource(&self.cfg, event).await;
+        }
+        self.handle_event(event).await
+    }
+
+    /// One API Gateway event, answered as a proxy-integration response.
     pub async fn handle_event(&self, event: &Value) -> Result<Value, String> {
         let req = GatewayRequest::from_event(event)?;
         Ok(self.handle(&req.method, &req.path, req.content_type.as_deref(), &req.body).await.to_gateway_response())

@@ -95,35 +95,17 @@ pub struct KafkaProducer {
 impl KafkaProducer {
     /// Builds the producer (no connection is made until the first send).
     pub fn new(cfg: &IngestConfig, brokers: &str) -> Result<Self> {
-        let timeout_ms = cfg.produce_timeout.as_millis().to_string();
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
+        let (mut c, context) = client_config(cfg, brokers)?;
+        c.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", "lz4")
             // A request waits for its delivery reports, so lingering adds latency; concurrent
             // requests still share produce batches (default 0, PINPIPE_KAFKA_LINGER_MS).
             .set("linger.ms", cfg.linger_ms.to_string())
             // Bounded: a broker that does not answer in time makes the request a 503.
-            .set("message.timeout.ms", &timeout_ms)
-            .set("socket.connection.setup.timeout.ms", &timeout_ms)
-            // Reconnect soon after a broker comes back, so a client's retry of a 503 succeeds.
-            .set("reconnect.backoff.max.ms", "1000")
-            .set("client.id", format!("pinpipe-ingest-{}", cfg.id.as_str()));
-        let iam = match cfg.kafka_auth {
-            KafkaAuth::Plaintext => None,
-            KafkaAuth::MskIam => {
-                c.set("security.protocol", "SASL_SSL").set("sasl.mechanism", "OAUTHBEARER");
-                let region = std::env::var("AWS_REGION")
-                    .map_err(|_| Error::Config("PINPIPE_KAFKA_AUTH=msk-iam needs AWS_REGION".into()))?;
-                let rt = tokio::runtime::Handle::try_current()
-                    .map_err(|_| Error::Config("the Kafka producer must be built inside the async runtime".into()))?;
-                Some((aws_config::Region::new(region), rt))
-            }
-        };
-        let producer = c
-            .create_with_context(PinpipeContext { iam })
-            .map_err(|e| Error::Config(format!("Kafka producer for {brokers}: {e}")))?;
+            .set("message.timeout.ms", cfg.produce_timeout.as_millis().to_string());
+        let producer =
+            c.create_with_context(context).map_err(|e| Error::Config(format!("Kafka producer for {brokers}: {e}")))?;
         Ok(KafkaProducer { producer: Arc::new(producer), timeout: cfg.produce_timeout })
     }
 
@@ -195,6 +177,30 @@ impl KafkaProducer {
     pub fn flush(&self) {
         let _ = self.producer.flush(self.timeout);
     }
+}
+
+/// The settings every pinpipe Kafka client shares (producer, topic admin): brokers, timeouts,
+/// and MSK IAM authentication when configured.
+pub fn client_config(cfg: &IngestConfig, brokers: &str) -> Result<(ClientConfig, PinpipeContext)> {
+    let timeout_ms = cfg.produce_timeout.as_millis().to_string();
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("socket.connection.setup.timeout.ms", &timeout_ms)
+        // Reconnect soon after a broker comes back, so a client's retry of a 503 succeeds.
+        .set("reconnect.backoff.max.ms", "1000")
+        .set("client.id", format!("pinpipe-ingest-{}", cfg.id.as_str()));
+    let iam = match cfg.kafka_auth {
+        KafkaAuth::Plaintext => None,
+        KafkaAuth::MskIam => {
+            c.set("security.protocol", "SASL_SSL").set("sasl.mechanism", "OAUTHBEARER");
+            let region = std::env::var("AWS_REGION")
+                .map_err(|_| Error::Config("PINPIPE_KAFKA_AUTH=msk-iam needs AWS_REGION".into()))?;
+            let rt = tokio::runtime::Handle::try_current()
+                .map_err(|_| Error::Config("Kafka clients must be built inside the async runtime".into()))?;
+            Some((aws_config::Region::new(region), rt))
+        }
+    };
+    Ok((c, PinpipeContext { iam }))
 }
 
 /// Whether a client may simply send the record again (broker down, timeout, leader moved).

@@ -241,3 +241,155 @@ fn unstored_records_are_read_from_each_reply_shape() {
     assert_eq!(unstored_records(true, 1, br#"{"__type":"InternalFailure"}"#), vec![0]);
     assert_eq!(unstored_records(false, 2, b"not json"), vec![0, 1]);
 }
+
+/// The `Custom::KafkaTopics` resource against the mock cluster. The mock cluster answers
+/// Metadata but not CreateTopics, so creating a topic is covered on tansu by
+/// tests/test_infra.py; here: topics that exist, the answer a request gets when creation
+/// fails, and that the answer always reaches the ResponseURL.
+mod topics {
+    use super::*;
+    use crate::topics::{ensure_topics, handle_custom_resource, TopicOutcome, TopicsSpec};
+
+    fn config(brokers: &str) -> IngestConfig {
+        IngestConfig::from_lookup(|k| match k {
+            "PINPIPE_ID" => Some(ID.into()),
+            "PINPIPE_KAFKA_BROKERS" => Some(brokers.into()),
+            "PINPIPE_KINESIS" => Some("off".into()),
+            "PINPIPE_PRODUCE_TIMEOUT_MS" => Some("3000".into()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    fn spec(partitions: i32) -> TopicsSpec {
+        TopicsSpec {
+            topics: ["pin", "geo", "user"].iter().map(|k| format!("{ID}.{k}")).collect(),
+            partitions,
+            replication_factor: 1,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn existing_topics_are_kept_and_reported() {
+        let mock = MockCluster::new(1).unwrap();
+        for kind in ["pin", "geo", "user"] {
+            mock.create_topic(&format!("{ID}.{kind}"), 2, 1).unwrap();
+        }
+        let brokers = mock.bootstrap_servers();
+        let cfg = config(&brokers);
+        let same = ensure_topics(&cfg, &brokers, &spec(2)).await.unwrap();
+        assert!(same.values().all(|o| *o == TopicOutcome::Existed { partitions: 2 }), "{same:?}");
+        assert_eq!(same.len(), 3);
+        let fewer = ensure_topics(&cfg, &brokers, &spec(1)).await.unwrap();
+        assert!(fewer.values().all(|o| *o == TopicOutcome::KeptMore { partitions: 2 }), "{fewer:?}");
+    }
+
+    /// A one-request HTTP server standing in for CloudFormation's pre-signed ResponseURL:
+    /// returns the URL and a receiver of (content-type, body) of the PUT it gets.
+    async fn response_url() -> (String, tokio::sync::oneshot::Receiver<(String, Value)>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/cfn-response?X-Amz-Signature=abc", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = s.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let head = text[..end].to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map(|v| v.trim().parse().unwrap())
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        assert!(head.starts_with("put "), "{head}");
+                        let ct = head.lines().find_map(|l| l.strip_prefix("content-type:")).unwrap_or("absent").trim();
+                        let body: Value = serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap();
+                        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+                        let _ = tx.send((ct.to_string(), body));
+                        return;
+                    }
+                }
+            }
+        });
+        (url, rx)
+    }
+
+    fn event(request_type: &str, url: &str, topics: &[&str], partitions: &str) -> Value {
+        let mut e: Value = serde_json::from_str(include_str!("../../../events/cloudformation/topics-create.json")).unwrap();
+        e["RequestType"] = request_type.into();
+        e["ResponseURL"] = url.into();
+        e["ResourceProperties"]["Topics"] = json!(topics);
+        e["ResourceProperties"]["Partitions"] = partitions.into();
+        if request_type != "Create" {
+            e["PhysicalResourceId"] = "kafka-topics:old".into();
+        }
+        e
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn every_request_is_answered_at_its_response_url() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic(&format!("{ID}.pin"), 1, 1).unwrap();
+        let brokers = mock.bootstrap_servers();
+        let cfg = config(&brokers);
+        let pin = format!("{ID}.pin");
+
+        // Existing topic, same partitions: SUCCESS, answered with an empty content type.
+        let (url, rx) = response_url().await;
+        let answer = handle_custom_resource(&cfg, &event("Create", &url, &[&pin], "1")).await.unwrap();
+        let (ct, sent) = rx.await.unwrap();
+        assert_eq!(sent, answer);
+        assert_eq!(ct, "", "the pre-signed URL's signature covers an empty content type");
+        assert_eq!(sent["Status"], "SUCCESS", "{sent}");
+        assert_eq!(sent["PhysicalResourceId"], format!("kafka-topics:{pin}"));
+        assert_eq!(sent["LogicalResourceId"], "PipelineTopics");
+        assert!(sent["Data"]["Outcome"].as_str().unwrap().contains("existed with 1 partitions"), "{sent}");
+
+        // A topic the cluster cannot create (the mock has no CreateTopics): FAILED with the reason.
+        let (url, rx) = response_url().await;
+        handle_custom_resource(&cfg, &event("Create", &url, &[&pin, "missing.topic"], "1")).await.unwrap();
+        let (_, sent) = rx.await.unwrap();
+        assert_eq!(sent["Status"], "FAILED", "{sent}");
+        assert!(sent["Reason"].as_str().unwrap().contains("CreateTopics"), "{sent}");
+
+        // Bad properties: FAILED without touching Kafka.
+        let (url, rx) = response_url().await;
+        handle_custom_resource(&cfg, &event("Update", &url, &[&pin], "lots")).await.unwrap();
+        let (_, sent) = rx.await.unwrap();
+        assert_eq!(sent["Status"], "FAILED");
+        assert!(sent["Reason"].as_str().unwrap().contains("Partitions"), "{sent}");
+
+        // Delete keeps the topics (and needs no broker): SUCCESS under the old physical id.
+        let no_broker = IngestConfig::from_lookup(|k| match k {
+            "PINPIPE_ID" => Some(ID.into()),
+            "PINPIPE_KINESIS" => Some("off".into()),
+            _ => None,
+        })
+        .unwrap();
+        let (url, rx) = response_url().await;
+        handle_custom_resource(&no_broker, &event("Delete", &url, &[&pin], "1")).await.unwrap();
+        let (_, sent) = rx.await.unwrap();
+        assert_eq!(sent["Status"], "SUCCESS");
+        assert_eq!(sent["PhysicalResourceId"], "kafka-topics:old");
+        let still = ensure_topics(&cfg, &brokers, &TopicsSpec { topics: vec![pin.clone()], partitions: 1, replication_factor: 1 })
+            .await
+            .unwrap();
+        assert_eq!(still[&pin], TopicOutcome::Existed { partitions: 1 });
+    }
+
+    #[test]
+    fn custom_resource_events_are_told_from_api_requests() {
+        let cr: Value = serde_json::from_str(include_str!("../../../events/cloudformation/topics-delete.json")).unwrap();
+        assert!(crate::topics::is_custom_resource_event(&cr));
+        for f in std::fs::read_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events/apigw")).unwrap() {
+            let e: Value = serde_json::from_slice(&std::fs::read(f.unwrap().path()).unwrap()).unwrap();
+            assert!(!crate::topics::is_custom_resource_event(&e));
+        }
+    }
+}
