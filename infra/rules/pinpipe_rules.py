@@ -377,3 +377,149 @@ class S3LeastPrivilegeByPrefix(PinpipeRule):
                     if kinesis_only and "/topics/" in t:
                         out.append(RuleMatch(path, f"{name} is fed only by Kinesis but may touch the raw landing ({t})"))
         return out
+
+
+def alarms(cfn) -> dict[str, dict]:
+    return {n: props(a) for n, a in resources(cfn, "AWS::CloudWatch::Alarm").items()}
+
+
+def alarm_metrics(alarm: dict) -> list[tuple[str, str, dict]]:
+    """(namespace, metric, {dimension: value text}) of an alarm, single metric or metric math."""
+    out = []
+    if alarm.get("MetricName"):
+        dims = {d.get("Name"): text(d.get("Value")) for d in as_list(alarm.get("Dimensions")) if isinstance(d, dict)}
+        out.append((alarm.get("Namespace"), alarm.get("MetricName"), dims))
+    for m in as_list(alarm.get("Metrics")):
+        metric = ((m or {}).get("MetricStat") or {}).get("Metric") or {}
+        if metric:
+            dims = {d.get("Name"): text(d.get("Value")) for d in as_list(metric.get("Dimensions")) if isinstance(d, dict)}
+            out.append((metric.get("Namespace"), metric.get("MetricName"), dims))
+    return out
+
+
+def notifies(cfn, alarm: dict) -> bool:
+    topics = set(resources(cfn, "AWS::SNS::Topic"))
+    return any(ref_name(a) in topics for a in as_list(alarm.get("AlarmActions")))
+
+
+class OnCallIsTold(PinpipeRule):
+    id = "E9115"
+    shortdesc = "Every way pinpipe can stop or lose data has an alarm that notifies a topic"
+    description = ("Alarms to an SNS topic for: each function's errors, throttles and duration above 80% of its "
+                   "timeout; Kinesis IteratorAge and MSK OffsetLag; the API's 5XX rate and latency; a daily analysis "
+                   "that did not succeed (missing data breaching); open gaps; the sinks' quarantine rate; every "
+                   "failure queue's depth and every failure bucket's new objects.")
+
+    def match(self, cfn):
+        out = []
+        found = {n: a for n, a in alarms(cfn).items() if notifies(cfn, a)}
+        watched = [(ns, m, d, a) for a in found.values() for ns, m, d in alarm_metrics(a)]
+
+        def has(ns, metric, dim=None, value=None, check=lambda a: True):
+            return any(n == ns and m == metric and (dim is None or d.get(dim) == value) and check(a)
+                       for n, m, d, a in watched)
+
+        def need(ok, what):
+            if not ok:
+                out.append(RuleMatch(["Resources"], f"no alarm (notifying an SNS topic) for {what}"))
+
+        for name, fn in resources(cfn, "AWS::Serverless::Function", "AWS::Lambda::Function").items():
+            ref = "${%s}" % name
+            timeout = number(evaluate(cfn, props(fn).get("Timeout", 3))) or 3
+            need(has("AWS/Lambda", "Errors", "FunctionName", ref), f"{name} errors")
+            need(has("AWS/Lambda", "Throttles", "FunctionName", ref), f"{name} throttles")
+            need(has("AWS/Lambda", "Duration", "FunctionName", ref,
+                     lambda a: (number(a.get("Threshold")) or 1e18) <= 0.8 * timeout * 1000),
+                 f"{name} duration above 80% of its {timeout:g} s timeout")
+            maps = mappings_of(cfn, name)
+            if any(is_kinesis_mapping(cfn, m) for m in maps):
+                need(has("AWS/Lambda", "IteratorAge", "FunctionName", ref), f"{name} IteratorAge")
+            if any(is_kafka_mapping(cfn, m) for m in maps):
+                need(has("AWS/Lambda", "OffsetLag", "FunctionName", ref), f"{name} OffsetLag")
+        if resources(cfn, "AWS::Serverless::Api", "AWS::ApiGateway::RestApi"):
+            need(has("AWS/ApiGateway", "5XXError"), "the API's 5XX rate")
+            need(has("AWS/ApiGateway", "Latency"), "the API's latency")
+        need(has("pinpipe", "RunSucceeded", check=lambda a: a.get("TreatMissingData") == "breaching"),
+             "a daily analysis that did not succeed (pinpipe RunSucceeded, missing data breaching)")
+        need(has("pinpipe", "OpenGaps") or has("pinpipe", "GapsOpened"), "open gaps (pinpipe OpenGaps/GapsOpened)")
+        for fn in ("kafka-sink", "kinesis-sink"):
+            need(any(n == "pinpipe" and m == "Quarantined" and d.get("function") == fn for n, m, d, _ in watched)
+                 and any(n == "pinpipe" and m == "Received" and d.get("function") == fn for n, m, d, _ in watched),
+                 f"{fn}'s quarantine rate (Quarantined / Received)")
+        for q in resources(cfn, "AWS::SQS::Queue"):
+            need(has("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", "${%s.QueueName}" % q), f"queue {q}'s depth")
+        destinations = {ref_name(((props(m).get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination"))
+                        for m in resources(cfn, "AWS::Lambda::EventSourceMapping").values()}
+        topics = set(resources(cfn, "AWS::SNS::Topic"))
+        for b in sorted(d for d in destinations if d in resources(cfn, "AWS::S3::Bucket")):
+            told = any("Object Created" in str(props(r).get("EventPattern")) and b in str(props(r).get("EventPattern"))
+                       and any(ref_name(tg.get("Arn")) in topics for tg in as_list(props(r).get("Targets")))
+                       for r in resources(cfn, "AWS::Events::Rule").values())
+            need(told, f"new objects in the failure bucket {b} (an EventBridge rule to the topic)")
+        return out
+
+
+class OneDashboard(PinpipeRule):
+    id = "E9116"
+    shortdesc = "A CloudWatch dashboard shows the figures the alarms watch"
+    description = "The stack has a dashboard whose body shows each metric an alarm watches."
+
+    def match(self, cfn):
+        dashboards = resources(cfn, "AWS::CloudWatch::Dashboard")
+        if not dashboards:
+            return [RuleMatch(["Resources"], "no AWS::CloudWatch::Dashboard: declare one with the alarms' figures")]
+        body = " ".join(str(props(d).get("DashboardBody")) for d in dashboards.values())
+        missing = sorted({m for a in alarms(cfn).values() for _, m, _ in alarm_metrics(a) if f'"{m}"' not in body})
+        if missing:
+            return [RuleMatch(["Resources", next(iter(dashboards))], f"the dashboard does not show {', '.join(missing)}")]
+        return []
+
+
+class DeclaredLogGroups(PinpipeRule):
+    id = "E9117"
+    shortdesc = "Every function logs into a log group the stack declares, with a retention parameter"
+    description = "LoggingConfig.LogGroup points at an AWS::Logs::LogGroup of the stack whose RetentionInDays is a parameter."
+
+    def match(self, cfn):
+        out = []
+        groups = resources(cfn, "AWS::Logs::LogGroup")
+        params = set(cfn.template.get("Parameters", {}))
+        for name, fn in resources(cfn, "AWS::Serverless::Function").items():
+            group = ref_name(((props(fn).get("LoggingConfig") or {}).get("LogGroup")))
+            if group not in groups:
+                out.append(RuleMatch(["Resources", name, "Properties"],
+                                     f"{name} logs into a log group the stack does not declare (no retention, left behind on delete)"))
+            elif ref_name(props(groups[group]).get("RetentionInDays")) not in params:
+                out.append(RuleMatch(["Resources", group], f"{group}'s retention must come from a parameter"))
+        return out
+
+
+# The tables of the data contract (§4, §5) that Athena and Spark query by name.
+CATALOG_TABLES = ["pin_table", "geo_table", "user_table", "quarantine", "category_by_country", "category_by_year",
+                  "top_user_by_country", "top_country", "category_by_age_group", "median_followers_by_age_group",
+                  "users_joined_by_year", "median_followers_by_join_year", "median_followers_by_age_group_and_join_year"]
+
+
+class TablesInTheCatalog(PinpipeRule):
+    id = "E9118"
+    shortdesc = "Every table is registered in the Glue Data Catalog as a Delta table"
+    description = "A Glue database, and a Delta Glue table over <bucket>/tables/<ID>_<name> for each contract table."
+
+    def match(self, cfn):
+        if not resources(cfn, "AWS::Glue::Database"):
+            return [RuleMatch(["Resources"], "no AWS::Glue::Database: Athena and Spark cannot query the tables by name")]
+        out = []
+        registered = {}
+        for n, r in resources(cfn, "AWS::Glue::Table").items():
+            ti = props(r).get("TableInput") or {}
+            registered[text(ti.get("Name")).rsplit("}_", 1)[-1]] = (n, ti)
+        for name in CATALOG_TABLES:
+            if name not in registered:
+                out.append(RuleMatch(["Resources"], f"no Glue table for <ID>_{name}"))
+                continue
+            n, ti = registered[name]
+            params = ti.get("Parameters") or {}
+            location = text((ti.get("StorageDescriptor") or {}).get("Location"))
+            if str(params.get("table_type", "")).upper() != "DELTA" or not location.endswith(f"/tables/${{PipelineId}}_{name}/"):
+                out.append(RuleMatch(["Resources", n], f"{n} must be table_type DELTA at <bucket>/tables/<ID>_{name}/"))
+        return out

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::delta;
 use crate::error::Result;
 use crate::maintenance::{self, MaintenanceReport};
+use crate::metrics::{self, Unit};
 use crate::names::Kind;
 use crate::pipeline::{self, Tables, WriteReport};
 use crate::run::{self, fmt_time};
@@ -38,6 +39,7 @@ pub fn scheduled_time(event: &EventBridgeEvent<serde_json::Value>) -> DateTime<U
 /// The daily job (replaces the Airflow DAG): catch up from the landing, maintain the tables,
 /// compute the nine outputs, write them as tables and as `reports/<date>/` + `reports/latest/`.
 pub async fn batch_analysis(cfg: &Config, event: EventBridgeEvent<serde_json::Value>) -> Result<BatchAnalysisResponse> {
+    let started = std::time::Instant::now();
     let run_time = scheduled_time(&event);
     tracing::info!(run_time = %fmt_time(&run_time), id = cfg.id.as_str(), "scheduled analysis started");
     let mut tables = Tables::open(&cfg.tables, &cfg.id).await?;
@@ -74,6 +76,17 @@ pub async fn batch_analysis(cfg: &Config, event: EventBridgeEvent<serde_json::Va
     }
     let outputs = run.outputs.iter().map(|(s, df)| (s.name.to_string(), df.height())).collect();
     tracing::info!(outputs = OUTPUTS.len(), reports = reports.len(), "scheduled analysis finished");
+    // RunSucceeded is written only here, so a day without it (a failed or missing run) alarms.
+    let q = &run.quality;
+    let rows: u64 = q.rows_read.values().sum();
+    metrics::emit("batch-analysis", "all", &[
+        ("RunSucceeded", Unit::Count, 1.0),
+        ("OpenGaps", Unit::Count, q.gaps as f64),
+        ("RowsRead", Unit::Count, rows as f64),
+        ("Quarantined", Unit::Count, q.quarantined_records as f64),
+        ("CatchUpTabled", Unit::Count, catch_up.as_ref().map_or(0, |c| c.tabled) as f64),
+        ("Duration", Unit::Milliseconds, started.elapsed().as_secs_f64() * 1e3),
+    ]);
     Ok(BatchAnalysisResponse { run_time: fmt_time(&run_time), catch_up, maintenance: maintenance_reports, outputs, reports })
 }
 
@@ -142,12 +155,17 @@ async fn kafka_sink(
         groups.entry((topic, record.partition)).or_default().push((record.offset, bytes));
     }
     let mut by_kind: BTreeMap<Kind, Vec<SourceRecords>> = BTreeMap::new();
+    // Per kind: records received and landing bytes written, for the metrics.
+    let mut volume: BTreeMap<Kind, (u64, u64)> = BTreeMap::new();
     for ((topic, partition), mut records) in groups {
         let kind = Kind::from_source_name(&topic).ok_or_else(|| {
             crate::Error::Config(format!("topic {topic:?} is not a pin, geo or user topic; check the event source mapping"))
         })?;
+        let v = volume.entry(kind).or_default();
+        v.0 += records.len() as u64;
         records.sort_by_key(|(o, _)| *o);
         records.dedup_by_key(|(o, _)| *o);
+        v.1 += records.iter().map(|(_, b)| b.len() as u64 + 1).sum::<u64>();
         // Line i of an object is offset first+i, so a gap in offsets starts a new object.
         let mut start = 0;
         for i in 1..=records.len() {
@@ -167,7 +185,18 @@ async fn kafka_sink(
         by_kind.entry(kind).or_default().push(source);
     }
     for (kind, sources) in by_kind {
+        let started = std::time::Instant::now();
         let r = tables.write(kind, sources).await?;
+        let (received, landing_bytes) = volume.get(&kind).copied().unwrap_or_default();
+        metrics::emit("kafka-sink", kind.as_str(), &[
+            ("Received", Unit::Count, received as f64),
+            ("Tabled", Unit::Count, r.tabled as f64),
+            ("Quarantined", Unit::Count, r.quarantined as f64),
+            ("AlreadyPresent", Unit::Count, r.skipped as f64),
+            ("GapsOpened", Unit::Count, r.gaps_opened as f64),
+            ("LandingBytes", Unit::Bytes, landing_bytes as f64),
+            ("CommitLatency", Unit::Milliseconds, started.elapsed().as_secs_f64() * 1e3),
+        ]);
         response.tabled += r.tabled;
         response.quarantined += r.quarantined;
         response.already_present += r.skipped;
@@ -258,7 +287,21 @@ impl KinesisSink {
         for (kind, sources) in by_kind {
             let ids: Vec<String> =
                 sources.iter().flat_map(|s| s.records.iter().map(|r| r.position.to_string())).collect();
-            match self.tables.write(kind, sources).await {
+            let started = std::time::Instant::now();
+            let written = self.tables.write(kind, sources).await;
+            let (tabled, quarantined, below, failed) = match &written {
+                Ok(r) => (r.tabled, r.quarantined, r.skipped, 0),
+                Err(_) => (0, 0, 0, ids.len() as u64),
+            };
+            metrics::emit("kinesis-sink", kind.as_str(), &[
+                ("Received", Unit::Count, ids.len() as f64),
+                ("Tabled", Unit::Count, tabled as f64),
+                ("Quarantined", Unit::Count, quarantined as f64),
+                ("AtOrBelowWatermark", Unit::Count, below as f64),
+                ("Failed", Unit::Count, failed as f64),
+                ("CommitLatency", Unit::Milliseconds, started.elapsed().as_secs_f64() * 1e3),
+            ]);
+            match written {
                 Ok(r) => {
                     response.tabled += r.tabled;
                     response.quarantined += r.quarantined;

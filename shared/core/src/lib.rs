@@ -20,6 +20,7 @@ pub mod report;
 pub mod maintenance;
 pub mod config;
 pub mod handlers;
+pub mod metrics;
 pub mod watermark;
 pub mod coverage;
 pub mod schedules;

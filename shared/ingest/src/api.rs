@@ -179,8 +179,21 @@ impl Ingest {
     pub async fn handle(&self, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
         let started = std::time::Instant::now();
         let reply = self.dispatch(method, path, content_type, body).await;
-        tracing::info!(method, path, status = reply.status, bytes = body.len(),
-            ms = started.elapsed().as_secs_f64() * 1e3, "request");
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        tracing::info!(method, path, status = reply.status, bytes = body.len(), ms, "request");
+        let kind = match route(path) {
+            Route::Topic(t) => self.topic_kind(t),
+            Route::Stream(s) | Route::StreamRecord(s) | Route::StreamRecords(s) => self.stream_kind(s),
+            _ => None,
+        };
+        use pinpipe_core::metrics::{emit, Unit};
+        emit("ingest-api", kind.map_or("none", |k| k.as_str()), &[
+            ("Requests", Unit::Count, 1.0),
+            ("ClientErrors", Unit::Count, f64::from(u8::from((400..500).contains(&reply.status)))),
+            ("ServerErrors", Unit::Count, f64::from(u8::from(reply.status >= 500))),
+            ("RequestBytes", Unit::Bytes, body.len() as f64),
+            ("Latency", Unit::Milliseconds, ms),
+        ]);
         reply
     }
 
