@@ -10,7 +10,8 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 # C build tools for the bundled native libraries; node and npm for kinesis-local.
-source scripts/build-deps.sh node:nodejs npm:npm
+# java for PySpark (tests/test_spark_sql.py runs sql/spark/ on Spark 3.5).
+source scripts/build-deps.sh node:nodejs npm:npm java:openjdk-17-jre-headless
 export PINPIPE_TOOLS="${PINPIPE_TOOLS:-/var/tmp/pinpipe-tools}"
 if [ ! -f "$PINPIPE_TOOLS/node_modules/kinesis-local/main.js" ]; then
   mkdir -p "$PINPIPE_TOOLS"
@@ -20,7 +21,7 @@ fi
 # A real Kafka broker for the topic-creating custom resource and the end-to-end run.
 bash scripts/build-tansu.sh
 
-python3 -c 'import deltalake, duckdb, pyarrow, pytest, moto, boto3' 2>/dev/null ||
+python3 -c 'import deltalake, duckdb, pyarrow, pytest, moto, boto3, pyspark, samtranslator' 2>/dev/null ||
   python3 -m pip install --disable-pip-version-check -q -r tests/requirements.txt
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/pinpipe-target}"

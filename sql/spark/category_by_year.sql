@@ -1,0 +1,26 @@
+-- pinpipe output `category_by_year` (contract §5) in Spark SQL 3.5: one statement over the views pin_table,
+-- geo_table and user_table (the cleaned Delta tables). See sql/spark/README.md.
+WITH p AS (
+  SELECT ind, poster_name, follower_count, category FROM (
+    SELECT *, row_number() OVER (PARTITION BY ind ORDER BY
+        unique_id DESC NULLS LAST, title DESC NULLS LAST, description DESC NULLS LAST,
+        follower_count DESC NULLS LAST, poster_name DESC NULLS LAST, tag_list DESC NULLS LAST,
+        is_image_or_video DESC NULLS LAST, image_src DESC NULLS LAST, save_location DESC NULLS LAST,
+        category DESC NULLS LAST) AS pick
+    FROM pin_table) WHERE pick = 1),
+g AS (
+  SELECT ind, country, `timestamp` FROM (
+    SELECT *, row_number() OVER (PARTITION BY ind ORDER BY
+        country DESC NULLS LAST, coordinates DESC NULLS LAST, `timestamp` DESC NULLS LAST) AS pick
+    FROM geo_table) WHERE pick = 1),
+pg AS (
+  SELECT p.category, p.poster_name, p.follower_count, g.country, CAST(year(g.`timestamp`) AS INT) AS post_year
+  FROM p JOIN g ON p.ind = g.ind),
+counts AS (
+  SELECT post_year, category, count(*) AS n FROM pg
+  WHERE post_year BETWEEN 2018 AND 2022 AND category IS NOT NULL GROUP BY post_year, category)
+SELECT post_year, category, category_count FROM (
+  SELECT post_year, category, n AS category_count,
+         row_number() OVER (PARTITION BY post_year ORDER BY n DESC, category ASC) AS pick
+  FROM counts) WHERE pick = 1
+ORDER BY post_year
