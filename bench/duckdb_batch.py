@@ -1,9 +1,12 @@
 """The reference for `pinpipe bench batch`: contract §4 cleaning and the §5 queries in DuckDB SQL.
 
 Usage: python3 duckdb_batch.py LANDING OUT_DIR
-Reads the landing's JSON Lines (topics/*.pin|geo|user/...), cleans into Parquet files (the
-counterpart of pinpipe's Delta tables), runs the nine queries and writes one CSV per output
-in contract §5's format. Prints step timings as JSON on stdout. Written independently of pinpipe's
+       python3 duckdb_batch.py --delta TABLES PIPELINE_ID OUT_DIR
+The first form reads the landing's JSON Lines (topics/*.pin|geo|user/...), cleans into Parquet
+files (the counterpart of pinpipe's Delta tables), runs the nine queries and writes one CSV
+per output in contract §5's format. The second runs the nine queries alone over pinpipe's
+Delta tables (their active Parquet files, listed with the `deltalake` package), as
+`pinpipe bench analysis` does. Prints step timings as JSON on stdout. Written independently of pinpipe's
 Rust code, so tests also use it as a second opinion on the results.
 
 Scope: the datetime forms handled are those DuckDB casts to TIMESTAMP (no offsets), and
@@ -85,11 +88,14 @@ def clean(con, landing, tables):
         con.execute(f"DROP TABLE {t}")
 
 
-def greatest_row(tables, name, columns):
+def greatest_row(source, columns):
     order = ", ".join(f'"{c}" DESC NULLS LAST' for c in columns)
-    path = os.path.join(tables, name + ".parquet")
-    return f"""SELECT * FROM read_parquet('{path}')
+    return f"""SELECT * FROM {source}
                QUALIFY row_number() OVER (PARTITION BY ind ORDER BY {order}) = 1"""
+
+
+def parquet(paths):
+    return "read_parquet([" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "])"
 
 
 AGE_GROUP = """CASE WHEN age BETWEEN 18 AND 24 THEN '18-24' WHEN age BETWEEN 25 AND 35 THEN '25-35'
@@ -106,11 +112,16 @@ def most_popular(source, group, order=None):
 
 
 def analyze(con, tables, out):
+    sources = {k: parquet([os.path.join(tables, k + ".parquet")]) for k in ("pin", "geo", "usr")}
+    analyze_sources(con, sources, out)
+
+
+def analyze_sources(con, sources, out):
     pin_cols = ["ind", "unique_id", "title", "description", "follower_count", "poster_name", "tag_list",
                 "is_image_or_video", "image_src", "save_location", "category"]
-    con.execute(f"CREATE TEMP TABLE p AS {greatest_row(tables, 'pin', pin_cols)}")
-    con.execute(f"CREATE TEMP TABLE g AS {greatest_row(tables, 'geo', ['ind', 'country', 'coordinates', 'timestamp'])}")
-    con.execute(f"CREATE TEMP TABLE u AS {greatest_row(tables, 'usr', ['ind', 'user_name', 'age', 'date_joined'])}")
+    con.execute(f"CREATE TEMP TABLE p AS {greatest_row(sources['pin'], pin_cols)}")
+    con.execute(f"CREATE TEMP TABLE g AS {greatest_row(sources['geo'], ['ind', 'country', 'coordinates', 'timestamp'])}")
+    con.execute(f"CREATE TEMP TABLE u AS {greatest_row(sources['usr'], ['ind', 'user_name', 'age', 'date_joined'])}")
     con.execute("""CREATE TEMP TABLE pg AS SELECT p.ind, category, poster_name, follower_count, country,
                    CAST(year("timestamp") AS INTEGER) AS post_year FROM p JOIN g USING (ind)""")
     con.execute(f"""CREATE TEMP TABLE pu AS SELECT p.ind, category, follower_count, {AGE_GROUP} AS age_group,
@@ -153,6 +164,8 @@ def analyze(con, tables, out):
 
 
 def main():
+    if sys.argv[1] == "--delta":
+        return main_delta(*sys.argv[2:5])
     landing, out = sys.argv[1], sys.argv[2]
     tables = os.path.join(out, "tables")
     os.makedirs(tables, exist_ok=True)
@@ -165,6 +178,21 @@ def main():
     analyze(con, tables, out)
     timings["analyze_s"] = time.perf_counter() - t
     print(json.dumps(timings))
+    write_peak_rss()
+
+
+def main_delta(tables, pipeline_id, out):
+    from deltalake import DeltaTable
+    os.makedirs(out, exist_ok=True)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    t = time.perf_counter()
+    sources = {}
+    for kind, alias in (("pin", "pin"), ("geo", "geo"), ("user", "usr")):
+        files = DeltaTable(os.path.join(tables, f"{pipeline_id}_{kind}_table")).file_uris()
+        sources[alias] = parquet([f.removeprefix("file://") for f in files])
+    analyze_sources(con, sources, out)
+    print(json.dumps({"analyze_s": time.perf_counter() - t}))
     write_peak_rss()
 
 

@@ -90,3 +90,17 @@ def test_spark_sql_outputs_equal_pinpipe_row_for_row(spark, tmp_path):
             assert got == want, f"{name} (ansi={ansi}) differs from pinpipe:\nspark {got[:5]}\npinpipe {want[:5]}"
             compared += len(want) - 1
     assert compared > 100
+
+
+def test_the_repeated_ctes_are_the_same_in_every_file():
+    """Each file is one self-contained statement, so the greatest-row CTEs (p, g, u) and the
+    joins (pg, pu) are written out in each: they must not drift apart."""
+    import re
+    seen = {}
+    for f in sorted(SQL.glob("*.sql")):
+        text = f.read_text()
+        for name, body in re.findall(r"(?:WITH |,\n)(p|g|u|pg|pu|top) AS \((.*?)\)(?=,\n|\nSELECT)", text, re.S):
+            seen.setdefault(name, {})[f.name] = body
+    assert set(seen) == {"p", "g", "u", "pg", "pu", "top"}, seen.keys()
+    for name, bodies in seen.items():
+        assert len(set(bodies.values())) == 1, f"CTE {name} differs between {sorted(bodies)}"

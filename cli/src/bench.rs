@@ -78,6 +78,20 @@ enum BenchWhat {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// The daily analysis alone over N posts' tables (made once per N and kept under
+    /// /var/tmp for reruns): time and peak RSS, beside DuckDB running the same nine queries
+    /// over the same tables' Parquet files.
+    Analysis {
+        /// Posts in the tables (plus 5% re-posts).
+        #[arg(long, default_value_t = 1_000_000)]
+        posts: u64,
+        /// Where the tables are cached (default /var/tmp/pinpipe-bench-analysis-<N>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Python with the `duckdb` and `deltalake` packages, for the reference.
+        #[arg(long, default_value = "python3")]
+        python: String,
+    },
     /// Scan time of a table after many small appends, before and after compaction.
     Maintenance {
         /// Appends (commits) to make, each one small file.
@@ -95,6 +109,7 @@ enum BenchWhat {
 pub async fn run(id: &PipelineId, a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Batch { posts, dir, python } => batch(id, posts, dir, &python).await,
+        BenchWhat::Analysis { posts, dir, python } => analysis(id, posts, dir, &python).await,
         BenchWhat::Maintenance { appends, rows, dir } => maintenance(id, appends, rows, dir).await,
         BenchWhat::Sink { records, s3, dir, batches, history } => {
             sink(id, records, s3.clone(), dir, batches.max(1)).await?;
@@ -229,6 +244,60 @@ async fn batch(id: &PipelineId, posts: u64, dir: Option<PathBuf>, python: &str) 
         println!("results: outputs differing from DuckDB's: {}", differing.join(", "));
     }
     println!("work dir: {}", dir.display());
+    Ok(())
+}
+
+async fn analysis(id: &PipelineId, posts: u64, dir: Option<PathBuf>, python: &str) -> Result<()> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(format!("/var/tmp/pinpipe-bench-analysis-{posts}")));
+    let tables = dir.join("tables");
+    let ready = dir.join("tables.ready");
+    let exe = std::env::current_exe()?;
+    if ready.exists() {
+        println!("bench analysis: {posts} posts, tables cached in {}", tables.display());
+    } else {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        // Generated in slices so the landing never holds more than a slice's JSON.
+        let cfg = GenConfig { posts, seed: 42, duplicates: 0.05 };
+        let landing = dir.join("landing");
+        let bar = ui::bar(cfg.total_rows(), "generating landing");
+        let store = Location::parse(&landing.display().to_string())?.store()?;
+        generate::generate_to_landing(&cfg, &store, id, 50_000, &|n| bar.set_position(n)).await?;
+        bar.finish_and_clear();
+        let spin = ui::spinner("pinpipe clean (once per N)");
+        measure(Command::new(&exe).args(["--id", id.as_str(), "clean", "--input"]).arg(&landing).arg("--output").arg(&tables))?;
+        spin.finish_and_clear();
+        std::fs::remove_dir_all(&landing)?;
+        std::fs::write(&ready, posts.to_string())?;
+        println!("bench analysis: {posts} posts (+{} re-posts) cleaned into {}", cfg.reposts(), tables.display());
+    }
+    println!("tables: {:.0} MB of Parquet", dir_size(&tables) as f64 / 1e6);
+    let out = dir.join("pinpipe-out");
+    let duck_out = dir.join("duckdb-out");
+    let script = dir.join("duckdb_batch.py");
+    std::fs::write(&script, DUCKDB_SCRIPT)?;
+    let spin = ui::spinner("pinpipe analyze");
+    let ours = measure(Command::new(&exe).args(["--id", id.as_str(), "analyze", "--tables"]).arg(&tables).arg("--out").arg(&out))?;
+    spin.set_message("duckdb reference");
+    let duck = measure(Command::new(python).arg(&script).arg("--delta").arg(&tables).arg(id.as_str()).arg(&duck_out))
+        .context("running the DuckDB reference (needs `pip install duckdb deltalake`)")?;
+    spin.finish_and_clear();
+    let names: Vec<&str> = pinpipe_core::analysis::OUTPUTS.iter().map(|o| o.name).collect();
+    let differing = same_files(&out, &duck_out, &names);
+    println!("{:<34} {:>10} {:>12}", "", "analyze s", "peak RSS MB");
+    println!("{:<34} {:>10.2} {:>12.0}", "pinpipe analyze (Delta tables)", ours.seconds, ours.max_rss_mb);
+    println!("{:<34} {:>10.2} {:>12.0}", "duckdb, same queries (Parquet)", duck.seconds, duck.max_rss_mb);
+    println!(
+        "ratio pinpipe/duckdb: time {:.2}, peak RSS {:.2} (lower is better)",
+        ours.seconds / duck.seconds,
+        ours.max_rss_mb / duck.max_rss_mb
+    );
+    if differing.is_empty() {
+        println!("results: all 9 outputs identical to DuckDB's");
+    } else {
+        println!("results: outputs differing from DuckDB's: {}", differing.join(", "));
+    }
     Ok(())
 }
 

@@ -112,6 +112,17 @@ pub struct Inputs {
     pub user: DataFrame,
 }
 
+/// The columns of each cleaned table that `compute` reads (contract §5 needs no others), so
+/// the scheduled analysis reads only these (`delta::read_for_analysis`).
+pub fn columns_used(kind: crate::names::Kind) -> &'static [&'static str] {
+    use crate::names::Kind;
+    match kind {
+        Kind::Pin => &["ind", "category", "poster_name", "follower_count"],
+        Kind::Geo => &["ind", "country", "timestamp"],
+        Kind::User => &["ind", "age", "date_joined"],
+    }
+}
+
 /// Each `ind` once: the greatest row (column by column in table order, nulls lowest,
 /// strings by bytes), a rule of content alone so file order or compaction cannot change it.
 /// Only rows whose `ind` repeats are sorted; the rest pass through untouched.
@@ -215,10 +226,26 @@ fn in_years(lo: i32, hi: i32) -> Expr {
 
 /// Computes all nine outputs, in `OUTPUTS` order, each with exactly its listed columns.
 pub fn compute(inputs: &Inputs) -> Result<Vec<(&'static OutputSpec, DataFrame)>> {
+    compute_owned(Inputs { pin: inputs.pin.clone(), geo: inputs.geo.clone(), user: inputs.user.clone() })
+}
+
+/// `compute`, taking the tables: each is freed as soon as the joins no longer need it, which
+/// lowers the analysis' peak memory (the scheduled run calls this).
+pub fn compute_owned(inputs: Inputs) -> Result<Vec<(&'static OutputSpec, DataFrame)>> {
     // Materialise the shared inputs once; each output is then a small query over them.
-    let pin = dedupe(&inputs.pin)?.collect()?.lazy();
-    let geo = dedupe(&inputs.geo)?.collect()?.lazy();
-    let user = dedupe(&inputs.user)?.collect()?.lazy();
+    // Tables read by `delta::read_for_analysis` already hold each ind once: use them as they
+    // are rather than filtering a second copy.
+    let once = |df: DataFrame| -> Result<LazyFrame> {
+        if df.column("ind")?.n_unique()? == df.height() {
+            Ok(df.lazy())
+        } else {
+            Ok(dedupe(&df)?.collect()?.lazy())
+        }
+    };
+    let Inputs { pin, geo, user } = inputs;
+    let pin = once(pin)?;
+    let geo = once(geo)?;
+    let user = once(user)?;
     let join = |a: LazyFrame, b: LazyFrame| a.join(b, [col("ind")], [col("ind")], JoinArgs::new(JoinType::Inner));
     let pin_geo = join(pin.clone().select([col("ind"), col("category"), col("poster_name"), col("follower_count")]),
         geo.select([col("ind"), col("country"), col("timestamp")]))

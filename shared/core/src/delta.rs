@@ -690,6 +690,178 @@ pub async fn read_frame(table: &DeltaTable, name: &str) -> Result<DataFrame> {
     Ok(df)
 }
 
+/// A table read for the analysis: each `ind` once (the contract §5 greatest row), with only
+/// the columns in `keep`, and how many rows the table held.
+pub struct AnalysisFrame {
+    pub frame: DataFrame,
+    pub rows_read: u64,
+}
+
+/// Reads a table for the analysis in two passes, so memory grows with the columns the outputs
+/// use, not with the table's width: pass 1 reads `ind` alone to find the `ind`s that occur
+/// more than once; pass 2 keeps the `keep` columns of every other row, and whole rows only
+/// for the repeated `ind`s, which the greatest-row rule compares column by column (a file
+/// without such rows is read with the `keep` columns alone). Files are read READ_CONCURRENCY
+/// at a time, each fetching only the column chunks it decodes (range requests on S3), so
+/// memory does not grow with the number of files either. The result equals
+/// `dedupe(read_frame(..))` restricted to `keep`.
+pub async fn read_for_analysis(table: &DeltaTable, name: &str, keep: &[&str]) -> Result<AnalysisFrame> {
+    use polars::prelude::{IntoLazy, UnionArgs};
+    let schema = arrow_schema(table, name)?;
+    let index = |c: &str| schema.index_of(c).map_err(|e| Error::Config(format!("{name}: {e}")));
+    let keep_indices: Vec<usize> = keep.iter().map(|c| index(c)).collect::<Result<_>>()?;
+    let keep_schema = Arc::new(schema.project(&keep_indices)?);
+    let keep_names: Arc<Vec<String>> = Arc::new(keep.iter().map(|c| c.to_string()).collect());
+    let store = table.object_store();
+    let paths = active_paths(table, name)?;
+
+    // Pass 1: every file's inds, then those that occur more than once.
+    let ind_only: Arc<Vec<String>> = Arc::new(vec!["ind".to_string()]);
+    let inds: Vec<Vec<i64>> = for_each_file(&store, &paths, move |store, path| {
+        let columns = ind_only.clone();
+        async move {
+            let mut out = Vec::new();
+            for b in read_columns(store, &path, Some(&columns)).await? {
+                out.extend(ind_column(&b, &path)?.iter().flatten());
+            }
+            Ok(out)
+        }
+    })
+    .await?;
+    let rows_read: u64 = inds.iter().map(|v| v.len() as u64).sum();
+    let repeated: Arc<std::collections::HashSet<i64>> = Arc::new({
+        let mut all: Vec<i64> = inds.iter().flatten().copied().collect();
+        all.sort_unstable();
+        all.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect()
+    });
+    let has_repeats: std::collections::HashSet<String> = paths
+        .iter()
+        .zip(&inds)
+        .filter(|(_, v)| v.iter().any(|i| repeated.contains(i)))
+        .map(|(p, _)| p.to_string())
+        .collect();
+    drop(inds);
+
+    // Pass 2: the kept columns of single rows; whole rows of repeated inds.
+    let has_repeats = Arc::new(has_repeats);
+    let parts: Vec<(Vec<DataFrame>, Vec<DataFrame>)> = for_each_file(&store, &paths, move |store, path| {
+        let (keep_names, repeated, has_repeats) = (keep_names.clone(), repeated.clone(), has_repeats.clone());
+        async move {
+            let (mut singles, mut wholes) = (Vec::new(), Vec::new());
+            if !has_repeats.contains(path.as_ref()) {
+                for b in read_columns(store, &path, Some(&keep_names)).await? {
+                    let b = in_order(&b, &keep_names, &path)?;
+                    singles.push(batches_to_frame(std::slice::from_ref(&b), b.schema())?);
+                }
+                return Ok((singles, wholes));
+            }
+            for b in read_columns(store, &path, None).await? {
+                let mask: arrow::array::BooleanArray =
+                    ind_column(&b, &path)?.iter().map(|i| Some(i.is_some_and(|i| repeated.contains(&i)))).collect();
+                let single = arrow::compute::filter_record_batch(&in_order(&b, &keep_names, &path)?, &arrow::compute::not(&mask)?)?;
+                if single.num_rows() > 0 {
+                    singles.push(batches_to_frame(std::slice::from_ref(&single), single.schema())?);
+                }
+                let whole = arrow::compute::filter_record_batch(&b, &mask)?;
+                if whole.num_rows() > 0 {
+                    wholes.push(batches_to_frame(std::slice::from_ref(&whole), whole.schema())?);
+                }
+            }
+            Ok((singles, wholes))
+        }
+    })
+    .await?;
+    let (mut singles, mut wholes) = (Vec::new(), Vec::new());
+    for (s, w) in parts {
+        singles.extend(s);
+        wholes.extend(w);
+    }
+    let stack = |frames: Vec<DataFrame>, schema: SchemaRef| -> Result<DataFrame> {
+        let mut it = frames.into_iter();
+        let Some(mut df) = it.next() else { return batches_to_frame(&[], schema) };
+        for f in it {
+            df.vstack_mut_owned(f)?;
+        }
+        Ok(df)
+    };
+    let single = stack(singles, keep_schema)?;
+    let whole = stack(wholes, schema)?;
+    let kept: Vec<polars::prelude::Expr> =
+        single.get_column_names().iter().map(|c| polars::prelude::col(c.as_str())).collect();
+    let greatest = crate::analysis::dedupe(&whole)?.select(kept);
+    let frame = polars::prelude::concat([single.lazy(), greatest], UnionArgs::default())?.collect()?;
+    Ok(AnalysisFrame { frame, rows_read })
+}
+
+/// Runs `work` on every file, READ_CONCURRENCY at a time, each on its own task (so decoding
+/// runs on all cores); results in file order.
+async fn for_each_file<T, F, Fut>(
+    store: &Arc<dyn object_store::ObjectStore>,
+    paths: &[object_store::path::Path],
+    work: F,
+) -> Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(Arc<dyn object_store::ObjectStore>, object_store::path::Path) -> Fut,
+    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+{
+    futures::stream::iter(paths.iter().cloned())
+        .map(|path| {
+            let task = tokio::spawn(work(store.clone(), path));
+            async move { task.await.map_err(|e| Error::Config(format!("reading a table file: {e}")))? }
+        })
+        .buffered(READ_CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// One Parquet file's batches, decoding only `columns` (by name; all when None) and fetching
+/// only their chunks.
+#[allow(deprecated)] // ParquetObjectReader: parquet 59 suggests a hand-written AsyncFileReader instead.
+async fn read_columns(
+    store: Arc<dyn object_store::ObjectStore>,
+    path: &object_store::path::Path,
+    columns: Option<&[String]>,
+) -> Result<Vec<RecordBatch>> {
+    use deltalake::parquet::arrow::async_reader::ParquetObjectReader;
+    use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+    let bad = |e: deltalake::parquet::errors::ParquetError| Error::input(path.to_string(), e.to_string());
+    let builder = ParquetRecordBatchStreamBuilder::new(ParquetObjectReader::new(store, path.clone())).await.map_err(bad)?;
+    let builder = match columns {
+        Some(names) => {
+            let roots = builder.parquet_schema().root_schema().get_fields();
+            let indices: Vec<usize> = names
+                .iter()
+                .map(|n| {
+                    roots.iter().position(|f| f.name() == n.as_str()).ok_or_else(|| {
+                        Error::input(path.to_string(), format!("no column {n} in this file"))
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+            builder.with_projection(mask)
+        }
+        None => builder,
+    };
+    builder.with_batch_size(64 * 1024).build().map_err(bad)?.try_collect().await.map_err(bad)
+}
+
+/// `batch`'s columns `names`, in that order (a file's own column order may differ).
+fn in_order(batch: &RecordBatch, names: &[String], path: &object_store::path::Path) -> Result<RecordBatch> {
+    let indices: Vec<usize> = names
+        .iter()
+        .map(|c| batch.schema().index_of(c).map_err(|e| Error::input(path.to_string(), e.to_string())))
+        .collect::<Result<_>>()?;
+    Ok(batch.project(&indices)?)
+}
+
+fn ind_column<'a>(batch: &'a RecordBatch, path: &object_store::path::Path) -> Result<&'a arrow::array::Int64Array> {
+    batch
+        .column_by_name("ind")
+        .and_then(|c| c.as_any().downcast_ref::<arrow::array::Int64Array>())
+        .ok_or_else(|| Error::input(path.to_string(), "ind is not a 64-bit integer column"))
+}
+
 /// Commit metadata values stored under `key` across the table's history, newest first.
 pub async fn history_metadata(table: &DeltaTable, name: &str, key: &str) -> Result<Vec<serde_json::Value>> {
     let infos: Vec<_> = table.history(None).try_collect().await.map_err(|e| Error::delta(name, e))?;

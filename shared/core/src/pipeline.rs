@@ -538,6 +538,45 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The analysis reader (two passes, kept columns, whole rows only for repeated inds)
+    /// equals the greatest-row rule applied to the whole table.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn analysis_reader_equals_dedupe_of_the_whole_table() {
+        use polars::prelude::*;
+        let dir = std::env::temp_dir().join(format!("pinpipe-reader-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let root = Location::parse(dir.to_str().unwrap()).unwrap();
+        let id = PipelineId::new("t").unwrap();
+        let mut tables = Tables::open(&root, &id).await.unwrap();
+        // Three files (partitions): inds 0-39 each once per file with differing content, so
+        // 0-19 repeat across files, plus inds only one file has.
+        for p in 0..3i64 {
+            let mut s = SourceRecords::new(landing::app_id("t.user", &p.to_string()));
+            for i in 0..40i64 {
+                let ind = if i < 20 { i } else { 100 * (p + 1) + i };
+                let line = format!(
+                    r#"{{"ind":{ind},"first_name":"N{}","last_name":"L","age":{},"date_joined":"2016-0{}-01 00:00:00"}}"#,
+                    (i + p) % 3, 20 + (i * 7 + p) % 40, 1 + (p + i) % 9
+                );
+                s.push(i, RawRecord { source: "t.user".into(), partition: p.to_string().into(), position: i.into(), bytes: Bytes::from(line) });
+            }
+            tables.write(Kind::User, vec![s]).await.unwrap();
+        }
+        let table = delta::open(&root, "t_user_table").await.unwrap().unwrap();
+        let keep = crate::analysis::columns_used(Kind::User);
+        let read = delta::read_for_analysis(&table, "t_user_table", keep).await.unwrap();
+        assert_eq!(read.rows_read, 120);
+        let whole = delta::read_frame(&table, "t_user_table").await.unwrap();
+        let sort = |df: DataFrame| df.sort(["ind"], SortMultipleOptions::default()).unwrap();
+        let expected = sort(
+            crate::analysis::dedupe(&whole).unwrap().select(keep.iter().map(|c| col(*c)).collect::<Vec<_>>()).collect().unwrap(),
+        );
+        let got = sort(read.frame);
+        assert_eq!(got.height(), 20 + 3 * 20);
+        assert!(got.equals_missing(&expected), "{got}\n{expected}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn pipelined_small_chunks_write_every_offset_once() {
         let dir = std::env::temp_dir().join(format!("pinpipe-chunks-{}", std::process::id()));

@@ -95,6 +95,7 @@ pub async fn analyze(tables: &Location, id: &PipelineId, run_time: DateTime<Utc>
     let mut versions = BTreeMap::new();
     let mut cleaning = Quality::default();
     let mut gaps = 0;
+    let mut rows_read = BTreeMap::new();
     for kind in Kind::ALL {
         let name = id.table(kind);
         let table = delta::open(tables, &name).await?.ok_or_else(|| {
@@ -104,7 +105,9 @@ pub async fn analyze(tables: &Location, id: &PipelineId, run_time: DateTime<Utc>
             )
         })?;
         versions.insert(name.clone(), table.version().map_or(-1, |v| v as i64));
-        frames.push(delta::read_frame(&table, &name).await?);
+        let read = delta::read_for_analysis(&table, &name, analysis::columns_used(kind)).await?;
+        rows_read.insert(kind.as_str().to_string(), read.rows_read);
+        frames.push(read.frame);
         cleaning.add(&crate::maintenance::quality_totals(&table, &name).await?);
         let mut txns = delta::Txns::default();
         txns.update(&table, &name).await?;
@@ -125,10 +128,12 @@ pub async fn analyze(tables: &Location, id: &PipelineId, run_time: DateTime<Utc>
     let geo = frames.pop().unwrap_or_default();
     let pin = frames.pop().unwrap_or_default();
     let inputs = Inputs { pin, geo, user };
-    let t = Instant::now();
-    let outputs = tokio::task::block_in_place(|| analysis::compute(&inputs))?;
-    let compute_s = t.elapsed().as_secs_f64();
     let mut quality = QualityReport::new(&inputs, &cleaning, quarantined)?;
+    let t = Instant::now();
+    let outputs = tokio::task::block_in_place(|| analysis::compute_owned(inputs))?;
+    let compute_s = t.elapsed().as_secs_f64();
+    // The frames hold each ind once; rows read counts every row the tables held.
+    quality.rows_read = rows_read;
     quality.gaps = gaps;
     let mut timings = BTreeMap::new();
     timings.insert("read".into(), read_s);
