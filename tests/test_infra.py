@@ -310,6 +310,22 @@ def test_sam_template_deploys_on_moto_cloudformation(moto_s3, procs, tmp_path):
     for short in ("ingest-api", "kafka-sink", "kinesis-sink", "batch-analysis"):
         assert groups[f"/aws/lambda/pinpipe-{short}"] == 90, groups
 
+    # The daily run: a state machine whose steps invoke the analysis function.
+    sfn = aws("stepfunctions", env)
+    machine = next(m for m in sfn.list_state_machines()["stateMachines"] if "DailyRun" in m["name"])
+    definition = json.loads(sfn.describe_state_machine(stateMachineArn=machine["stateMachineArn"])["definition"])
+    assert sorted(definition["States"]) == sorted(["CatchUp", "CaughtUp", "Tables", "Maintain", "Analyze", "ReportFailure", "Failed"])
+    assert definition["StartAt"] == "CatchUp"
+    # moto keeps DefinitionSubstitutions unapplied; CloudFormation fills them from these.
+    substitutions = translated["Resources"]["DailyRun"]["Properties"]["DefinitionSubstitutions"]
+    assert definition["States"]["CatchUp"]["Parameters"]["FunctionName"] == "${Function}"
+    assert substitutions["Function"] == {"Fn::GetAtt": ["BatchAnalysisFunction", "Arn"]}
+    assert definition["States"]["Tables"]["Result"] == ["${PinTable}", "${GeoTable}", "${UserTable}", "${Quarantine}"]
+    assert definition["States"]["ReportFailure"]["Parameters"]["QueueUrl"] == "${FailureQueue}"
+    assert substitutions["FailureQueue"] == {"Ref": "AnalysisFailures"}
+    daily = next(r for r in rules if "DailyRun" in r["Name"])
+    assert daily["ScheduleExpression"] == "cron(0 2 * * ? *)"
+
     # The catalog: each table's input, as the template declares it, accepted by Glue's API,
     # and read back by name.
     glue = aws("glue", env)

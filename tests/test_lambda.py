@@ -3,7 +3,7 @@ import json
 
 import boto3
 
-from conftest import REPO, read_table, run
+from conftest import REPO, read_table, run, write_object
 
 EVENT = REPO / "events" / "eventbridge-schedule.json"
 ID = "121ca9f7ce2b"
@@ -275,3 +275,64 @@ def test_kinesis_shards_commit_concurrently_and_lose_nothing(tmp_path, moto_s3):
     opts = {k: v for k, v in moto_s3.items() if k.startswith("AWS_")}
     inds = [r["ind"] for r in read_table("s3://kconc/tables", "kc_geo_table", storage_options=opts)]
     assert len(inds) == len(set(inds)) == 120
+
+
+def test_scheduled_analysis_in_steps_resumes_and_equals_one_run(tmp_path):
+    """The state machine's steps (catch-up until complete, maintain each table, analyze) give
+    the same outputs as one invocation; a catch-up out of time carries on instead of starting
+    over; run_time stays the schedule's."""
+    gen, src = tmp_path / "gen", tmp_path / "landing"
+    run("generate", "--rows", 400, "--duplicates", 0.1, "--out", gen)
+    # A Kafka-layout landing of many small objects, as the sink writes it.
+    for kind in ("pin", "geo", "user"):
+        lines = (gen / f"{kind}.jsonl").read_text().splitlines()
+        for first in range(0, len(lines), 25):
+            write_object(src, f"{ID}.{kind}", 0, first, lines[first:first + 25])
+    event = json.loads(EVENT.read_text())
+
+    def env(name):
+        return {"PINPIPE_ID": ID, "PINPIPE_TABLES": str(tmp_path / name / "tables"), "PINPIPE_LANDING": str(src),
+                "PINPIPE_REPORTS": str(tmp_path / name)}
+
+    one = json.loads(run("invoke", "batch-analysis", "--event", EVENT, env=env("one")).stdout)
+
+    samples = {p.stem: json.loads(p.read_text()) for p in (REPO / "events" / "analysis-steps").glob("*.json")}
+    assert set(samples) == {"catch-up", "maintain", "analyze"}
+
+    def step(body, extra=None):
+        f = tmp_path / "step.json"
+        f.write_text(json.dumps(dict(samples[body["step"]], **body, time=event["time"])))
+        return json.loads(run("invoke", "batch-analysis", "--event", f, env=dict(env("steps"), **(extra or {}))).stdout)
+
+    # A budget of 0 s stops after every commit; 20 kB chunks make several commits.
+    budget = {"PINPIPE_STEP_SECONDS": "0", "PINPIPE_CATCH_UP_CHUNK_BYTES": "20000"}
+    rounds, tabled = [], 0
+    while True:
+        r = step({"step": "catch-up"}, budget)
+        rounds.append(r)
+        tabled += r["catch_up"]["tabled"]
+        if r["complete"]:
+            break
+        assert len(rounds) < 200, "the catch-up does not converge"
+    assert len(rounds) > 2, "the catch-up was not cut short: nothing shows it resumes"
+    assert all(r["catch_up"]["tabled"] > 0 for r in rounds[:-1]), "a round started over instead of carrying on"
+    assert tabled == one["catch_up"]["tabled"]
+    assert step({"step": "catch-up"})["catch_up"]["tabled"] == 0
+    for kind in ("pin_table", "geo_table", "user_table", "quarantine"):
+        m = step({"step": "maintain", "table": f"{ID}_{kind}"})
+        assert m["complete"] and len(m.get("maintenance", [])) <= 1
+    done = step({"step": "analyze"})
+    assert done["run_time"] == one["run_time"] and done["run_time"].startswith(event["time"][:19])
+    assert done["outputs"] == one["outputs"]
+    date = event["time"][:10]
+    for f in (tmp_path / "one" / "reports" / date).iterdir():
+        if f.suffix == ".csv":
+            assert f.read_bytes() == (tmp_path / "steps" / "reports" / date / f.name).read_bytes(), f.name
+    p = run("invoke", "batch-analysis", "--event", _write(tmp_path / "bad.json", {"step": "dance", "time": event["time"]}),
+            env=env("steps"), check=False)
+    assert p.returncode != 0 and "unknown step" in p.stderr
+
+
+def _write(path, obj):
+    path.write_text(json.dumps(obj))
+    return path

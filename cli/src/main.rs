@@ -52,6 +52,9 @@ enum Command {
     /// List the open gaps of the cleaned tables (offsets a writer saw skipped that no replay has
     /// filled yet), or close one that can never be filled (retention expired, compacted topic).
     Gaps(GapsArgs),
+    /// Re-drive the MSK batches the event-source mappings gave up on (their S3 failure
+    /// destination) through the Kafka sink, exactly once; --dry-run only says what it would do.
+    Replay(ReplayArgs),
     /// Run the whole pipeline end to end on generated data (no cloud account needed).
     Demo(DemoArgs),
     /// Run one Lambda's handler in-process on an event file, configured from the environment
@@ -134,6 +137,22 @@ struct FaultSchedulesArgs {
     /// must hold) beside them, for a check by an independent reader.
     #[arg(long)]
     keep: bool,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Root of the Delta tables.
+    #[arg(long, env = "PINPIPE_TABLES")]
+    tables: String,
+    /// The raw landing the Kafka sink writes (replayed records are landed too).
+    #[arg(long, env = "PINPIPE_LANDING")]
+    landing: String,
+    /// Where the failed batches are: the failure bucket (s3://BUCKET/aws/lambda/...) or a folder.
+    #[arg(long)]
+    from: String,
+    /// Only count what a replay would table and what the tables already hold.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -236,6 +255,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Analyze(a) => cmd_analyze(&id, a).await,
         Command::Report(a) => cmd_report(&id, a).await,
         Command::Gaps(a) => cmd_gaps(&id, a).await,
+        Command::Replay(a) => cmd_replay(&id, a).await,
         Command::FaultSchedules(a) => cmd_fault_schedules(a).await,
         Command::Demo(a) => cmd_demo(&id, a).await,
         Command::Invoke(a) => cmd_invoke(a).await,
@@ -358,6 +378,19 @@ async fn cmd_fault_schedules(a: FaultSchedulesArgs) -> Result<()> {
     Ok(())
 }
 
+async fn cmd_replay(id: &PipelineId, a: ReplayArgs) -> Result<()> {
+    let cfg = pinpipe_core::config::Config::from_lookup(|k| match k {
+        "PINPIPE_ID" => Some(id.as_str().to_string()),
+        "PINPIPE_TABLES" => Some(a.tables.clone()),
+        "PINPIPE_LANDING" => Some(a.landing.clone()),
+        _ => None,
+    })?;
+    let from = Location::parse_existing(&a.from)?;
+    let report = pinpipe_core::replay::replay_from(&cfg, &from, a.dry_run).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
 async fn cmd_gaps(id: &PipelineId, a: GapsArgs) -> Result<()> {
     let root = Location::parse_existing(&a.tables)?;
     let mut tables = Tables::open(&root, id).await?;
@@ -413,8 +446,14 @@ async fn cmd_invoke(a: InvokeArgs) -> Result<()> {
             serde_json::to_value(sink.handle(event).await?)?
         }
         Function::BatchAnalysis => {
-            let event = serde_json::from_str(&text).with_context(|| not_a("an EventBridge event"))?;
-            serde_json::to_value(pinpipe_core::handlers::batch_analysis(&sink_config()?, event).await?)?
+            let event: serde_json::Value = serde_json::from_str(&text).with_context(|| not_a("JSON"))?;
+            if pinpipe_core::handlers::is_step_request(&event) {
+                let step = serde_json::from_value(event).with_context(|| not_a("a step request ({\"step\", \"time\"})"))?;
+                serde_json::to_value(pinpipe_core::handlers::batch_analysis_step(&sink_config()?, step).await?)?
+            } else {
+                let event = serde_json::from_value(event).with_context(|| not_a("an EventBridge event"))?;
+                serde_json::to_value(pinpipe_core::handlers::batch_analysis(&sink_config()?, event).await?)?
+            }
         }
     };
     println!("{}", serde_json::to_string_pretty(&response)?);

@@ -338,6 +338,9 @@ class NoBatchDroppedSilently(PinpipeRule):
             used_queues.add(ref_name(dest))
         for m in resources(cfn, "AWS::Lambda::EventSourceMapping").values():
             used_queues.add(ref_name(((props(m).get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")))
+        # A state machine sends to the queues its definition names (sqs:sendMessage tasks).
+        for sm in resources(cfn, "AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine").values():
+            used_queues.update(ref_name(v) for v in (props(sm).get("DefinitionSubstitutions") or {}).values())
         for name in resources(cfn, "AWS::SQS::Queue"):
             if name not in used_queues:
                 out.append(RuleMatch(["Resources", name], f"nothing can send to {name}: remove it"))

@@ -36,33 +36,138 @@ pub fn scheduled_time(event: &EventBridgeEvent<serde_json::Value>) -> DateTime<U
     })
 }
 
-/// The daily job (replaces the Airflow DAG): catch up from the landing, maintain the tables,
-/// compute the nine outputs, write them as tables and as `reports/<date>/` + `reports/latest/`.
+/// The daily job (replaces the Airflow DAG) in one invocation: catch up from the landing,
+/// maintain the tables, compute the nine outputs, write them as tables and as
+/// `reports/<date>/` + `reports/latest/`. The deployed schedule runs the same work as steps
+/// (`batch_analysis_step`), each in its own invocation.
 pub async fn batch_analysis(cfg: &Config, event: EventBridgeEvent<serde_json::Value>) -> Result<BatchAnalysisResponse> {
     let started = std::time::Instant::now();
     let run_time = scheduled_time(&event);
     tracing::info!(run_time = %fmt_time(&run_time), id = cfg.id.as_str(), "scheduled analysis started");
-    let mut tables = Tables::open(&cfg.tables, &cfg.id).await?;
-    let catch_up = match &cfg.landing {
-        Some(landing) => {
-            let r = pipeline::clean_landing(landing, &mut tables, &|_, _| {}).await?;
-            let total = r.total();
-            tracing::info!(received = total.received, tabled = total.tabled, quarantined = total.quarantined,
-                already_present = total.skipped, "caught up from the landing");
-            Some(total)
-        }
-        None => None,
+    let catch_up = catch_up(cfg, None).await?.map(|r| r.total());
+    let maintenance = maintain(cfg, None).await?;
+    let (outputs, reports) = analyze_and_report(cfg, run_time, catch_up.as_ref(), started).await?;
+    Ok(BatchAnalysisResponse { run_time: fmt_time(&run_time), catch_up, maintenance, outputs, reports })
+}
+
+/// One step of the scheduled run, as the deployed state machine invokes it (infra/template.yaml,
+/// DailyRun): `{"step": "catch-up" | "maintain" | "analyze", "time": <the schedule's time>,
+/// "table": <one table to maintain, optional>}`. A catch-up step stops at its time budget
+/// (PINPIPE_STEP_SECONDS, default 600) between two commits and answers `complete: false`; the
+/// state machine then invokes it again, and it carries on from the watermarks instead of
+/// starting over. Every step keeps the schedule's time as `run_time`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct StepRequest {
+    pub step: String,
+    pub time: DateTime<Utc>,
+    #[serde(default)]
+    pub table: Option<String>,
+}
+
+/// What a step did; `complete` is false only for a catch-up that ran out of its time budget.
+#[derive(Debug, Serialize)]
+pub struct StepResponse {
+    pub step: String,
+    pub run_time: String,
+    pub complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<WriteReport>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub maintenance: Vec<MaintenanceReport>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub outputs: std::collections::BTreeMap<String, usize>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<String>,
+}
+
+/// Whether a Lambda event is a step request rather than the schedule's EventBridge event.
+pub fn is_step_request(event: &serde_json::Value) -> bool {
+    event.get("step").is_some()
+}
+
+/// Runs one step (see `StepRequest`).
+pub async fn batch_analysis_step(cfg: &Config, request: StepRequest) -> Result<StepResponse> {
+    let started = std::time::Instant::now();
+    let run_time = request.time;
+    let mut response = StepResponse {
+        step: request.step.clone(),
+        run_time: fmt_time(&run_time),
+        complete: true,
+        catch_up: None,
+        maintenance: Vec::new(),
+        outputs: Default::default(),
+        reports: Vec::new(),
     };
-    let mut maintenance_reports = Vec::new();
+    match request.step.as_str() {
+        "catch-up" => {
+            let budget = std::env::var("PINPIPE_STEP_SECONDS").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(600.0);
+            let deadline = started + std::time::Duration::from_secs_f64(budget.max(0.0));
+            if let Some(report) = catch_up(cfg, Some(deadline)).await? {
+                response.complete = report.complete;
+                response.catch_up = Some(report.total());
+            }
+        }
+        "maintain" => response.maintenance = maintain(cfg, request.table.as_deref()).await?,
+        "analyze" => {
+            let (outputs, reports) = analyze_and_report(cfg, run_time, None, started).await?;
+            response.outputs = outputs;
+            response.reports = reports;
+        }
+        other => {
+            return Err(crate::Error::Config(format!(
+                "unknown step {other:?}: use catch-up, maintain or analyze"
+            )))
+        }
+    }
+    tracing::info!(step = %response.step, complete = response.complete, run_time = %response.run_time, "step done");
+    Ok(response)
+}
+
+/// Brings the tables up to date from PINPIPE_LANDING (None when no landing is configured).
+async fn catch_up(cfg: &Config, deadline: Option<std::time::Instant>) -> Result<Option<pipeline::CleanReport>> {
+    let Some(landing) = &cfg.landing else { return Ok(None) };
+    let mut tables = Tables::open(&cfg.tables, &cfg.id).await?;
+    // Raw bytes between commits (and so between deadline checks); smaller only to try resumption.
+    let chunk = std::env::var("PINPIPE_CATCH_UP_CHUNK_BYTES")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(pipeline::CLEAN_CHUNK_BYTES)
+        .max(1);
+    let r = pipeline::clean_landing_until(landing, &mut tables, chunk, deadline, &|_, _| {}).await?;
+    let total = r.total();
+    tracing::info!(received = total.received, tabled = total.tabled, quarantined = total.quarantined,
+        already_present = total.skipped, complete = r.complete, "caught up from the landing");
+    Ok(Some(r))
+}
+
+/// Compaction, checkpoint, vacuum and log cleanup of one table (`only`) or of all four.
+async fn maintain(cfg: &Config, only: Option<&str>) -> Result<Vec<MaintenanceReport>> {
     let names: Vec<String> = Kind::ALL.iter().map(|k| cfg.id.table(*k)).chain([cfg.id.quarantine_table()]).collect();
-    for name in names {
+    if let Some(name) = only {
+        if !names.iter().any(|n| n == name) {
+            return Err(crate::Error::Config(format!("no table {name:?} to maintain: use one of {}", names.join(", "))));
+        }
+    }
+    let mut reports = Vec::new();
+    for name in names.into_iter().filter(|n| only.is_none_or(|o| o == n)) {
         if let Some(table) = delta::open(&cfg.tables, &name).await? {
             let report = maintenance::maintain(table, &name, &cfg.maintenance).await?;
             tracing::info!(table = %name, compacted = report.files_compacted, written = report.files_written,
                 vacuumed = report.files_vacuumed, checkpoint = ?report.checkpoint_at, "maintained");
-            maintenance_reports.push(report);
+            reports.push(report);
         }
     }
+    Ok(reports)
+}
+
+/// Computes the outputs for `run_time`, writes them as tables and reports, and emits the
+/// run's metrics.
+async fn analyze_and_report(
+    cfg: &Config,
+    run_time: DateTime<Utc>,
+    catch_up: Option<&WriteReport>,
+    started: std::time::Instant,
+) -> Result<(std::collections::BTreeMap<String, usize>, Vec<String>)> {
     let run = run::analyze(&cfg.tables, &cfg.id, run_time).await?;
     run.write_tables(&cfg.tables).await?;
     let mut reports = Vec::new();
@@ -84,10 +189,10 @@ pub async fn batch_analysis(cfg: &Config, event: EventBridgeEvent<serde_json::Va
         ("OpenGaps", Unit::Count, q.gaps as f64),
         ("RowsRead", Unit::Count, rows as f64),
         ("Quarantined", Unit::Count, q.quarantined_records as f64),
-        ("CatchUpTabled", Unit::Count, catch_up.as_ref().map_or(0, |c| c.tabled) as f64),
+        ("CatchUpTabled", Unit::Count, catch_up.map_or(0, |c| c.tabled) as f64),
         ("Duration", Unit::Milliseconds, started.elapsed().as_secs_f64() * 1e3),
     ]);
-    Ok(BatchAnalysisResponse { run_time: fmt_time(&run_time), catch_up, maintenance: maintenance_reports, outputs, reports })
+    Ok((outputs, reports))
 }
 
 /// What the Kafka sink did with one MSK batch, returned as the Lambda's response.

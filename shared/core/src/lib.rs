@@ -21,6 +21,7 @@ pub mod maintenance;
 pub mod config;
 pub mod handlers;
 pub mod metrics;
+pub mod replay;
 pub mod watermark;
 pub mod coverage;
 pub mod schedules;

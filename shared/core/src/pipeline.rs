@@ -383,6 +383,9 @@ pub struct CleanReport {
     /// Landing objects not read: their extent markers put them wholly inside what the tables
     /// already hold.
     pub objects_already_done: u64,
+    /// False when a deadline stopped the run between two commits: what was committed stays,
+    /// and the next run carries on from the watermarks (`clean_landing_until`).
+    pub complete: bool,
 }
 
 impl CleanReport {
@@ -410,7 +413,7 @@ pub async fn clean_landing(
     tables: &mut Tables,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<CleanReport> {
-    clean_landing_in_chunks(input, tables, CLEAN_CHUNK_BYTES, progress).await
+    clean_landing_until(input, tables, CLEAN_CHUNK_BYTES, None, progress).await
 }
 
 /// `clean_landing` committing about every `chunk_bytes` of raw input.
@@ -420,6 +423,20 @@ pub async fn clean_landing_in_chunks(
     chunk_bytes: u64,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<CleanReport> {
+    clean_landing_until(input, tables, chunk_bytes, None, progress).await
+}
+
+/// `clean_landing_in_chunks` that stops at the first commit after `deadline` (then
+/// `complete` is false): a catch-up too big for one Lambda invocation is carried on by the
+/// next one, which skips what the watermarks say is in.
+pub async fn clean_landing_until(
+    input: &Location,
+    tables: &mut Tables,
+    chunk_bytes: u64,
+    deadline: Option<std::time::Instant>,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<CleanReport> {
+    let past_deadline = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
     let scan = landing::scan(input).await?;
     let store = input.store()?;
     let mut report = CleanReport { skipped_files: scan.skipped.clone(), ..Default::default() };
@@ -430,7 +447,8 @@ pub async fn clean_landing_in_chunks(
     // and cleaned; commits stay in order. A source's next batch never repeats offsets handed
     // to the previous one (`SourceRecords::take`), so watermarks lagging by one batch are safe.
     let mut in_flight: Option<InFlight> = None;
-    for kind in Kind::ALL {
+    let mut stopped = false;
+    'kinds: for kind in Kind::ALL {
         let mut pending: Vec<SourceRecords> = Vec::new();
         let mut pending_bytes = 0u64;
         for source in scan.sources.iter().filter(|s| s.kind == kind) {
@@ -462,6 +480,13 @@ pub async fn clean_landing_in_chunks(
                     }
                     in_flight = Some(tables.start(staged)?);
                     pending_bytes = 0;
+                    // Stop only once this run has written something: a run that re-reads what
+                    // is already in (plain files have no extent markers) must get past it.
+                    let written = report.total();
+                    if past_deadline() && written.tabled + written.quarantined > 0 {
+                        stopped = true;
+                        break 'kinds;
+                    }
                 }
             }
             if !current.records.is_empty() || !current.blanks.is_empty() {
@@ -482,7 +507,10 @@ pub async fn clean_landing_in_chunks(
     for kind in Kind::ALL {
         report.per_kind.entry(kind.as_str().to_string()).or_default();
     }
-    progress(total, total);
+    report.complete = !stopped;
+    if report.complete {
+        progress(total, total);
+    }
     Ok(report)
 }
 
