@@ -190,10 +190,11 @@ fn same_files(a: &Path, b: &Path, names: &[&str]) -> Vec<String> {
         .collect()
 }
 
-async fn batch(id: &PipelineId, posts: u64, dir: Option<PathBuf>, python: &str) -> Result<()> {
-    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("pinpipe-bench-batch-{posts}")));
+/// Empties `dir` and generates `posts` posts (plus 5% re-posts, seed 42) into `dir/landing` in
+/// the Kafka landing layout: the input `bench batch` and `bench analysis` share.
+async fn fresh_landing(id: &PipelineId, posts: u64, dir: &Path) -> Result<(GenConfig, PathBuf)> {
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     let landing = dir.join("landing");
     let cfg = GenConfig { posts, seed: 42, duplicates: 0.05 };
@@ -201,6 +202,12 @@ async fn batch(id: &PipelineId, posts: u64, dir: Option<PathBuf>, python: &str) 
     let store = Location::parse(&landing.display().to_string())?.store()?;
     generate::generate_to_landing(&cfg, &store, id, 50_000, &|n| bar.set_position(n)).await?;
     bar.finish_and_clear();
+    Ok((cfg, landing))
+}
+
+async fn batch(id: &PipelineId, posts: u64, dir: Option<PathBuf>, python: &str) -> Result<()> {
+    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("pinpipe-bench-batch-{posts}")));
+    let (cfg, landing) = fresh_landing(id, posts, &dir).await?;
     let landing_mb = dir_size(&landing) as f64 / 1e6;
     println!("bench batch: {posts} posts (+{} re-posts), {landing_mb:.0} MB of landing JSON", cfg.reposts());
 
@@ -255,16 +262,7 @@ async fn analysis(id: &PipelineId, posts: u64, dir: Option<PathBuf>, python: &st
     if ready.exists() {
         println!("bench analysis: {posts} posts, tables cached in {}", tables.display());
     } else {
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-        }
-        // Generated in slices so the landing never holds more than a slice's JSON.
-        let cfg = GenConfig { posts, seed: 42, duplicates: 0.05 };
-        let landing = dir.join("landing");
-        let bar = ui::bar(cfg.total_rows(), "generating landing");
-        let store = Location::parse(&landing.display().to_string())?.store()?;
-        generate::generate_to_landing(&cfg, &store, id, 50_000, &|n| bar.set_position(n)).await?;
-        bar.finish_and_clear();
+        let (cfg, landing) = fresh_landing(id, posts, &dir).await?;
         let spin = ui::spinner("pinpipe clean (once per N)");
         measure(Command::new(&exe).args(["--id", id.as_str(), "clean", "--input"]).arg(&landing).arg("--output").arg(&tables))?;
         spin.finish_and_clear();

@@ -682,6 +682,11 @@ pub async fn read_frame(table: &DeltaTable, name: &str) -> Result<DataFrame> {
     let schema = arrow_schema(table, name)?;
     let files = fetch_files(table, active_paths(table, name)?).await?;
     let frames = read_files_with(files, |b| batches_to_frame(&[b], schema.clone()))?;
+    stack_frames(frames, schema)
+}
+
+/// Frames of one schema stacked into one (no rows: an empty frame with `schema`'s columns).
+fn stack_frames(frames: Vec<DataFrame>, schema: SchemaRef) -> Result<DataFrame> {
     let mut frames = frames.into_iter();
     let Some(mut df) = frames.next() else { return batches_to_frame(&[], schema) };
     for f in frames {
@@ -776,16 +781,8 @@ pub async fn read_for_analysis(table: &DeltaTable, name: &str, keep: &[&str]) ->
         singles.extend(s);
         wholes.extend(w);
     }
-    let stack = |frames: Vec<DataFrame>, schema: SchemaRef| -> Result<DataFrame> {
-        let mut it = frames.into_iter();
-        let Some(mut df) = it.next() else { return batches_to_frame(&[], schema) };
-        for f in it {
-            df.vstack_mut_owned(f)?;
-        }
-        Ok(df)
-    };
-    let single = stack(singles, keep_schema)?;
-    let whole = stack(wholes, schema)?;
+    let single = stack_frames(singles, keep_schema)?;
+    let whole = stack_frames(wholes, schema)?;
     let kept: Vec<polars::prelude::Expr> =
         single.get_column_names().iter().map(|c| polars::prelude::col(c.as_str())).collect();
     let greatest = crate::analysis::dedupe(&whole)?.select(kept);

@@ -98,12 +98,17 @@ pub async fn replay_from(cfg: &Config, from: &Location, dry_run: bool) -> Result
     sink.tables.refresh().await?;
     let mut report = ReplayReport { dry_run, objects: batches.len(), ..Default::default() };
     for batch in batches {
+        // What the tables hold of each topic-partition, read once per batch.
+        let mut held: BTreeMap<String, Coverage<i64>> = BTreeMap::new();
         for record in batch.event.records.values().flatten() {
             let topic = record.topic.clone().unwrap_or_default();
             let kind = Kind::from_source_name(&topic)
                 .ok_or_else(|| Error::input(&batch.key, format!("topic {topic:?} is not a pin, geo or user topic")))?;
             let app_id = crate::landing::app_id(&topic, &record.partition.to_string());
-            let held: Coverage<i64> = sink.tables.coverage(kind, &app_id).await?;
+            if !held.contains_key(&app_id) {
+                held.insert(app_id.clone(), sink.tables.coverage(kind, &app_id).await?);
+            }
+            let held = &held[&app_id];
             let entry = report.sources.entry(app_id).or_default();
             entry.0 += 1;
             report.records += 1;
