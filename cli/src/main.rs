@@ -55,6 +55,10 @@ enum Command {
     /// Re-drive the MSK batches the event-source mappings gave up on (their S3 failure
     /// destination) through the Kafka sink, exactly once; --dry-run only says what it would do.
     Replay(ReplayArgs),
+    /// Erase one person's posts (a privacy request): their pin, geo and user records leave the
+    /// cleaned tables, the quarantine and the raw landing, and no writer tables them again.
+    /// What it cannot reach (Kafka/Kinesis retention, logs, old versions) is in the README.
+    Forget(ForgetArgs),
     /// Run the whole pipeline end to end on generated data (no cloud account needed).
     Demo(DemoArgs),
     /// Run one Lambda's handler in-process on an event file, configured from the environment
@@ -151,6 +155,28 @@ struct ReplayArgs {
     #[arg(long)]
     from: String,
     /// Only count what a replay would table and what the tables already hold.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("whom").required(true).args(["ind", "user"])))]
+struct ForgetArgs {
+    /// A post to forget (repeat for several).
+    #[arg(long)]
+    ind: Vec<i64>,
+    /// A user's name as the user table holds it ("First Last"): every post whose user record
+    /// has it is forgotten.
+    #[arg(long)]
+    user: Option<String>,
+    /// Root of the Delta tables.
+    #[arg(long, env = "PINPIPE_TABLES")]
+    tables: String,
+    /// The raw landing: its lines of these posts are blanked (without it, the landing keeps
+    /// them and only row counts in results.json are corrected).
+    #[arg(long, env = "PINPIPE_LANDING")]
+    landing: Option<String>,
+    /// Only count what would be removed.
     #[arg(long)]
     dry_run: bool,
 }
@@ -256,6 +282,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Report(a) => cmd_report(&id, a).await,
         Command::Gaps(a) => cmd_gaps(&id, a).await,
         Command::Replay(a) => cmd_replay(&id, a).await,
+        Command::Forget(a) => cmd_forget(&id, a).await,
         Command::FaultSchedules(a) => cmd_fault_schedules(a).await,
         Command::Demo(a) => cmd_demo(&id, a).await,
         Command::Invoke(a) => cmd_invoke(a).await,
@@ -388,6 +415,31 @@ async fn cmd_replay(id: &PipelineId, a: ReplayArgs) -> Result<()> {
     let from = Location::parse_existing(&a.from)?;
     let report = pinpipe_core::replay::replay_from(&cfg, &from, a.dry_run).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+async fn cmd_forget(id: &PipelineId, a: ForgetArgs) -> Result<()> {
+    use pinpipe_core::forget::{self, Target};
+    let tables = Location::parse_existing(&a.tables)?;
+    let landing = a.landing.as_deref().map(Location::parse_existing).transpose()?;
+    let target = match a.user {
+        Some(name) => Target::User(name),
+        None => Target::Inds(a.ind),
+    };
+    let spinner = ui::spinner("forgetting");
+    let report = forget::forget(&tables, id, &target, landing.as_ref(), a.dry_run).await?;
+    spinner.finish_and_clear();
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if report.inds.is_empty() {
+        eprintln!("nothing (left) to forget: check --id, --tables and the spelling of --user");
+    } else if !a.dry_run {
+        eprintln!(
+            "forgotten. The replaced table files stay for readers of older table versions until the daily \
+             maintenance's vacuum deletes them (PINPIPE_VACUUM_RETENTION_HOURS, {} h by default); \
+             README \"Forgetting a user\" lists what else still holds them, and for how long.",
+            pinpipe_core::maintenance::MaintenanceConfig::default().vacuum_retention_hours
+        );
+    }
     Ok(())
 }
 

@@ -83,6 +83,23 @@ impl Quality {
         self.quarantined += other.quarantined;
     }
 
+    /// Takes away counts of records removed since (`pinpipe forget`); a count that reaches
+    /// zero is dropped, as if the records had never been counted.
+    pub fn sub(&mut self, other: &Quality) {
+        fn take(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+            for (k, v) in from {
+                if let Some(x) = into.get_mut(k) {
+                    *x = x.saturating_sub(*v);
+                }
+            }
+            into.retain(|_, v| *v > 0);
+        }
+        take(&mut self.rows, &other.rows);
+        take(&mut self.placeholders, &other.placeholders);
+        take(&mut self.unparseable, &other.unparseable);
+        self.quarantined = self.quarantined.saturating_sub(other.quarantined);
+    }
+
     /// Warnings: every unparseable value.
     pub fn warnings(&self) -> u64 {
         self.unparseable.values().sum()

@@ -30,6 +30,10 @@ use crate::storage::{self, Location};
 /// Commit metadata key under which each cleaning commit stores its quality counts.
 pub const QUALITY_KEY: &str = "pinpipe.quality";
 
+/// Commit metadata key under which a `pinpipe forget` commit stores the quality counts of the
+/// records it removed, which the totals then leave out.
+pub const QUALITY_FORGOTTEN_KEY: &str = "pinpipe.quality_forgotten";
+
 /// Files read at once when loading a table.
 const READ_CONCURRENCY: usize = 16;
 
@@ -478,17 +482,24 @@ async fn commit(
     props: CommitProperties,
     mode: SaveMode,
 ) -> Result<i64> {
+    commit_as(table, name, actions, props, DeltaOperation::Write { mode, partition_by: None, predicate: None }).await
+}
+
+/// `commit` recorded as `operation` in the table's history.
+async fn commit_as(
+    table: &mut DeltaTable,
+    name: &str,
+    actions: Vec<Action>,
+    props: CommitProperties,
+    operation: DeltaOperation,
+) -> Result<i64> {
     let err = |e| Error::delta(name, e);
     let snapshot = table.snapshot().map_err(err)?.clone();
     // Log cleanup lists the whole `_delta_log`: the daily maintenance does it, not each commit.
     let props = props.with_cleanup_expired_logs(Some(false));
     let finalized = CommitBuilder::from(props)
         .with_actions(actions)
-        .build(
-            Some(&snapshot),
-            table.log_store(),
-            DeltaOperation::Write { mode, partition_by: None, predicate: None },
-        )
+        .build(Some(&snapshot), table.log_store(), operation)
         .await
         .map_err(err)?;
     let version = finalized.version() as i64;
@@ -857,6 +868,75 @@ fn ind_column<'a>(batch: &'a RecordBatch, path: &object_store::path::Path) -> Re
         .column_by_name("ind")
         .and_then(|c| c.as_any().downcast_ref::<arrow::array::Int64Array>())
         .ok_or_else(|| Error::input(path.to_string(), "ind is not a 64-bit integer column"))
+}
+
+/// Marks the rows of one batch to delete; it is given only the columns named beside it.
+pub type RowFilter = Arc<dyn Fn(&RecordBatch) -> Result<arrow::array::BooleanArray> + Send + Sync>;
+
+/// Deletes the rows `drop` marks, in one commit (copy-on-write: each file holding any is
+/// replaced by a file without them), so a reader sees all of them or none. `columns` are what
+/// `drop` reads: every file is read with those alone, and only files with rows to delete are
+/// read whole; `metadata(rows deleted)` goes into the commit. With `dry_run` nothing is
+/// written. Returns (rows deleted, files replaced); the
+/// replaced files stay for readers of older versions until vacuum's retention has passed.
+pub async fn delete_rows(
+    table: &mut DeltaTable,
+    name: &str,
+    columns: &[&str],
+    drop: RowFilter,
+    predicate: String,
+    metadata: &(dyn Fn(u64) -> Vec<(String, serde_json::Value)> + Sync),
+    dry_run: bool,
+) -> Result<(u64, usize)> {
+    let files: Vec<(object_store::path::Path, deltalake::kernel::Remove)> = table
+        .snapshot()
+        .map_err(|e| Error::delta(name, e))?
+        .log_data()
+        .into_iter()
+        .map(|f| (f.object_store_path(), f.remove_action(true)))
+        .collect();
+    let paths: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
+    let store = table.object_store();
+    let wanted: Arc<Vec<String>> = Arc::new(columns.iter().map(|c| c.to_string()).collect());
+    let hits: Vec<u64> = for_each_file(&store, &paths, {
+        let drop = drop.clone();
+        move |store, path| {
+            let (drop, wanted) = (drop.clone(), wanted.clone());
+            async move {
+                let mut n = 0u64;
+                for b in read_columns(store, &path, Some(&wanted)).await? {
+                    n += drop(&b)?.true_count() as u64;
+                }
+                Ok(n)
+            }
+        }
+    })
+    .await?;
+    let deleted: u64 = hits.iter().sum();
+    let touched: Vec<usize> = (0..files.len()).filter(|i| hits[*i] > 0).collect();
+    if dry_run || deleted == 0 {
+        return Ok((deleted, touched.len()));
+    }
+    let schema = arrow_schema(table, name)?;
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut actions = Vec::new();
+    for i in &touched {
+        let (path, remove) = &files[*i];
+        let mut kept = Vec::new();
+        for b in read_columns(store.clone(), path, None).await? {
+            let mask = drop(&b)?;
+            let b = arrow::compute::filter_record_batch(&b, &arrow::compute::not(&mask)?)?;
+            // Files carry the table's columns; rebuild each batch on the writer's exact schema.
+            let b = in_order(&b, &names, path)?;
+            kept.push(RecordBatch::try_new(schema.clone(), b.columns().to_vec())?);
+        }
+        let kept = arrow::compute::concat_batches(&schema, &kept)?;
+        actions.extend(start_files(table, name, kept)?.join().await?);
+        actions.push(Action::Remove(remove.clone()));
+    }
+    let props = CommitProperties::default().with_metadata(metadata(deleted));
+    commit_as(table, name, actions, props, DeltaOperation::Delete { predicate: Some(predicate) }).await?;
+    Ok((deleted, touched.len()))
 }
 
 /// Commit metadata values stored under `key` across the table's history, newest first.

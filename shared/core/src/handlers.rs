@@ -276,8 +276,10 @@ async fn kafka_sink(
         for i in 1..=records.len() {
             if i == records.len() || records[i].0 != records[i - 1].0 + 1 {
                 let run = &records[start..i];
-                let lines: Vec<&[u8]> = run.iter().map(|(_, b)| b.as_ref()).collect();
-                let key = landing::write_object(store, &topic, partition as i32, run[0].0, &lines).await?;
+                // A forgotten post's record lands as a blank line, so no redelivery puts it back.
+                let lines: Vec<Option<&[u8]>> =
+                    run.iter().map(|(_, b)| (!tables.is_forgotten(kind, b)).then_some(b.as_ref())).collect();
+                let key = landing::write_object_with_blanks(store, &topic, partition as i32, run[0].0, &lines).await?;
                 response.landed_objects.push(key.to_string());
                 start = i;
             }

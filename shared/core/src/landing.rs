@@ -453,10 +453,25 @@ pub async fn write_object(
     first_offset: i64,
     values: &[&[u8]],
 ) -> Result<Path> {
+    let values: Vec<Option<&[u8]>> = values.iter().map(|v| Some(*v)).collect();
+    write_object_with_blanks(store, topic, partition, first_offset, &values).await
+}
+
+/// `write_object` where `None` lands as a blank line: an offset that holds nothing to keep
+/// (a record `pinpipe forget` erased).
+pub async fn write_object_with_blanks(
+    store: &Arc<dyn ObjectStore>,
+    topic: &str,
+    partition: i32,
+    first_offset: i64,
+    values: &[Option<&[u8]>],
+) -> Result<Path> {
     let key = object_key(topic, partition, first_offset);
-    let mut body = Vec::with_capacity(values.iter().map(|v| v.len() + 1).sum());
-    for v in values {
-        body.extend_from_slice(&encode_line(v));
+    let mut body = Vec::with_capacity(values.iter().map(|v| v.map_or(0, <[u8]>::len) + 1).sum());
+    for v in values.iter() {
+        if let Some(v) = v {
+            body.extend_from_slice(&encode_line(v));
+        }
         body.push(b'\n');
     }
     let storage = |e| Error::Storage { location: key.to_string(), source: e };

@@ -22,6 +22,7 @@ pub mod config;
 pub mod handlers;
 pub mod metrics;
 pub mod replay;
+pub mod forget;
 pub mod watermark;
 pub mod coverage;
 pub mod schedules;

@@ -187,6 +187,8 @@ pub async fn quality_totals(table: &DeltaTable, name: &str) -> Result<Quality> {
         Ok(got) => got.bytes().await.ok().and_then(|b| serde_json::from_slice(&b).ok()),
         Err(_) => None,
     };
+    // Counts of forgotten records come off after every count has been added.
+    let mut forgotten = Quality::default();
     let Some(rollup) = rollup.filter(|r| r.through_version <= current) else {
         let mut totals = Quality::default();
         for v in delta::history_metadata(table, name, delta::QUALITY_KEY).await? {
@@ -194,6 +196,12 @@ pub async fn quality_totals(table: &DeltaTable, name: &str) -> Result<Quality> {
                 totals.add(&q);
             }
         }
+        for v in delta::history_metadata(table, name, delta::QUALITY_FORGOTTEN_KEY).await? {
+            if let Ok(q) = serde_json::from_value::<Quality>(v) {
+                forgotten.add(&q);
+            }
+        }
+        totals.sub(&forgotten);
         return Ok(totals);
     };
     let mut totals = rollup.totals;
@@ -203,7 +211,11 @@ pub async fn quality_totals(table: &DeltaTable, name: &str) -> Result<Quality> {
         if let Ok(q) = serde_json::from_value::<Quality>(info[delta::QUALITY_KEY].take()) {
             totals.add(&q);
         }
+        if let Ok(q) = serde_json::from_value::<Quality>(info[delta::QUALITY_FORGOTTEN_KEY].take()) {
+            forgotten.add(&q);
+        }
     }
+    totals.sub(&forgotten);
     Ok(totals)
 }
 

@@ -36,7 +36,15 @@ pub struct WriteReport {
     pub quarantined: u64,
     /// Gaps this write opened (offsets skipped past the watermark).
     pub gaps_opened: u64,
+    /// Records of posts erased by `pinpipe forget`: dropped, their positions counted as
+    /// written so they open no gap.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub forgotten: u64,
     pub quality: Quality,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl WriteReport {
@@ -46,6 +54,7 @@ impl WriteReport {
         self.tabled += o.tabled;
         self.quarantined += o.quarantined;
         self.gaps_opened += o.gaps_opened;
+        self.forgotten += o.forgotten;
         self.quality.add(&o.quality);
     }
 }
@@ -58,6 +67,9 @@ pub struct Tables {
     quarantine: DeltaTable,
     /// Txn actions per table name, kept up to date with each table's loaded snapshot.
     txns: HashMap<String, delta::Txns>,
+    /// Posts erased by `pinpipe forget` (its ledger, read at open and each `refresh`): their
+    /// records are never written again.
+    forgotten: std::collections::BTreeSet<i64>,
     /// Fault injection for tests: every commit stops with an error right after its
     /// quarantine commit, as a writer that crashes there would.
     pub crash_after_quarantine: bool,
@@ -74,7 +86,8 @@ impl Tables {
         }
         let quarantine =
             delta::open_or_create(root, &id.quarantine_table(), delta::quarantine_schema()).await?;
-        Ok(Tables { root: root.clone(), id: id.clone(), data, quarantine, txns: HashMap::new(), crash_after_quarantine: false })
+        let forgotten = crate::forget::load_ledger(root).await?;
+        Ok(Tables { root: root.clone(), id: id.clone(), data, quarantine, txns: HashMap::new(), forgotten, crash_after_quarantine: false })
     }
 
     fn data_mut(&mut self, kind: Kind) -> &mut DeltaTable {
@@ -143,6 +156,7 @@ impl Tables {
         for kind in Kind::ALL {
             self.refresh_kind(kind).await?;
         }
+        self.forgotten = crate::forget::load_ledger(&self.root).await?;
         Ok(())
     }
 
@@ -160,6 +174,11 @@ impl Tables {
     async fn refresh_quarantine(&mut self) -> Result<()> {
         let name = self.id.quarantine_table();
         self.quarantine.update_state().await.map_err(|e| crate::Error::delta(name, e))
+    }
+
+    /// Whether a record belongs to a post `pinpipe forget` erased.
+    pub fn is_forgotten(&self, kind: Kind, bytes: &[u8]) -> bool {
+        !self.forgotten.is_empty() && crate::forget::is_forgotten(kind, bytes, &self.forgotten)
     }
 
     /// Writes records of one kind, grouped by source partition in offset order, exactly once.
@@ -307,6 +326,11 @@ impl Tables {
             for (rec, off) in src.records.iter().zip(&src.offsets) {
                 if held.holds(off) {
                     report.skipped += 1;
+                    continue;
+                }
+                if self.is_forgotten(kind, &rec.bytes) {
+                    report.forgotten += 1;
+                    positions.push(off.clone());
                     continue;
                 }
                 records.push(rec.clone());

@@ -1,0 +1,523 @@
+//! `pinpipe forget`: erasing one person's posts (a privacy request) from everything pinpipe
+//! stores: the cleaned tables, the quarantine's raw records and the raw landing.
+//!
+//! The order makes a crashed run safe to run again and leaves nothing that could bring the
+//! records back:
+//! 1. the `ind`s are added to the ledger (`_pinpipe_forgotten.json` at the tables' root), which
+//!    every writer reads with its tables and obeys: a record with a forgotten `ind` is never
+//!    tabled or quarantined again, whether it comes from a redelivery, a replay or a rebuild;
+//! 2. each cleaned table loses those rows in one commit, which carries the quality counts of
+//!    the removed records (re-cleaned from the landing) so results.json adds up as if they
+//!    had never come;
+//! 3. the quarantine loses their raw records in one commit;
+//! 4. each landing line of theirs is overwritten with spaces of the same length: a blank line,
+//!    which keeps every other line's offset and the object's size (a redelivery never
+//!    replaces an object with a shorter one, so it cannot put the record back either).
+//!
+//! The files the commits replaced are deleted by the daily maintenance's vacuum once the
+//! tables' retention has passed, like any other removed file.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, BinaryArray, BooleanArray, Int64Array, RecordBatch, StringArray};
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::clean::{self, Quality};
+use crate::delta;
+use crate::error::{Error, Result};
+use crate::landing;
+use crate::names::{Kind, PipelineId};
+use crate::record::{self, RawRecord};
+use crate::storage::Location;
+
+/// The ledger of forgotten `ind`s, at the tables' root.
+pub const LEDGER: &str = "_pinpipe_forgotten.json";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Ledger {
+    inds: BTreeSet<i64>,
+}
+
+/// The forgotten `ind`s (none when there is no ledger yet).
+pub async fn load_ledger(root: &Location) -> Result<BTreeSet<i64>> {
+    let store = root.store()?;
+    let path = Path::from(LEDGER);
+    let storage = |e| Error::Storage { location: root.join(LEDGER).display(), source: e };
+    let bytes = match store.get(&path).await {
+        Ok(got) => got.bytes().await.map_err(storage)?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(BTreeSet::new()),
+        Err(e) => return Err(storage(e)),
+    };
+    let ledger: Ledger = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::input(root.join(LEDGER).display(), format!("not a forget ledger: {e}")))?;
+    Ok(ledger.inds)
+}
+
+async fn add_to_ledger(root: &Location, inds: &BTreeSet<i64>) -> Result<()> {
+    let mut all = load_ledger(root).await?;
+    if inds.is_subset(&all) {
+        return Ok(());
+    }
+    all.extend(inds);
+    let body = serde_json::to_vec(&Ledger { inds: all }).unwrap_or_default();
+    root.store()?
+        .put(&Path::from(LEDGER), PutPayload::from(body))
+        .await
+        .map_err(|e| Error::Storage { location: root.join(LEDGER).display(), source: e })?;
+    Ok(())
+}
+
+/// Whether a record of `kind` has a forgotten key: its parsed key, or for a record that does
+/// not parse, the `ind`/`index` its text still shows.
+pub fn is_forgotten(kind: Kind, bytes: &[u8], forgotten: &BTreeSet<i64>) -> bool {
+    match record::with_parsed(kind, bytes, |r| r.key) {
+        Ok(key) => forgotten.contains(&key),
+        Err(_) => loose_fields(bytes).ind.is_some_and(|i| forgotten.contains(&i)),
+    }
+}
+
+/// Whose posts to forget.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// These posts.
+    Inds(Vec<i64>),
+    /// Every post whose user record's `user_name` (contract §4) is this.
+    User(String),
+}
+
+/// What forget removed (with `dry_run`: would remove).
+#[derive(Debug, Default, Serialize)]
+pub struct ForgetReport {
+    pub dry_run: bool,
+    /// The posts forgotten.
+    pub inds: Vec<i64>,
+    /// Rows removed per table (the cleaned tables and the quarantine).
+    pub rows_removed: BTreeMap<String, u64>,
+    /// Data files replaced by files without those rows; vacuum deletes them after the
+    /// retention below.
+    pub files_replaced: usize,
+    pub landing_lines_blanked: u64,
+    pub landing_objects_rewritten: u64,
+    /// Whether the quality counts of the removed records could be taken from the landing
+    /// (without it, only row counts are corrected).
+    pub quality_adjusted_from_landing: bool,
+}
+
+/// What a record of someone's looks like.
+struct Matcher {
+    inds: BTreeSet<i64>,
+    user: Option<String>,
+}
+
+/// What a raw record's text says about whose it is, read leniently: as JSON when it parses
+/// (a JSON string holding an object is opened once), else field by field from the text, so
+/// a malformed record still shows its key and name.
+#[derive(Debug, Default, PartialEq)]
+struct LooseFields {
+    ind: Option<i64>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+}
+
+impl LooseFields {
+    /// The `user_name` cleaning would make of these names (contract §4).
+    fn user_name(&self) -> Option<String> {
+        let f = self.first_name.as_deref().filter(|s| !s.is_empty());
+        let l = self.last_name.as_deref().filter(|s| !s.is_empty());
+        match (f, l) {
+            (Some(f), Some(l)) => Some(format!("{f} {l}")),
+            (Some(one), None) | (None, Some(one)) => Some(one.to_string()),
+            (None, None) => None,
+        }
+    }
+}
+
+fn loose_fields(bytes: &[u8]) -> LooseFields {
+    use serde_json::Value;
+    let parsed = match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::String(s)) => serde_json::from_str::<Value>(&s).ok(),
+        Ok(v) => Some(v),
+        Err(_) => None,
+    };
+    if let Some(Value::Object(o)) = parsed {
+        let int = |v: Option<&Value>| match v {
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => record::parse_int_text(s),
+            _ => None,
+        };
+        let text = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
+        return LooseFields {
+            ind: int(o.get("index").filter(|v| !v.is_null())).or_else(|| int(o.get("ind"))),
+            first_name: text("first_name"),
+            last_name: text("last_name"),
+        };
+    }
+    let text = String::from_utf8_lossy(bytes);
+    LooseFields {
+        ind: scan_value(&text, "index").or_else(|| scan_value(&text, "ind")).and_then(|v| record::parse_int_text(&v)),
+        first_name: scan_value(&text, "first_name"),
+        last_name: scan_value(&text, "last_name"),
+    }
+}
+
+/// The value after `"key":` in text that may not be valid JSON: a string's contents (to
+/// its closing quote or the end) or a bare token.
+fn scan_value(text: &str, key: &str) -> Option<String> {
+    let pattern = format!("\"{key}\"");
+    let mut from = 0;
+    while let Some(at) = text[from..].find(&pattern) {
+        from += at + pattern.len();
+        let Some(rest) = text[from..].trim_start().strip_prefix(':') else { continue };
+        let rest = rest.trim_start();
+        if let Some(s) = rest.strip_prefix('"') {
+            // Decode it as a JSON string up to its closing quote, escapes included.
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in s.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let body = &s[..end.unwrap_or(s.len())];
+            return Some(serde_json::from_str::<String>(&format!("\"{body}\"")).unwrap_or_else(|_| body.to_string()));
+        }
+        let token: String = rest.chars().take_while(|c| !matches!(c, ',' | '}' | ']') && !c.is_whitespace()).collect();
+        return (!token.is_empty()).then_some(token);
+    }
+    None
+}
+
+impl Matcher {
+    /// A record that did not decode (a quarantine entry): whose its text says it is.
+    fn raw(&self, bytes: &[u8]) -> bool {
+        let f = loose_fields(bytes);
+        f.ind.is_some_and(|i| self.inds.contains(&i))
+            || self.user.as_ref().is_some_and(|u| f.user_name().as_deref() == Some(u.as_str()))
+    }
+
+    /// For each record of `kind`: whether it is someone's, and its key when one can be told.
+    fn records(&self, kind: Kind, records: &[RawRecord]) -> Result<Vec<(bool, Option<i64>)>> {
+        let mut out: Vec<(bool, Option<i64>)> = vec![(false, None); records.len()];
+        let decoded = record::decode(kind, records)?;
+        let quarantined: HashSet<usize> = decoded.quarantined.iter().map(|(i, _)| *i).collect();
+        for i in &quarantined {
+            out[*i] = (self.raw(&records[*i].bytes), loose_fields(&records[*i].bytes).ind);
+        }
+        let rows: Vec<usize> = (0..records.len()).filter(|i| !quarantined.contains(i)).collect();
+        let inds = decoded.frame.column("ind")?.i64()?.clone();
+        let names = match (&self.user, kind) {
+            (Some(_), Kind::User) => Some(clean::clean(kind, &decoded)?.0.column("user_name")?.str()?.clone()),
+            _ => None,
+        };
+        for (row, i) in rows.into_iter().enumerate() {
+            let ind = inds.get(row);
+            let by_name = match (&names, &self.user) {
+                (Some(n), Some(u)) => n.get(row) == Some(u.as_str()),
+                _ => false,
+            };
+            out[i] = (by_name || ind.is_some_and(|k| self.inds.contains(&k)), ind);
+        }
+        Ok(out)
+    }
+}
+
+/// One landing object's lines: (offset, byte range of the line without its line ending, record).
+fn object_lines(source: &landing::SourcePartition, first: i64, body: &Bytes) -> Vec<(i64, std::ops::Range<usize>, RawRecord)> {
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    let mut offset = first;
+    while start < body.len() {
+        let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i);
+        let mut line_end = end;
+        if line_end > start && body[line_end - 1] == b'\r' {
+            line_end -= 1;
+        }
+        let line = body.slice(start..line_end);
+        if !line.iter().all(|b| b.is_ascii_whitespace()) {
+            let rec = RawRecord {
+                source: source.source.as_str().into(),
+                partition: source.partition.as_str().into(),
+                position: offset.into(),
+                bytes: landing::decode_line(line),
+            };
+            out.push((offset, start..line_end, rec));
+        }
+        offset += 1;
+        start = end + 1;
+    }
+    out
+}
+
+fn poisoned() -> Error {
+    Error::Config("a forget task panicked while holding its counts".into())
+}
+
+/// Every landing object of the pin, geo and user sources, kind by kind (user first: it is
+/// where names are found), with its body.
+async fn for_each_object<F>(landing: &Location, kinds: &[Kind], mut f: F) -> Result<()>
+where
+    F: FnMut(Kind, &landing::SourcePartition, &landing::LandingObject, Bytes) -> futures::future::BoxFuture<'static, Result<()>>,
+{
+    let scan = landing::scan(landing).await?;
+    let store = landing.store()?;
+    for kind in kinds {
+        for source in scan.sources.iter().filter(|s| s.kind == *kind) {
+            for object in &source.objects {
+                let storage = |e| Error::Storage { location: object.key.to_string(), source: e };
+                let body = store.get(&object.key).await.map_err(storage)?.bytes().await.map_err(storage)?;
+                f(*kind, source, object, body).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Forgets `target`'s posts in the tables under `root` (and the landing, when given).
+pub async fn forget(root: &Location, id: &PipelineId, target: &Target, landing: Option<&Location>, dry_run: bool) -> Result<ForgetReport> {
+    let mut report = ForgetReport { dry_run, ..Default::default() };
+    let mut matcher = match target {
+        Target::Inds(inds) => Matcher { inds: inds.iter().copied().collect(), user: None },
+        Target::User(name) => Matcher { inds: BTreeSet::new(), user: Some(name.clone()) },
+    };
+    if matcher.user.is_some() {
+        find_user_inds(root, id, landing, &mut matcher).await?;
+    }
+    report.inds = matcher.inds.iter().copied().collect();
+    if matcher.inds.is_empty() && matcher.user.is_none() {
+        return Ok(report);
+    }
+    let matcher = Arc::new(matcher);
+
+    // The quality counts the removed records added, from their landing lines (each offset once).
+    let mut removed_quality: BTreeMap<Kind, Quality> = BTreeMap::new();
+    if let Some(landing) = landing {
+        report.quality_adjusted_from_landing = true;
+        let seen = Arc::new(std::sync::Mutex::new(HashSet::<(String, i64)>::new()));
+        let found = Arc::new(std::sync::Mutex::new(BTreeMap::<Kind, Vec<RawRecord>>::new()));
+        for_each_object(landing, &Kind::ALL, |kind, source, object, body| {
+            let (matcher, seen, found) = (matcher.clone(), seen.clone(), found.clone());
+            let lines = object_lines(source, object.first, &body);
+            let app_id = source.app_id();
+            Box::pin(async move {
+                let (offsets, records): (Vec<i64>, Vec<RawRecord>) = lines.into_iter().map(|(o, _, r)| (o, r)).unzip();
+                let matched = tokio::task::block_in_place(|| matcher.records(kind, &records))?;
+                let mut seen = seen.lock().map_err(|_| poisoned())?;
+                let mut found = found.lock().map_err(|_| poisoned())?;
+                for ((rec, offset), (hit, _)) in records.into_iter().zip(offsets).zip(matched) {
+                    if hit && seen.insert((app_id.clone(), offset)) {
+                        found.entry(kind).or_default().push(rec);
+                    }
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        let found = std::mem::take(&mut *found.lock().map_err(|_| poisoned())?);
+        for (kind, records) in found {
+            let decoded = record::decode(kind, &records)?;
+            let (_, mut quality) = clean::clean(kind, &decoded)?;
+            // Quarantined ones are counted by the quarantine's rows, which go below.
+            quality.quarantined = 0;
+            removed_quality.insert(kind, quality);
+        }
+    }
+
+    if !dry_run {
+        add_to_ledger(root, &matcher.inds).await?;
+    }
+    for kind in Kind::ALL {
+        let name = id.table(kind);
+        let Some(mut table) = delta::open(root, &name).await? else { continue };
+        let inds = Arc::new(matcher.inds.clone());
+        let drop: delta::RowFilter = Arc::new(move |b: &RecordBatch| {
+            let col = b
+                .column_by_name("ind")
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                .ok_or_else(|| Error::Config("ind is not a 64-bit integer column".into()))?;
+            Ok(col.iter().map(|v| Some(v.is_some_and(|v| inds.contains(&v)))).collect::<BooleanArray>())
+        });
+        let quality = removed_quality.remove(&kind).unwrap_or_default();
+        let (rows, files) = delete_with_retry(&mut table, &name, &["ind"], drop, &matcher, dry_run, &|rows| {
+            let mut q = quality.clone();
+            q.rows.insert(kind.as_str().to_string(), rows);
+            q.rows.retain(|_, v| *v > 0);
+            q
+        })
+        .await?;
+        report.rows_removed.insert(name, rows);
+        report.files_replaced += files;
+    }
+    let q_name = id.quarantine_table();
+    if let Some(mut table) = delta::open(root, &q_name).await? {
+        let m = matcher.clone();
+        let drop: delta::RowFilter = Arc::new(move |b: &RecordBatch| {
+            let raw = b
+                .column_by_name("raw")
+                .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
+                .ok_or_else(|| Error::Config("the quarantine's raw column is not binary".into()))?;
+            let source = b.column_by_name("source").and_then(|c| c.as_any().downcast_ref::<StringArray>());
+            Ok((0..b.num_rows())
+                .map(|i| {
+                    let kind = source.filter(|s| s.is_valid(i)).and_then(|s| Kind::from_source_name(s.value(i)));
+                    let bytes = if raw.is_valid(i) { raw.value(i) } else { &[][..] };
+                    Some(m.raw(bytes) || kind.is_some_and(|k| is_forgotten(k, bytes, &m.inds)))
+                })
+                .collect::<BooleanArray>())
+        });
+        let (rows, files) =
+            delete_with_retry(&mut table, &q_name, &["source", "raw"], drop, &matcher, dry_run, &|_| Quality::default()).await?;
+        report.rows_removed.insert(q_name, rows);
+        report.files_replaced += files;
+    }
+
+    if let Some(landing) = landing {
+        let store = landing.store()?;
+        let counts = Arc::new(std::sync::Mutex::new((0u64, 0u64)));
+        for_each_object(landing, &Kind::ALL, |kind, source, object, body| {
+            let (matcher, counts, store) = (matcher.clone(), counts.clone(), store.clone());
+            let lines = object_lines(source, object.first, &body);
+            let key = object.key.clone();
+            Box::pin(async move {
+                let records: Vec<RawRecord> = lines.iter().map(|(_, _, r)| r.clone()).collect();
+                let matched = tokio::task::block_in_place(|| matcher.records(kind, &records))?;
+                let mut blanked = body.to_vec();
+                let mut n = 0u64;
+                for ((_, range, _), (hit, _)) in lines.iter().zip(matched) {
+                    if hit {
+                        blanked[range.clone()].fill(b' ');
+                        n += 1;
+                    }
+                }
+                if n == 0 {
+                    return Ok(());
+                }
+                if !dry_run {
+                    store
+                        .put(&key, PutPayload::from(blanked))
+                        .await
+                        .map_err(|e| Error::Storage { location: key.to_string(), source: e })?;
+                }
+                let mut c = counts.lock().map_err(|_| poisoned())?;
+                c.0 += n;
+                c.1 += 1;
+                Ok(())
+            })
+        })
+        .await?;
+        let (lines, objects) = *counts.lock().map_err(|_| poisoned())?;
+        report.landing_lines_blanked = lines;
+        report.landing_objects_rewritten = objects;
+    }
+    tracing::info!(
+        inds = report.inds.len(),
+        rows = report.rows_removed.values().sum::<u64>(),
+        landing_lines = report.landing_lines_blanked,
+        dry_run,
+        "forgotten"
+    );
+    Ok(report)
+}
+
+/// The `ind`s of every post whose user record carries the target's name: in the user table,
+/// the quarantine and the landing's user lines.
+async fn find_user_inds(root: &Location, id: &PipelineId, landing: Option<&Location>, m: &mut Matcher) -> Result<()> {
+    let Some(user) = m.user.clone() else { return Ok(()) };
+    let name = id.table(Kind::User);
+    if let Some(table) = delta::open(root, &name).await? {
+        let frame = delta::read_frame(&table, &name).await?;
+        let inds = frame.column("ind")?.i64()?;
+        let names = frame.column("user_name")?.str()?;
+        for (i, n) in inds.iter().zip(names.iter()) {
+            if let (Some(i), Some(n)) = (i, n) {
+                if n == user {
+                    m.inds.insert(i);
+                }
+            }
+        }
+    }
+    let q_name = id.quarantine_table();
+    if let Some(table) = delta::open(root, &q_name).await? {
+        for b in delta::read_batches(&table, &q_name).await? {
+            if let Some(raw) = b.column_by_name("raw").and_then(|c| c.as_any().downcast_ref::<BinaryArray>()) {
+                for bytes in raw.iter().flatten() {
+                    let f = loose_fields(bytes);
+                    if f.user_name().as_deref() == Some(user.as_str()) {
+                        m.inds.extend(f.ind);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(landing) = landing {
+        let by_name = Arc::new(Matcher { inds: BTreeSet::new(), user: Some(user) });
+        let found = Arc::new(std::sync::Mutex::new(BTreeSet::<i64>::new()));
+        for_each_object(landing, &[Kind::User], |kind, source, object, body| {
+            let (by_name, found) = (by_name.clone(), found.clone());
+            let records: Vec<RawRecord> = object_lines(source, object.first, &body).into_iter().map(|(_, _, r)| r).collect();
+            Box::pin(async move {
+                let matched = tokio::task::block_in_place(|| by_name.records(kind, &records))?;
+                let mut found = found.lock().map_err(|_| poisoned())?;
+                found.extend(matched.into_iter().filter(|(hit, _)| *hit).filter_map(|(_, ind)| ind));
+                Ok(())
+            })
+        })
+        .await?;
+        m.inds.extend(found.lock().map_err(|_| poisoned())?.iter());
+    }
+    Ok(())
+}
+
+/// `delta::delete_rows` until it commits, staging again after another writer's commit.
+async fn delete_with_retry(
+    table: &mut deltalake::DeltaTable,
+    name: &str,
+    columns: &[&str],
+    drop: delta::RowFilter,
+    matcher: &Matcher,
+    dry_run: bool,
+    quality: &(dyn Fn(u64) -> Quality + Sync),
+) -> Result<(u64, usize)> {
+    let predicate = match &matcher.user {
+        Some(_) => format!("records of a forgotten user ({} posts)", matcher.inds.len()),
+        None => format!("ind IN ({} forgotten posts)", matcher.inds.len()),
+    };
+    let metadata = |rows| vec![(delta::QUALITY_FORGOTTEN_KEY.to_string(), serde_json::to_value(quality(rows)).unwrap_or_default())];
+    let mut attempt = 1;
+    loop {
+        match delta::delete_rows(table, name, columns, drop.clone(), predicate.clone(), &metadata, dry_run).await {
+            Ok(done) => return Ok(done),
+            Err(e) if e.is_conflict() && attempt < crate::pipeline::COMMIT_ATTEMPTS => {
+                tracing::warn!(table = name, attempt, error = %e, "forget lost a race with another writer: reading the table again");
+                table.update_state().await.map_err(|e| Error::delta(name, e))?;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loose_fields_read_malformed_records() {
+        let f = loose_fields(br#"{"ind": 7, "first_name": "Ann", "last_name": "Lee", "age": "#);
+        assert_eq!((f.ind, f.user_name()), (Some(7), Some("Ann Lee".to_string())));
+        let f = loose_fields(br#""{\"index\":\"12\",\"ind\":3}""#);
+        assert_eq!(f.ind, Some(12));
+        let f = loose_fields(br#"{"first_name":"Jo \"J\" ","last_name""#);
+        assert_eq!((f.ind, f.first_name.as_deref(), f.last_name), (None, Some("Jo \"J\" "), None));
+        assert_eq!(loose_fields(b"\xff\x00 not json").ind, None);
+    }
+}
