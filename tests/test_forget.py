@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 
 import boto3
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
 from conftest import read_table, run, write_object
 
@@ -99,6 +101,7 @@ def test_forget_a_user_everywhere_on_local_disk(tmp_path):
     assert len(quarantine_before) == 4
     lines_before = {f: len((land / f).read_text().splitlines()) for f in ("pin.jsonl", "geo.jsonl", "user.jsonl")}
 
+    pin_version_before = DeltaTable(str(t1 / f"{ID}_pin_table")).version()
     dry = json.loads(run("--id", ID, "forget", "--user", target, "--tables", t1, "--landing", land, "--dry-run",
                          env=env).stdout)
     assert rows_by_table(t1) == before, "a dry run wrote"
@@ -132,6 +135,21 @@ def test_forget_a_user_everywhere_on_local_disk(tmp_path):
     assert analysis(t1, tmp_path / "out-forgot", env) == out_never
     run("--id", ID, "clean", "--input", land, "--output", t3, env=env_for(t3))
     assert analysis(t3, tmp_path / "out-rebuilt", env_for(t3)) == out_never
+
+    # Until vacuum, readers of the version before forget still find every file they need;
+    # the daily maintenance (here with its retention run out) then deletes the replaced files,
+    # and the quality counts, rolled up by it, still add up.
+    old = DeltaTable(str(t1 / f"{ID}_pin_table"), version=pin_version_before).to_pyarrow_table()
+    assert inds <= set(old.column("ind").to_pylist())
+    step = tmp_path / "maintain.json"
+    for t in TABLES + [f"{ID}_quarantine"]:
+        step.write_text(json.dumps({"step": "maintain", "table": t, "time": "2026-11-29T02:00:00Z"}))
+        run("invoke", "batch-analysis", "--event", step,
+            env=dict(env_for(t1, land), PINPIPE_VACUUM_RETENTION_HOURS="0", PINPIPE_CHECKPOINT_INTERVAL="1"))
+    for t in TABLES:
+        for f in (t1 / t).glob("*.parquet"):
+            assert not inds & set(pq.read_table(f, columns=["ind"]).column("ind").to_pylist()), f
+    assert analysis(t1, tmp_path / "out-maintained", env) == out_never
 
     # A late delivery of their records (a new file, positions no table holds) is not tabled.
     late = tmp_path / "late"
