@@ -1,6 +1,8 @@
 """`pinpipe replay --from`: MSK batches a mapping gave up on, re-driven from their S3 failure
 destination's invocation records, are tabled once however often the replay runs, and the gap
-their loss opened closes. Checked on local disk and on moto's S3, read back with deltalake."""
+their loss opened closes. `pinpipe replay --quarantine`: entries that clean under today's
+rules are tabled once and leave the quarantine, even when a replay stopped half-way. Checked
+on local disk and on moto's S3, read back with deltalake."""
 import base64
 import json
 
@@ -90,3 +92,80 @@ def test_replay_refuses_kinesis_batches_and_junk(tmp_path):
     (failures / "k").write_text("not json")
     p = run("--id", ID, "replay", "--from", failures, env=env, check=False)
     assert p.returncode != 0 and "not JSON" in p.stderr, p.stderr
+
+
+def old_rule_entries(positions, reason="old rule: ind as text"):
+    """Quarantine entries of records that clean under today's rules, as an older version's
+    rules might have quarantined them (written by the deltalake package, not by pinpipe)."""
+    return [{"source": f"{ID}.user", "partition": "0", "position": str(p), "reason": reason,
+             "raw": json.dumps({"ind": str(5000 + p), "first_name": "Old", "last_name": f"R{p}",
+                                "age": 30, "date_joined": "2020-01-01 00:00:00"}).encode()}
+            for p in positions]
+
+
+def append_quarantine(tables, entries, opts):
+    import datetime
+
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+    uri = f"{tables}/{ID}_quarantine"
+    schema = DeltaTable(uri, storage_options=opts).to_pyarrow_table().schema
+    now = datetime.datetime.now(datetime.timezone.utc)
+    rows = pa.Table.from_pylist([dict(e, quarantined_at=now) for e in entries], schema=schema)
+    write_deltalake(uri, rows, mode="append", storage_options=opts)
+
+
+def check_quarantine_replay(tmp_path, tables, landing, env=None, opts=None):
+    env = dict(env or {}, PINPIPE_ID=ID, PINPIPE_TABLES=tables, PINPIPE_LANDING=landing)
+    event = msk_event(list(range(0, 5)))
+    recs = event["records"][f"{ID}.user-0"]
+    recs[1]["value"] = base64.b64encode(b"not json").decode()
+    recs[3]["value"] = base64.b64encode(b'{"age": 3}').decode()
+    ev = tmp_path / "batch.json"
+    ev.write_text(json.dumps(event))
+    run("invoke", "kafka-sink", "--event", ev, env=env)
+    append_quarantine(tables, old_rule_entries([100, 101, 102]), opts)
+
+    def counts():
+        users = read_table(tables, f"{ID}_user_table", storage_options=opts)
+        quarantine = read_table(tables, f"{ID}_quarantine", storage_options=opts)
+        return sorted(r["ind"] for r in users), sorted(r["position"] for r in quarantine)
+
+    def replay(*extra):
+        return json.loads(run("--id", ID, "replay", "--quarantine", *extra, env=env).stdout)
+
+    assert counts() == ([1000, 1002, 1004], ["1", "100", "101", "102", "3"])
+    dry = replay("--reason", "old rule", "--dry-run")
+    assert (dry["entries"], dry["tabled"], dry["still_quarantined"]) == (3, 3, 0), dry
+    assert counts() == ([1000, 1002, 1004], ["1", "100", "101", "102", "3"]), "a dry run wrote"
+
+    first = replay()
+    assert (first["entries"], first["tabled"], first["still_quarantined"], first["removed_from_quarantine"]) == \
+        (5, 3, 2, 3), first
+    after = ([1000, 1002, 1004, 5100, 5101, 5102], ["1", "3"])
+    assert counts() == after
+    again = replay()
+    assert (again["entries"], again["tabled"], again["tabled_before"]) == (2, 0, 0), again
+    assert counts() == after
+    # A replay stopped between its two commits (rows tabled, entries not yet removed) is finished
+    # by the next one, which tables nothing twice.
+    append_quarantine(tables, old_rule_entries([100, 101, 102]), opts)
+    healed = replay("--reason", "old rule")
+    assert (healed["tabled"], healed["tabled_before"], healed["removed_from_quarantine"]) == (0, 3, 3), healed
+    assert counts() == after
+    # The counts of results.json add up: every record is in one place.
+    run("--id", ID, "analyze", "--tables", tables, "--out", tmp_path / "out", env=env)
+    quality = json.loads((tmp_path / "out" / "results.json").read_text())["quality"]
+    assert (quality["rows_read"]["user"], quality["quarantined_records"]) == (6, 2), quality
+
+
+def test_replay_of_the_quarantine_tables_once_on_local_disk(tmp_path):
+    check_quarantine_replay(tmp_path, str(tmp_path / "tables"), str(tmp_path / "landing"))
+
+
+def test_replay_of_the_quarantine_tables_once_on_s3(tmp_path, moto_s3):
+    s3 = boto3.client("s3", endpoint_url=moto_s3["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id="test", aws_secret_access_key="test")
+    s3.create_bucket(Bucket="rq-data")
+    opts = {k: v for k, v in moto_s3.items() if k.startswith("AWS_")}
+    check_quarantine_replay(tmp_path, "s3://rq-data/tables", "s3://rq-data", env=moto_s3, opts=opts)

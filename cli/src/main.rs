@@ -53,7 +53,8 @@ enum Command {
     /// filled yet), or close one that can never be filled (retention expired, compacted topic).
     Gaps(GapsArgs),
     /// Re-drive the MSK batches the event-source mappings gave up on (their S3 failure
-    /// destination) through the Kafka sink, exactly once; --dry-run only says what it would do.
+    /// destination) through the Kafka sink, exactly once (--from), or the quarantine's records
+    /// through today's cleaning rules (--quarantine); --dry-run only says what it would do.
     Replay(ReplayArgs),
     /// Erase one person's posts (a privacy request): their pin, geo and user records leave the
     /// cleaned tables, the quarantine and the raw landing, and no writer tables them again.
@@ -144,16 +145,24 @@ struct FaultSchedulesArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["from", "quarantine"])))]
 struct ReplayArgs {
     /// Root of the Delta tables.
     #[arg(long, env = "PINPIPE_TABLES")]
     tables: String,
-    /// The raw landing the Kafka sink writes (replayed records are landed too).
+    /// The raw landing the Kafka sink writes (replayed records are landed too); needed with --from.
     #[arg(long, env = "PINPIPE_LANDING")]
-    landing: String,
+    landing: Option<String>,
     /// Where the failed batches are: the failure bucket (s3://BUCKET/aws/lambda/...) or a folder.
     #[arg(long)]
-    from: String,
+    from: Option<String>,
+    /// Re-drive the quarantine's records through today's cleaning rules (after a fix to them):
+    /// those that now clean are tabled once and leave the quarantine; the rest stay.
+    #[arg(long)]
+    quarantine: bool,
+    /// With --quarantine: only entries whose reason contains this text.
+    #[arg(long, requires = "quarantine")]
+    reason: Option<String>,
     /// Only count what a replay would table and what the tables already hold.
     #[arg(long)]
     dry_run: bool,
@@ -406,13 +415,22 @@ async fn cmd_fault_schedules(a: FaultSchedulesArgs) -> Result<()> {
 }
 
 async fn cmd_replay(id: &PipelineId, a: ReplayArgs) -> Result<()> {
+    let Some(from) = a.from else {
+        let tables = Location::parse_existing(&a.tables)?;
+        let report = pinpipe_core::replay::replay_quarantine(&tables, id, a.reason.as_deref(), a.dry_run).await?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    };
+    let landing = a.landing.context(
+        "--from needs the landing the Kafka sink writes (--landing or PINPIPE_LANDING): replayed batches are landed too",
+    )?;
     let cfg = pinpipe_core::config::Config::from_lookup(|k| match k {
         "PINPIPE_ID" => Some(id.as_str().to_string()),
         "PINPIPE_TABLES" => Some(a.tables.clone()),
-        "PINPIPE_LANDING" => Some(a.landing.clone()),
+        "PINPIPE_LANDING" => Some(landing.clone()),
         _ => None,
     })?;
-    let from = Location::parse_existing(&a.from)?;
+    let from = Location::parse_existing(&from)?;
     let report = pinpipe_core::replay::replay_from(&cfg, &from, a.dry_run).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

@@ -939,6 +939,30 @@ pub async fn delete_rows(
     Ok((deleted, touched.len()))
 }
 
+/// `delete_rows`, read again and retried when another writer committed first (appends by the
+/// sinks while an operator deletes), `COMMIT_ATTEMPTS` times at most.
+pub async fn delete_rows_retrying(
+    table: &mut DeltaTable,
+    name: &str,
+    columns: &[&str],
+    drop: RowFilter,
+    predicate: &str,
+    metadata: &(dyn Fn(u64) -> Vec<(String, serde_json::Value)> + Sync),
+    dry_run: bool,
+) -> Result<(u64, usize)> {
+    let mut attempt = 1;
+    loop {
+        match delete_rows(table, name, columns, drop.clone(), predicate.to_string(), metadata, dry_run).await {
+            Err(e) if e.is_conflict() && attempt < crate::pipeline::COMMIT_ATTEMPTS => {
+                tracing::warn!(table = name, attempt, error = %e, "a delete lost a race with another writer: reading the table again");
+                table.update_state().await.map_err(|e| Error::delta(name, e))?;
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Commit metadata values stored under `key` across the table's history, newest first.
 pub async fn history_metadata(table: &DeltaTable, name: &str, key: &str) -> Result<Vec<serde_json::Value>> {
     let infos: Vec<_> = table.history(None).try_collect().await.map_err(|e| Error::delta(name, e))?;

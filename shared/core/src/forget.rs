@@ -347,7 +347,7 @@ pub async fn forget(root: &Location, id: &PipelineId, target: &Target, landing: 
             Ok(col.iter().map(|v| Some(v.is_some_and(|v| inds.contains(&v)))).collect::<BooleanArray>())
         });
         let quality = removed_quality.remove(&kind).unwrap_or_default();
-        let (rows, files) = delete_with_retry(&mut table, &name, &["ind"], drop, &matcher, dry_run, &|rows| {
+        let (rows, files) = delete_forgotten(&mut table, &name, &["ind"], drop, &matcher, dry_run, &|rows| {
             let mut q = quality.clone();
             q.rows.insert(kind.as_str().to_string(), rows);
             q.rows.retain(|_, v| *v > 0);
@@ -375,7 +375,7 @@ pub async fn forget(root: &Location, id: &PipelineId, target: &Target, landing: 
                 .collect::<BooleanArray>())
         });
         let (rows, files) =
-            delete_with_retry(&mut table, &q_name, &["source", "raw"], drop, &matcher, dry_run, &|_| Quality::default()).await?;
+            delete_forgotten(&mut table, &q_name, &["source", "raw"], drop, &matcher, dry_run, &|_| Quality::default()).await?;
         report.rows_removed.insert(q_name, rows);
         report.files_replaced += files;
     }
@@ -477,8 +477,8 @@ async fn find_user_inds(root: &Location, id: &PipelineId, landing: Option<&Locat
     Ok(())
 }
 
-/// `delta::delete_rows` until it commits, staging again after another writer's commit.
-async fn delete_with_retry(
+/// Deletes the target's rows from one table, the commit carrying the quality counts they took.
+async fn delete_forgotten(
     table: &mut deltalake::DeltaTable,
     name: &str,
     columns: &[&str],
@@ -492,18 +492,7 @@ async fn delete_with_retry(
         None => format!("ind IN ({} forgotten posts)", matcher.inds.len()),
     };
     let metadata = |rows| vec![(delta::QUALITY_FORGOTTEN_KEY.to_string(), serde_json::to_value(quality(rows)).unwrap_or_default())];
-    let mut attempt = 1;
-    loop {
-        match delta::delete_rows(table, name, columns, drop.clone(), predicate.clone(), &metadata, dry_run).await {
-            Ok(done) => return Ok(done),
-            Err(e) if e.is_conflict() && attempt < crate::pipeline::COMMIT_ATTEMPTS => {
-                tracing::warn!(table = name, attempt, error = %e, "forget lost a race with another writer: reading the table again");
-                table.update_state().await.map_err(|e| Error::delta(name, e))?;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    delta::delete_rows_retrying(table, name, columns, drop, &predicate, &metadata, dry_run).await
 }
 
 #[cfg(test)]

@@ -176,6 +176,38 @@ impl Tables {
         self.quarantine.update_state().await.map_err(|e| crate::Error::delta(name, e))
     }
 
+    /// Whether the data table of `kind` holds the txn action `app_id` (any version).
+    pub async fn has_txn(&mut self, kind: Kind, app_id: &str) -> Result<bool> {
+        let name = self.id.table(kind);
+        let txns = self.txns.entry(name.clone()).or_default();
+        txns.update(&self.data[&kind], &name).await?;
+        Ok(txns.get(app_id).is_some())
+    }
+
+    /// Appends cleaned rows that no source position stands for (records re-driven from the
+    /// quarantine) with `markers` as txn actions, all in one commit, so whoever reads a marker
+    /// knows its rows are in. On a conflict with another writer, `has_txn` must be asked again
+    /// before retrying.
+    pub async fn append_marked(
+        &mut self,
+        kind: Kind,
+        frame: &polars::prelude::DataFrame,
+        markers: &[String],
+        quality: &Quality,
+    ) -> Result<()> {
+        let name = self.id.table(kind);
+        let files = delta::start_frame_files(&self.data[&kind], &name, frame)?;
+        let txns: Vec<(String, i64)> = markers.iter().map(|m| (m.clone(), 0)).collect();
+        let meta = vec![(delta::QUALITY_KEY.to_string(), serde_json::to_value(quality).unwrap_or_default())];
+        delta::append_files(self.data_mut(kind), &name, files, &txns, meta).await?;
+        Ok(())
+    }
+
+    /// Reloads one data table after another writer's commit.
+    pub async fn reload(&mut self, kind: Kind) -> Result<()> {
+        self.refresh_data(kind).await
+    }
+
     /// Whether a record belongs to a post `pinpipe forget` erased.
     pub fn is_forgotten(&self, kind: Kind, bytes: &[u8]) -> bool {
         !self.forgotten.is_empty() && crate::forget::is_forgotten(kind, bytes, &self.forgotten)

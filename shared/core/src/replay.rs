@@ -4,6 +4,10 @@
 //! the tables (docs/exactly-once.md), so its records are tabled once, however often the
 //! replay runs, and the gap closes.
 //!
+//! `pinpipe replay --quarantine [--reason R]` re-drives quarantined records after a fix to the
+//! cleaning rules: those that now clean are tabled, each once, and leave the quarantine
+//! (`replay_quarantine`).
+//!
 //! Kinesis batches are refused: a Kinesis record at or below its shard's watermark cannot be
 //! told from a redelivery (contract rule), so replaying one would table nothing; that needs a
 //! replay ledger this version does not have.
@@ -129,4 +133,188 @@ pub async fn replay_from(cfg: &Config, from: &Location, dry_run: bool) -> Result
         report.already_present += r.already_present;
     }
     Ok(report)
+}
+
+/// What a quarantine replay did (or, with `dry_run`, would do).
+#[derive(Debug, Default, Serialize)]
+pub struct QuarantineReplayReport {
+    pub dry_run: bool,
+    /// Quarantine entries considered (those whose reason contains `--reason`, when given).
+    pub entries: u64,
+    /// Entries that clean under today's rules and were tabled now.
+    pub tabled: u64,
+    /// Entries an earlier replay had already tabled (it stopped before removing them from the
+    /// quarantine): removed now, not tabled again.
+    pub tabled_before: u64,
+    /// Entries that still do not clean: left in the quarantine as they are.
+    pub still_quarantined: u64,
+    /// Entries of posts `pinpipe forget` erased: left alone, never tabled.
+    pub forgotten: u64,
+    /// Entries removed from the quarantine (tabled now or before).
+    pub removed_from_quarantine: u64,
+    /// Per kind: entries tabled now.
+    pub per_kind: BTreeMap<String, u64>,
+}
+
+/// The txn action that says a quarantine entry's record is in the data table.
+fn quarantine_marker(e: &crate::record::QuarantineEntry) -> String {
+    format!("pinpipe-requarantine:{}-{}@{}", e.source, e.partition, e.position)
+}
+
+/// Reads the quarantine's entries (reason containing `reason`, when given).
+async fn quarantine_entries(root: &Location, id: &crate::names::PipelineId, reason: Option<&str>) -> Result<Vec<crate::record::QuarantineEntry>> {
+    use arrow::array::{Array, BinaryArray, StringArray};
+    let name = id.quarantine_table();
+    let Some(table) = crate::delta::open(root, &name).await? else { return Ok(vec![]) };
+    let mut out = Vec::new();
+    for b in crate::delta::read_batches(&table, &name).await? {
+        let text = |c: &str| {
+            b.column_by_name(c)
+                .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| Error::Config(format!("{name}: column {c} is not text")))
+        };
+        let (source, partition, position, why) = (text("source")?, text("partition")?, text("position")?, text("reason")?);
+        let raw = b
+            .column_by_name("raw")
+            .and_then(|a| a.as_any().downcast_ref::<BinaryArray>())
+            .ok_or_else(|| Error::Config(format!("{name}: column raw is not binary")))?;
+        let get = |a: &StringArray, i: usize| if a.is_valid(i) { a.value(i).to_string() } else { String::new() };
+        for i in 0..b.num_rows() {
+            let entry = crate::record::QuarantineEntry {
+                source: get(source, i),
+                partition: get(partition, i),
+                position: get(position, i),
+                reason: get(why, i),
+                raw: bytes::Bytes::copy_from_slice(if raw.is_valid(i) { raw.value(i) } else { &[] }),
+            };
+            if reason.is_none_or(|r| entry.reason.contains(r)) {
+                out.push(entry);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Re-drives quarantine entries through today's cleaning rules. An entry that now cleans is
+/// tabled in one commit with a marker per entry (a txn action), then removed from the
+/// quarantine in a second commit; a run stopped between the two is finished by the next,
+/// which finds the markers and only removes the entries. Entries that still do not clean stay.
+pub async fn replay_quarantine(
+    root: &Location,
+    id: &crate::names::PipelineId,
+    reason: Option<&str>,
+    dry_run: bool,
+) -> Result<QuarantineReplayReport> {
+    use crate::record::{Position, RawRecord};
+    let mut tables = crate::pipeline::Tables::open(root, id).await?;
+    let entries = quarantine_entries(root, id, reason).await?;
+    let mut report = QuarantineReplayReport { dry_run, entries: entries.len() as u64, ..Default::default() };
+    let mut by_kind: BTreeMap<Kind, Vec<crate::record::QuarantineEntry>> = BTreeMap::new();
+    for e in entries {
+        match Kind::from_source_name(&e.source) {
+            Some(kind) => by_kind.entry(kind).or_default().push(e),
+            None => report.still_quarantined += 1,
+        }
+    }
+    let mut done: std::collections::HashSet<(String, String, String)> = Default::default();
+    for (kind, entries) in by_kind {
+        let mut seen = std::collections::HashSet::new();
+        let mut fresh = Vec::new();
+        for e in entries {
+            if !seen.insert(quarantine_marker(&e)) {
+                continue;
+            }
+            if tables.is_forgotten(kind, &e.raw) {
+                report.forgotten += 1;
+            } else {
+                fresh.push(e);
+            }
+        }
+        let as_record = |e: &crate::record::QuarantineEntry| RawRecord {
+            source: e.source.as_str().into(),
+            partition: e.partition.as_str().into(),
+            position: Position::Text(e.position.as_str().into()),
+            bytes: e.raw.clone(),
+        };
+        let records: Vec<RawRecord> = fresh.iter().map(as_record).collect();
+        let decoded = tokio::task::block_in_place(|| crate::record::decode(kind, &records))?;
+        let still: std::collections::HashSet<usize> = decoded.quarantined.iter().map(|(i, _)| *i).collect();
+        report.still_quarantined += still.len() as u64;
+        let mut attempt = 1;
+        loop {
+            let mut new = Vec::new();
+            for (i, e) in fresh.iter().enumerate().filter(|(i, _)| !still.contains(i)) {
+                if tables.has_txn(kind, &quarantine_marker(e)).await? {
+                    if attempt == 1 {
+                        report.tabled_before += 1;
+                        done.insert((e.source.clone(), e.partition.clone(), e.position.clone()));
+                    }
+                } else {
+                    new.push(i);
+                }
+            }
+            if new.is_empty() || dry_run {
+                report.tabled += if dry_run { new.len() as u64 } else { 0 };
+                break;
+            }
+            let subset: Vec<RawRecord> = new.iter().map(|i| records[*i].clone()).collect();
+            let (frame, mut quality) = tokio::task::block_in_place(|| {
+                let d = crate::record::decode(kind, &subset)?;
+                crate::clean::clean(kind, &d)
+            })?;
+            quality.quarantined = 0;
+            let markers: Vec<String> = new.iter().map(|i| quarantine_marker(&fresh[*i])).collect();
+            match tables.append_marked(kind, &frame, &markers, &quality).await {
+                Ok(()) => {
+                    report.tabled += new.len() as u64;
+                    *report.per_kind.entry(kind.as_str().to_string()).or_default() += new.len() as u64;
+                    for i in new {
+                        let e = &fresh[i];
+                        done.insert((e.source.clone(), e.partition.clone(), e.position.clone()));
+                    }
+                    break;
+                }
+                Err(e) if e.is_conflict() && attempt < crate::pipeline::COMMIT_ATTEMPTS => {
+                    tracing::warn!(kind = kind.as_str(), attempt, error = %e, "quarantine replay lost a race: reading the table again");
+                    tables.reload(kind).await?;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if !dry_run && !done.is_empty() {
+        let name = id.quarantine_table();
+        if let Some(mut table) = crate::delta::open(root, &name).await? {
+            report.removed_from_quarantine = remove_entries(&mut table, &name, std::sync::Arc::new(done)).await?;
+        }
+    }
+    tracing::info!(entries = report.entries, tabled = report.tabled, tabled_before = report.tabled_before,
+        still_quarantined = report.still_quarantined, dry_run, "quarantine replayed");
+    Ok(report)
+}
+
+/// Deletes the quarantine rows whose (source, partition, position) is in `ids`, in one commit.
+async fn remove_entries(
+    table: &mut deltalake::DeltaTable,
+    name: &str,
+    ids: std::sync::Arc<std::collections::HashSet<(String, String, String)>>,
+) -> Result<u64> {
+    use arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
+    let drop: crate::delta::RowFilter = std::sync::Arc::new(move |b: &RecordBatch| {
+        let col = |c: &str| {
+            b.column_by_name(c)
+                .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| Error::Config(format!("quarantine column {c} is not text")))
+        };
+        let (s, p, o) = (col("source")?, col("partition")?, col("position")?);
+        let get = |a: &StringArray, i: usize| if a.is_valid(i) { a.value(i).to_string() } else { String::new() };
+        Ok((0..b.num_rows())
+            .map(|i| Some(ids.contains(&(get(s, i), get(p, i), get(o, i)))))
+            .collect::<BooleanArray>())
+    });
+    let none = |_| vec![];
+    let (rows, _) = crate::delta::delete_rows_retrying(table, name, &["source", "partition", "position"], drop,
+        "entries tabled by a quarantine replay", &none, false).await?;
+    Ok(rows)
 }
