@@ -7,11 +7,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-# posts (millions): (pinpipe s, pinpipe peak MB, duckdb s, duckdb peak MB, previous pinpipe s, previous MB)
+# posts (millions): (pinpipe s, pinpipe peak MB, duckdb s, duckdb peak MB, one-pass s, one-pass MB)
 FIGURES = {
-    1: (1.51, 619, 2.86, 886, 1.76, 1280),
-    5: (7.0, 2205, 15.10, 4007, 11.4, 6080),
-    20: (38.31, 8067, 66.74, 15076, None, None),
+    1: (1.88, 458, 3.51, 906, 1.51, 619),
+    5: (8.42, 604, 15.20, 4016, 7.0, 2205),
+    20: (35.55, 786, 70.93, 15094, 38.31, 8067),
 }
 
 
@@ -19,10 +19,10 @@ def main(out):
     n = sorted(FIGURES)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, col, label in ((a, 0, "analysis time (s)"), (b, 1, "peak RSS (MB)")):
-        ax.plot(n, [FIGURES[x][col] for x in n], "o-", label="pinpipe (two-pass, pruned)")
+        ax.plot(n, [FIGURES[x][col] for x in n], "o-", label="pinpipe (in parts by ind, spilled)")
         ax.plot(n, [FIGURES[x][col + 2] for x in n], "s--", label="DuckDB, same queries")
         prev = [(x, FIGURES[x][col + 4]) for x in n if FIGURES[x][col + 4] is not None]
-        ax.plot([p[0] for p in prev], [p[1] for p in prev], "x:", label="pinpipe before (whole tables)")
+        ax.plot([p[0] for p in prev], [p[1] for p in prev], "x:", label="pinpipe in one pass (previous)")
         ax.set_xlabel("posts (millions)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)

@@ -176,12 +176,17 @@ fn asc(n: usize) -> SortMultipleOptions {
     SortMultipleOptions::default().with_order_descending_multi(vec![false; n]).with_maintain_order(true)
 }
 
-/// Most popular category per `group`: highest count, ties to the first category by bytes.
-fn most_popular(lf: LazyFrame, group: &str, order: Option<Expr>) -> LazyFrame {
-    let ranked = lf
-        .filter(col(group).is_not_null().and(col("category").is_not_null()))
+/// Records per (`group`, category), both present: the counts the most-popular outputs rank.
+fn category_counts(lf: LazyFrame, group: &str) -> LazyFrame {
+    lf.filter(col(group).is_not_null().and(col("category").is_not_null()))
         .group_by([col(group), col("category")])
         .agg([len().cast(DataType::Int64).alias("category_count")])
+}
+
+/// Most popular category per `group` from its counts: highest count, ties to the first
+/// category by bytes.
+fn most_popular(counts: LazyFrame, group: &str, order: Option<Expr>) -> LazyFrame {
+    let ranked = counts
         .sort_by_exprs(
             [col(group), col("category_count"), col("category")],
             SortMultipleOptions::default().with_order_descending_multi([false, true, false]),
@@ -197,14 +202,42 @@ fn sort_groups(lf: LazyFrame, group: &str, order: Option<Expr>) -> LazyFrame {
     }
 }
 
-/// Exact median of non-null follower counts per group; groups without one are left out.
-fn median_by(lf: LazyFrame, groups: &[&str], order: Option<Expr>) -> LazyFrame {
+/// How often each non-null follower count occurs per group (keys all present): what an
+/// exact median needs, and it adds up across partitions.
+fn follower_histogram(lf: LazyFrame, groups: &[&str]) -> LazyFrame {
     let keys: Vec<Expr> = groups.iter().map(|g| col(*g)).collect();
     let not_null = keys.iter().cloned().fold(col("follower_count").is_not_null(), |a, k| a.and(k.is_not_null()));
-    let out = lf
-        .filter(not_null)
-        .group_by(keys.clone())
-        .agg([col("follower_count").cast(DataType::Float64).median().alias("median_follower_count")]);
+    let mut by = keys;
+    by.push(col("follower_count"));
+    lf.filter(not_null).group_by(by).agg([len().cast(DataType::Int64).alias("n")])
+}
+
+/// Exact median of the follower counts per group, from their histogram (as polars' linear
+/// quantile at 0.5 computes it over the values: the middle value, or halfway between the two
+/// middle ones); sorted by `order` then the groups.
+fn median_by(histogram: LazyFrame, groups: &[&str], order: Option<Expr>) -> Result<LazyFrame> {
+    let keys: Vec<Expr> = groups.iter().map(|g| col(*g)).collect();
+    let mut sorted_by = keys.clone();
+    sorted_by.push(col("follower_count"));
+    let n = sorted_by.len();
+    let lists = histogram
+        .sort_by_exprs(sorted_by, asc(n))
+        .group_by_stable(keys.clone())
+        .agg([col("follower_count"), col("n")])
+        .collect()?;
+    let values = lists.column("follower_count")?.list()?.clone();
+    let counts = lists.column("n")?.list()?.clone();
+    let mut medians: Vec<Option<f64>> = Vec::with_capacity(lists.height());
+    for i in 0..lists.height() {
+        let (Some(v), Some(c)) = (values.get_as_series(i), counts.get_as_series(i)) else {
+            medians.push(None);
+            continue;
+        };
+        let pairs: Vec<(i64, i64)> = v.i64()?.into_no_null_iter().zip(c.i64()?.into_no_null_iter()).collect();
+        medians.push(histogram_median(&pairs));
+    }
+    let mut out = lists.select(groups.iter().copied())?;
+    out.with_column(Column::new("median_follower_count".into(), medians))?;
     let mut sort_keys = Vec::new();
     if let Some(o) = order {
         sort_keys.push(o);
@@ -213,7 +246,33 @@ fn median_by(lf: LazyFrame, groups: &[&str], order: Option<Expr>) -> LazyFrame {
     let n = sort_keys.len();
     let mut selected = keys;
     selected.push(col("median_follower_count"));
-    out.sort_by_exprs(sort_keys, asc(n)).select(selected)
+    Ok(out.lazy().sort_by_exprs(sort_keys, asc(n)).select(selected))
+}
+
+/// The median of values given as ascending (value, occurrences) pairs.
+fn histogram_median(pairs: &[(i64, i64)]) -> Option<f64> {
+    let total: i64 = pairs.iter().map(|(_, n)| n).sum();
+    if total <= 0 {
+        return None;
+    }
+    let at = |pos: i64| {
+        let mut seen = 0;
+        for (v, n) in pairs {
+            seen += n;
+            if pos < seen {
+                return *v as f64;
+            }
+        }
+        pairs.last().map_or(f64::NAN, |(v, _)| *v as f64)
+    };
+    let float_idx = 0.5 * (total - 1) as f64;
+    let idx = float_idx.floor() as i64;
+    let lower = at(idx);
+    if float_idx.ceil() as i64 == idx {
+        return Some(lower);
+    }
+    let upper = at(idx + 1);
+    Some(if lower == upper { lower } else { (float_idx - idx as f64) * (upper - lower) + lower })
 }
 
 fn year_of(c: &str) -> Expr {
@@ -232,76 +291,147 @@ pub fn compute(inputs: &Inputs) -> Result<Vec<(&'static OutputSpec, DataFrame)>>
 /// `compute`, taking the tables: each is freed as soon as the joins no longer need it, which
 /// lowers the analysis' peak memory (the scheduled run calls this).
 pub fn compute_owned(inputs: Inputs) -> Result<Vec<(&'static OutputSpec, DataFrame)>> {
-    // Materialise the shared inputs once; each output is then a small query over them.
-    // Tables read by `delta::read_for_analysis` already hold each ind once: use them as they
-    // are rather than filtering a second copy.
-    let once = |df: DataFrame| -> Result<LazyFrame> {
-        if df.column("ind")?.n_unique()? == df.height() {
-            Ok(df.lazy())
-        } else {
-            Ok(dedupe(&df)?.collect()?.lazy())
-        }
-    };
-    let Inputs { pin, geo, user } = inputs;
-    let pin = once(pin)?;
-    let geo = once(geo)?;
-    let user = once(user)?;
-    let join = |a: LazyFrame, b: LazyFrame| a.join(b, [col("ind")], [col("ind")], JoinArgs::new(JoinType::Inner));
-    let pin_geo = join(pin.clone().select([col("ind"), col("category"), col("poster_name"), col("follower_count")]),
-        geo.select([col("ind"), col("country"), col("timestamp")]))
-    .collect()?
-    .lazy();
-    let pin_user = join(
-        pin.select([col("ind"), col("category"), col("follower_count")]),
-        user.clone().select([col("ind"), col("age"), col("date_joined")]),
-    )
-    .with_columns([age_group(), year_of("date_joined")])
-    .collect()?
-    .lazy();
+    Partials::of(inputs)?.finish()
+}
 
-    // Per country: the highest follower count, ties to the first poster name by bytes (a
-    // null name only when no tied row has one). A window max and a group-by instead of
-    // sorting all posts by three keys (that sort was a fifth of the analysis's time).
-    let top_user = pin_geo
-        .clone()
-        .filter(col("country").is_not_null().and(col("follower_count").is_not_null()))
-        .filter(col("follower_count").eq(col("follower_count").max().over([col("country")])?))
-        .group_by([col("country")])
-        .agg([col("poster_name").min(), col("follower_count").first()])
-        .sort_by_exprs([col("country")], asc(1))
-        .select([col("country"), col("poster_name"), col("follower_count")])
+/// What the nine outputs need of some posts, in a form that adds up: counts per group,
+/// follower-count histograms, the top poster candidates per country. Posts split by `ind`
+/// into parts give the same outputs part by part (`merge`, then `finish`) as all at once,
+/// which is how the analysis runs over tables larger than memory.
+pub struct Partials {
+    country_category: DataFrame,
+    year_category: DataFrame,
+    top_user: DataFrame,
+    age_category: DataFrame,
+    age_histogram: DataFrame,
+    year_histogram: DataFrame,
+    age_year_histogram: DataFrame,
+    joined: DataFrame,
+}
+
+impl Partials {
+    /// The partials of some posts: each `ind` once after the contract §5 rule, and an `ind`
+    /// never in two parts.
+    pub fn of(inputs: Inputs) -> Result<Partials> {
+        // Tables read by `delta::read_for_analysis` already hold each ind once: use them as
+        // they are rather than filtering a second copy.
+        let once = |df: DataFrame| -> Result<LazyFrame> {
+            if df.column("ind")?.n_unique()? == df.height() {
+                Ok(df.lazy())
+            } else {
+                Ok(dedupe(&df)?.collect()?.lazy())
+            }
+        };
+        let Inputs { pin, geo, user } = inputs;
+        let pin = once(pin)?;
+        let geo = once(geo)?;
+        let user = once(user)?;
+        let join = |a: LazyFrame, b: LazyFrame| a.join(b, [col("ind")], [col("ind")], JoinArgs::new(JoinType::Inner));
+        let pin_geo = join(pin.clone().select([col("category"), col("poster_name"), col("follower_count"), col("ind")]),
+            geo.select([col("ind"), col("country"), col("timestamp")]))
         .collect()?
         .lazy();
-
-    let plans: Vec<LazyFrame> = vec![
-        most_popular(pin_geo.clone(), "country", None),
-        most_popular(pin_geo.with_column(year_of("timestamp")).filter(in_years(2018, 2022)), "post_year", None),
-        top_user.clone(),
-        top_user
-            .sort_by_exprs(
-                [col("follower_count"), col("country")],
-                SortMultipleOptions::default().with_order_descending_multi([true, false]),
-            )
-            .limit(1)
-            .select([col("country"), col("follower_count")]),
-        most_popular(pin_user.clone(), "age_group", Some(age_order())),
-        median_by(pin_user.clone(), &["age_group"], Some(age_order())),
-        user.with_column(year_of("date_joined"))
-            .filter(in_years(2015, 2020))
-            .group_by([col("post_year")])
-            .agg([col("ind").n_unique().cast(DataType::Int64).alias("number_users_joined")])
-            .sort_by_exprs([col("post_year")], asc(1)),
-        median_by(pin_user.clone().filter(in_years(2015, 2020)), &["post_year"], None),
-        median_by(pin_user.filter(in_years(2015, 2020)), &["age_group", "post_year"], Some(age_order())),
-    ];
-    OUTPUTS
-        .iter()
-        .zip(plans)
-        .map(|(spec, df)| {
-            let typed: Vec<Expr> = spec.columns.iter().map(|(n, t)| col(*n).cast(t.polars())).collect();
-            Ok((spec, df.select(typed).collect()?))
+        let pin_user = join(
+            pin.select([col("ind"), col("category"), col("follower_count")]),
+            user.clone().select([col("ind"), col("age"), col("date_joined")]),
+        )
+        .with_columns([age_group(), year_of("date_joined")])
+        .collect()?
+        .lazy();
+        // Per country: the highest follower count, ties to the first poster name by bytes (a
+        // null name only when no tied row has one). A window max and a group-by instead of
+        // sorting all posts by three keys (that sort was a fifth of the analysis's time).
+        let top_user = pin_geo
+            .clone()
+            .filter(col("country").is_not_null().and(col("follower_count").is_not_null()))
+            .filter(col("follower_count").eq(col("follower_count").max().over([col("country")])?))
+            .group_by([col("country")])
+            .agg([col("poster_name").min(), col("follower_count").first()]);
+        let joined_years = in_years(2015, 2020);
+        Ok(Partials {
+            country_category: category_counts(pin_geo.clone(), "country").collect()?,
+            year_category: category_counts(pin_geo.with_column(year_of("timestamp")).filter(in_years(2018, 2022)), "post_year")
+                .collect()?,
+            top_user: top_user.collect()?,
+            age_category: category_counts(pin_user.clone(), "age_group").collect()?,
+            age_histogram: follower_histogram(pin_user.clone(), &["age_group"]).collect()?,
+            year_histogram: follower_histogram(pin_user.clone().filter(joined_years.clone()), &["post_year"]).collect()?,
+            age_year_histogram: follower_histogram(pin_user.filter(joined_years), &["age_group", "post_year"]).collect()?,
+            joined: user
+                .with_column(year_of("date_joined"))
+                .filter(in_years(2015, 2020))
+                .group_by([col("post_year")])
+                .agg([col("ind").n_unique().cast(DataType::Int64).alias("number_users_joined")])
+                .collect()?,
         })
-        .collect()
+    }
+
+    /// The partials of two disjoint sets of posts together.
+    pub fn merge(self, other: Partials) -> Result<Partials> {
+        let both = |a: DataFrame, b: DataFrame| concat([a.lazy(), b.lazy()], UnionArgs::default());
+        let sum = |a: DataFrame, b: DataFrame, keys: &[&str], value: &str| -> Result<DataFrame> {
+            Ok(both(a, b)?
+                .group_by(keys.iter().map(|k| col(*k)).collect::<Vec<_>>())
+                .agg([col(value).sum().alias(value)])
+                .collect()?)
+        };
+        let top_user = both(self.top_user, other.top_user)?
+            .filter(col("follower_count").eq(col("follower_count").max().over([col("country")])?))
+            .group_by([col("country")])
+            .agg([col("poster_name").min(), col("follower_count").first()])
+            .collect()?;
+        Ok(Partials {
+            country_category: sum(self.country_category, other.country_category, &["country", "category"], "category_count")?,
+            year_category: sum(self.year_category, other.year_category, &["post_year", "category"], "category_count")?,
+            top_user,
+            age_category: sum(self.age_category, other.age_category, &["age_group", "category"], "category_count")?,
+            age_histogram: sum(self.age_histogram, other.age_histogram, &["age_group", "follower_count"], "n")?,
+            year_histogram: sum(self.year_histogram, other.year_histogram, &["post_year", "follower_count"], "n")?,
+            age_year_histogram: sum(
+                self.age_year_histogram,
+                other.age_year_histogram,
+                &["age_group", "post_year", "follower_count"],
+                "n",
+            )?,
+            joined: sum(self.joined, other.joined, &["post_year"], "number_users_joined")?,
+        })
+    }
+
+    /// The nine outputs, in `OUTPUTS` order, each with exactly its listed columns.
+    pub fn finish(self) -> Result<Vec<(&'static OutputSpec, DataFrame)>> {
+        let top_user = self
+            .top_user
+            .lazy()
+            .sort_by_exprs([col("country")], asc(1))
+            .select([col("country"), col("poster_name"), col("follower_count")])
+            .collect()?
+            .lazy();
+        let plans: Vec<LazyFrame> = vec![
+            most_popular(self.country_category.lazy(), "country", None),
+            most_popular(self.year_category.lazy(), "post_year", None),
+            top_user.clone(),
+            top_user
+                .sort_by_exprs(
+                    [col("follower_count"), col("country")],
+                    SortMultipleOptions::default().with_order_descending_multi([true, false]),
+                )
+                .limit(1)
+                .select([col("country"), col("follower_count")]),
+            most_popular(self.age_category.lazy(), "age_group", Some(age_order())),
+            median_by(self.age_histogram.lazy(), &["age_group"], Some(age_order()))?,
+            self.joined.lazy().sort_by_exprs([col("post_year")], asc(1)),
+            median_by(self.year_histogram.lazy(), &["post_year"], None)?,
+            median_by(self.age_year_histogram.lazy(), &["age_group", "post_year"], Some(age_order()))?,
+        ];
+        OUTPUTS
+            .iter()
+            .zip(plans)
+            .map(|(spec, df)| {
+                let typed: Vec<Expr> = spec.columns.iter().map(|(n, t)| col(*n).cast(t.polars())).collect();
+                Ok((spec, df.select(typed).collect()?))
+            })
+            .collect()
+    }
 }
 
 /// A value as it appears in CSV: integers plain, doubles shortest round-trip with a decimal
@@ -402,18 +532,14 @@ pub struct QualityReport {
 }
 
 impl QualityReport {
-    pub fn new(inputs: &Inputs, cleaning: &Quality, quarantined: u64) -> Result<Self> {
-        let mut r = QualityReport {
+    /// The counts kept by cleaning; rows and distinct rows are filled in by the reader.
+    pub fn new(cleaning: &Quality, quarantined: u64) -> Self {
+        QualityReport {
             placeholders_nulled: cleaning.placeholders.clone(),
             unparseable: cleaning.unparseable.clone(),
             quarantined_records: quarantined,
             ..Default::default()
-        };
-        for (name, df) in [("pin", &inputs.pin), ("geo", &inputs.geo), ("user", &inputs.user)] {
-            r.rows_read.insert(name.into(), df.height() as u64);
-            r.distinct_rows.insert(name.into(), df.column("ind")?.n_unique()? as u64);
         }
-        Ok(r)
     }
 }
 

@@ -212,3 +212,46 @@ fn csv_quoting_and_doubles() {
         "country,poster_name,follower_count\n\"Korea, Republic of\",,1\n\"Cote d\"\"Ivoire\",A,2\n"
     );
 }
+
+/// Split by `ind` into any number of parts, computed part by part and merged, the outputs
+/// equal one pass over everything (ties, nulls, even-count medians and repeated inds
+/// included, as in the hand-built input).
+#[test]
+fn parts_merged_equal_one_pass() {
+    let all = hand_built();
+    let whole: Vec<String> = compute(&all).unwrap().iter().map(|(s, df)| to_csv(s, df).unwrap()).collect();
+    for parts in [2usize, 3, 5, 13] {
+        let mut merged: Option<Partials> = None;
+        for p in 0..parts {
+            let take = |df: &DataFrame| {
+                let mask: BooleanChunked =
+                    df.column("ind").unwrap().i64().unwrap().iter().map(|i| i.map(|i| crate::delta::part_of(i, parts) == p)).collect();
+                df.filter(&mask).unwrap()
+            };
+            let part = Partials::of(Inputs { pin: take(&all.pin), geo: take(&all.geo), user: take(&all.user) }).unwrap();
+            merged = Some(match merged {
+                None => part,
+                Some(m) => m.merge(part).unwrap(),
+            });
+        }
+        let got: Vec<String> = merged.unwrap().finish().unwrap().iter().map(|(s, df)| to_csv(s, df).unwrap()).collect();
+        assert_eq!(got, whole, "{parts} parts");
+    }
+}
+
+#[test]
+fn medians_from_histograms_match_polars() {
+    for values in [vec![5i64], vec![1, 2], vec![3, 1, 2], vec![10, 10, 20, 20], vec![7, 1, 1_000_000_001, 4, 4, 9]] {
+        let mut sorted = values.clone();
+        sorted.sort();
+        let mut pairs: Vec<(i64, i64)> = Vec::new();
+        for v in sorted {
+            match pairs.last_mut() {
+                Some((last, n)) if *last == v => *n += 1,
+                _ => pairs.push((v, 1)),
+            }
+        }
+        let polars = Series::new("v".into(), values.iter().map(|v| *v as f64).collect::<Vec<_>>()).median();
+        assert_eq!(super::histogram_median(&pairs), polars, "{values:?}");
+    }
+}
