@@ -82,13 +82,16 @@ def test_replay_fills_the_gap_once_on_s3(tmp_path, moto_s3):
     check_replay(tmp_path, "s3://rp-data/tables", "s3://rp-data", "s3://rp-failures/aws/lambda", put, env=moto_s3, opts=opts)
 
 
-def test_replay_refuses_kinesis_batches_and_junk(tmp_path):
+def test_replay_refuses_junk_with_the_object_named(tmp_path):
     failures = tmp_path / "failures"
     failures.mkdir()
     (failures / "k").write_text(json.dumps({"payload": {"Records": [{"kinesis": {}}]}}))
     env = {"PINPIPE_ID": ID, "PINPIPE_TABLES": str(tmp_path / "t"), "PINPIPE_LANDING": str(tmp_path / "l")}
     p = run("--id", ID, "replay", "--from", failures, env=env, check=False)
-    assert p.returncode != 0 and "Kinesis batch" in p.stderr, p.stderr
+    assert p.returncode != 0 and "k: not a Kinesis event" in p.stderr, p.stderr
+    (failures / "k").write_text(json.dumps({"payload": {"nothing": 1}}))
+    p = run("--id", ID, "replay", "--from", failures, env=env, check=False)
+    assert p.returncode != 0 and "no MSK or Kinesis event" in p.stderr, p.stderr
     (failures / "k").write_text("not json")
     p = run("--id", ID, "replay", "--from", failures, env=env, check=False)
     assert p.returncode != 0 and "not JSON" in p.stderr, p.stderr
@@ -169,3 +172,99 @@ def test_replay_of_the_quarantine_tables_once_on_s3(tmp_path, moto_s3):
     s3.create_bucket(Bucket="rq-data")
     opts = {k: v for k, v in moto_s3.items() if k.startswith("AWS_")}
     check_quarantine_replay(tmp_path, "s3://rq-data/tables", "s3://rq-data", env=moto_s3, opts=opts)
+
+
+STREAM = f"streaming-{ID}-user"
+SEQ0 = 49648256421248313573246050223309610985396448393091350000  # a real-looking 56-digit number
+
+
+def kinesis_event(records):
+    """A Kinesis batch of user records on shard 0: (sequence offset, raw bytes)."""
+    return {"Records": [{
+        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "k", "sequenceNumber": str(SEQ0 + s),
+                    "data": base64.b64encode(raw).decode(), "approximateArrivalTimestamp": 1705247984.5},
+        "eventSource": "aws:kinesis", "eventID": f"shardId-000000000000:{SEQ0 + s}",
+        "eventName": "aws:kinesis:record", "awsRegion": "us-east-1",
+        "eventSourceARN": f"arn:aws:kinesis:us-east-1:123456789012:stream/{STREAM}",
+    } for s, raw in records]}
+
+
+def kinesis_failure(records):
+    """Lambda's invocation record for a Kinesis batch given up, payload as a JSON string."""
+    event = kinesis_event(records)
+    return {"requestContext": {"requestId": "r", "condition": "RecordAgeExceeded", "approximateInvokeCount": 3},
+            "responseContext": {"statusCode": 200, "functionError": "Unhandled"}, "version": "1.0",
+            "KinesisBatchInfo": {"shardId": "shardId-000000000000", "startSequenceNumber": str(SEQ0 + records[0][0]),
+                                 "endSequenceNumber": str(SEQ0 + records[-1][0]), "batchSize": len(records),
+                                 "streamArn": f"arn:aws:kinesis:us-east-1:123456789012:stream/{STREAM}"},
+            "payload": json.dumps(event)}
+
+
+def user_raw(s):
+    return json.dumps({"ind": 7000 + s, "first_name": "K", "last_name": f"S{s}", "age": 20 + s,
+                       "date_joined": "2019-05-05 10:00:00"}).encode()
+
+
+def check_kinesis_replay(tmp_path, tables, landing, failures, put, env=None, opts=None):
+    env = dict(env or {}, PINPIPE_ID=ID, PINPIPE_TABLES=tables, PINPIPE_LANDING=landing)
+    ev = tmp_path / "kin.json"
+    # Batches 0-4 and 10-14 are tabled; 5-9 (one of them not JSON) were given up. A copy of
+    # 0-4 was given up too: its first attempt committed, its response was lost, and every
+    # retry failed (so the same records sit in the table already). 20-21 were given up last.
+    for seqs in (range(0, 5), range(10, 15)):
+        ev.write_text(json.dumps(kinesis_event([(s, user_raw(s)) for s in seqs])))
+        r = json.loads(run("invoke", "kinesis-sink", "--event", ev, env=env).stdout)
+        assert r["tabled"] == 5, r
+    lost = [(s, user_raw(s) if s != 7 else b"{not json") for s in range(5, 10)]
+    put("kin/a", kinesis_failure(lost))
+    put("kin/b", kinesis_failure([(s, user_raw(s)) for s in range(0, 5)]))
+    put("kin/c", kinesis_failure([(s, user_raw(s)) for s in (20, 21)]))
+
+    def held():
+        users = read_table(tables, f"{ID}_user_table", storage_options=opts)
+        quarantine = read_table(tables, f"{ID}_quarantine", storage_options=opts)
+        return sorted(u["ind"] for u in users), sorted(int(q["position"]) - SEQ0 for q in quarantine)
+
+    before = held()
+    assert before == ([7000 + s for s in (*range(0, 5), *range(10, 15))], [])
+    dry = json.loads(run("--id", ID, "replay", "--from", failures, "--dry-run", env=env).stdout)
+    assert (dry["records"], dry["tabled"], dry["quarantined"], dry["already_present"]) == (12, 6, 1, 5), dry
+    assert held() == before, "a dry run wrote"
+    first = json.loads(run("--id", ID, "replay", "--from", failures, env=env).stdout)
+    assert (first["tabled"], first["quarantined"], first["already_present"], first["already_present_by_content"]) \
+        == (6, 1, 5, 5), first
+    want = ([7000 + s for s in (*range(0, 7), 8, 9, *range(10, 15), 20, 21)], [7])
+    assert held() == want
+    again = json.loads(run("--id", ID, "replay", "--from", failures, env=env).stdout)
+    assert (again["tabled"], again["quarantined"], again["already_present"]) == (0, 0, 12), again
+    assert held() == want
+    # The sink's own redelivery of the replayed batch adds nothing either.
+    ev.write_text(json.dumps(kinesis_event(lost)))
+    r = json.loads(run("invoke", "kinesis-sink", "--event", ev, env=env).stdout)
+    assert (r["tabled"], r["at_or_below_watermark"]) == (0, 5), r
+    assert held() == want
+
+
+def test_kinesis_replay_tables_each_record_once_on_local_disk(tmp_path):
+    failures = tmp_path / "failures"
+
+    def put(key, obj):
+        p = failures / key
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(obj))
+
+    check_kinesis_replay(tmp_path, str(tmp_path / "tables"), str(tmp_path / "landing"), str(failures), put)
+
+
+def test_kinesis_replay_tables_each_record_once_on_s3(tmp_path, moto_s3):
+    s3 = boto3.client("s3", endpoint_url=moto_s3["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id="test", aws_secret_access_key="test")
+    for b in ("rk-data", "rk-failures"):
+        s3.create_bucket(Bucket=b)
+
+    def put(key, obj):
+        s3.put_object(Bucket="rk-failures", Key=key, Body=json.dumps(obj).encode())
+
+    opts = {k: v for k, v in moto_s3.items() if k.startswith("AWS_")}
+    check_kinesis_replay(tmp_path, "s3://rk-data/tables", "s3://rk-data", "s3://rk-failures/kin", put,
+                         env=moto_s3, opts=opts)

@@ -52,8 +52,8 @@ enum Command {
     /// List the open gaps of the cleaned tables (offsets a writer saw skipped that no replay has
     /// filled yet), or close one that can never be filled (retention expired, compacted topic).
     Gaps(GapsArgs),
-    /// Re-drive the MSK batches the event-source mappings gave up on (their S3 failure
-    /// destination) through the Kafka sink, exactly once (--from), or the quarantine's records
+    /// Re-drive the MSK and Kinesis batches the event-source mappings gave up on (their S3
+    /// failure destination) through the sinks' writer, exactly once (--from), or the quarantine's records
     /// through today's cleaning rules (--quarantine); --dry-run only says what it would do.
     Replay(ReplayArgs),
     /// Erase one person's posts (a privacy request): their pin, geo and user records leave the
@@ -150,7 +150,7 @@ struct ReplayArgs {
     /// Root of the Delta tables.
     #[arg(long, env = "PINPIPE_TABLES")]
     tables: String,
-    /// The raw landing the Kafka sink writes (replayed records are landed too); needed with --from.
+    /// The raw landing the Kafka sink writes (replayed MSK records are landed too); needed with --from.
     #[arg(long, env = "PINPIPE_LANDING")]
     landing: Option<String>,
     /// Where the failed batches are: the failure bucket (s3://BUCKET/aws/lambda/...) or a folder.

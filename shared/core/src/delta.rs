@@ -1088,6 +1088,40 @@ pub async fn delete_rows(
     Ok((deleted, touched.len()))
 }
 
+/// The table's rows whose `ind` is in `inds`, as batches of the table's own schema: every
+/// file is read with `ind` alone, and only files holding one of them are read whole.
+pub async fn rows_with_inds(table: &DeltaTable, name: &str, inds: Arc<std::collections::HashSet<i64>>) -> Result<Vec<RecordBatch>> {
+    let schema = arrow_schema(table, name)?;
+    let names: Arc<Vec<String>> = Arc::new(schema.fields().iter().map(|f| f.name().clone()).collect());
+    let ind_only: Arc<Vec<String>> = Arc::new(vec!["ind".to_string()]);
+    let store = table.object_store();
+    let paths = active_paths(table, name)?;
+    let found: Vec<Vec<RecordBatch>> = for_each_file(&store, &paths, move |store, path| {
+        let (inds, names, ind_only, schema) = (inds.clone(), names.clone(), ind_only.clone(), schema.clone());
+        async move {
+            let mut hit = false;
+            for b in read_columns(store.clone(), &path, Some(&ind_only)).await? {
+                hit |= ind_column(&b, &path)?.iter().flatten().any(|i| inds.contains(&i));
+            }
+            let mut out = Vec::new();
+            if !hit {
+                return Ok(out);
+            }
+            for b in read_columns(store, &path, None).await? {
+                let mask: arrow::array::BooleanArray =
+                    ind_column(&b, &path)?.iter().map(|i| Some(i.is_some_and(|i| inds.contains(&i)))).collect();
+                let rows = in_order(&arrow::compute::filter_record_batch(&b, &mask)?, &names, &path)?;
+                if rows.num_rows() > 0 {
+                    out.push(RecordBatch::try_new(schema.clone(), rows.columns().to_vec())?);
+                }
+            }
+            Ok(out)
+        }
+    })
+    .await?;
+    Ok(found.into_iter().flatten().collect())
+}
+
 /// `delete_rows`, read again and retried when another writer committed first (appends by the
 /// sinks while an operator deletes), `COMMIT_ATTEMPTS` times at most.
 pub async fn delete_rows_retrying(

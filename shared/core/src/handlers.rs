@@ -339,6 +339,52 @@ pub struct BatchItemFailure {
     pub item_identifier: String,
 }
 
+/// Per kind (stream): each shard's records, in sequence-number order.
+pub type KinesisSources =
+    std::collections::BTreeMap<Kind, Vec<crate::landing::SourceRecords<crate::watermark::SequenceNumber>>>;
+
+/// A Kinesis event's records per kind (stream), each (stream, shard) in sequence-number
+/// order as one source (app id `<stream>-<shardId>`), and how many records it held.
+pub fn kinesis_sources(event: aws_lambda_events::kinesis::KinesisEvent) -> Result<(u64, KinesisSources)> {
+    use std::collections::BTreeMap;
+
+    use crate::landing::SourceRecords;
+    use crate::record::Position;
+    use crate::watermark::SequenceNumber;
+
+    let mut received = 0;
+    // Per (stream, shard): each record's sequence number, its text form and its data.
+    type ShardRecords = Vec<(SequenceNumber, String, bytes::Bytes)>;
+    let mut groups: BTreeMap<(String, String), ShardRecords> = BTreeMap::new();
+    for record in event.records {
+        received += 1;
+        let stream = record
+            .event_source_arn
+            .as_deref()
+            .and_then(|arn| arn.rsplit_once(":stream/").map(|(_, s)| s.to_string()))
+            .ok_or_else(|| crate::Error::Config(format!(
+                "Kinesis record {:?} has no eventSourceARN naming its stream", record.event_id)))?;
+        let shard = record
+            .event_id
+            .as_deref()
+            .and_then(|id| id.split_once(':').map(|(s, _)| s.to_string()))
+            .unwrap_or_else(|| "shardId-000000000000".to_string());
+        let seq_text = record.kinesis.sequence_number;
+        let seq = SequenceNumber::parse(&seq_text)?;
+        groups.entry((stream, shard)).or_default().push((seq, seq_text, bytes::Bytes::from(record.kinesis.data.0)));
+    }
+    let mut by_kind: BTreeMap<Kind, Vec<SourceRecords<SequenceNumber>>> = BTreeMap::new();
+    for ((stream, shard), mut records) in groups {
+        let kind = Kind::from_source_name(&stream).ok_or_else(|| {
+            crate::Error::Config(format!("stream {stream:?} is not a pin, geo or user stream; check the event source mapping"))
+        })?;
+        records.sort_by_key(|a| a.0);
+        let records = records.into_iter().map(|(seq, text, bytes)| (seq, Position::Text(text.into()), bytes));
+        by_kind.entry(kind).or_default().push(SourceRecords::from_records(&stream, &shard, records));
+    }
+    Ok((received, by_kind))
+}
+
 /// The Kinesis sink's clients, made once per container: the table handles.
 pub struct KinesisSink {
     pub tables: Tables,
@@ -354,43 +400,10 @@ impl KinesisSink {
     /// fails is reported in `batchItemFailures`, so only its records are retried; the rest of
     /// the batch stays written, and a retry skips whatever an earlier attempt stored.
     pub async fn handle(&mut self, event: aws_lambda_events::kinesis::KinesisEvent) -> Result<KinesisSinkResponse> {
-        use std::collections::BTreeMap;
-
-        use crate::landing::SourceRecords;
-        use crate::record::Position;
-        use crate::watermark::SequenceNumber;
-
         self.tables.refresh().await?;
         let mut response = KinesisSinkResponse::default();
-        // Per (stream, shard): each record's sequence number, its text form and its data.
-        type ShardRecords = Vec<(SequenceNumber, String, bytes::Bytes)>;
-        let mut groups: BTreeMap<(String, String), ShardRecords> = BTreeMap::new();
-        for record in event.records {
-            response.received += 1;
-            let stream = record
-                .event_source_arn
-                .as_deref()
-                .and_then(|arn| arn.rsplit_once(":stream/").map(|(_, s)| s.to_string()))
-                .ok_or_else(|| crate::Error::Config(format!(
-                    "Kinesis record {:?} has no eventSourceARN naming its stream", record.event_id)))?;
-            let shard = record
-                .event_id
-                .as_deref()
-                .and_then(|id| id.split_once(':').map(|(s, _)| s.to_string()))
-                .unwrap_or_else(|| "shardId-000000000000".to_string());
-            let seq_text = record.kinesis.sequence_number;
-            let seq = SequenceNumber::parse(&seq_text)?;
-            groups.entry((stream, shard)).or_default().push((seq, seq_text, bytes::Bytes::from(record.kinesis.data.0)));
-        }
-        let mut by_kind: BTreeMap<Kind, Vec<SourceRecords<SequenceNumber>>> = BTreeMap::new();
-        for ((stream, shard), mut records) in groups {
-            let kind = Kind::from_source_name(&stream).ok_or_else(|| {
-                crate::Error::Config(format!("stream {stream:?} is not a pin, geo or user stream; check the event source mapping"))
-            })?;
-            records.sort_by_key(|a| a.0);
-            let records = records.into_iter().map(|(seq, text, bytes)| (seq, Position::Text(text.into()), bytes));
-            by_kind.entry(kind).or_default().push(SourceRecords::from_records(&stream, &shard, records));
-        }
+        let (received, by_kind) = kinesis_sources(event)?;
+        response.received = received;
         for (kind, sources) in by_kind {
             let ids: Vec<String> =
                 sources.iter().flat_map(|s| s.records.iter().map(|r| r.position.to_string())).collect();

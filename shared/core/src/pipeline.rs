@@ -203,6 +203,19 @@ impl Tables {
         Ok(())
     }
 
+    /// Appends entries to the quarantine in one commit (no positions are covered: records
+    /// re-driven by a replay, whose positions the tables already cover).
+    pub async fn append_quarantine(&mut self, entries: &[crate::record::QuarantineEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let name = self.id.quarantine_table();
+        let schema = delta::arrow_schema(&self.quarantine, &name)?;
+        let rows = delta::quarantine_batch(entries, schema, chrono::Utc::now().timestamp_micros())?;
+        delta::append(&mut self.quarantine, &name, Some(rows), &[], vec![]).await?;
+        Ok(())
+    }
+
     /// Reloads one data table after another writer's commit.
     pub async fn reload(&mut self, kind: Kind) -> Result<()> {
         self.refresh_data(kind).await

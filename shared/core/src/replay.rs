@@ -8,9 +8,13 @@
 //! cleaning rules: those that now clean are tabled, each once, and leave the quarantine
 //! (`replay_quarantine`).
 //!
-//! Kinesis batches are refused: a Kinesis record at or below its shard's watermark cannot be
-//! told from a redelivery (contract rule), so replaying one would table nothing; that needs a
-//! replay ledger this version does not have.
+//! Kinesis batches from the same destination are replayed too (`replay_kinesis`). Records
+//! above their shard's watermark go through the sink's own write. Records at or below it
+//! cannot be told from redeliveries by sequence number (contract rule), so each is decided by
+//! what the tables hold: a replay marker (a txn action per record) from an earlier replay,
+//! its quarantine entry at the same position, or a row of the same `ind` with the same
+//! cleaned content. What is found in none is tabled (or quarantined) once, with its marker in
+//! the same commit.
 
 use std::collections::BTreeMap;
 
@@ -31,7 +35,14 @@ use crate::storage::Location;
 #[derive(Debug)]
 pub struct FailedBatch {
     pub key: String,
-    pub event: KafkaEvent,
+    pub event: FailedEvent,
+}
+
+/// The event a mapping gave up on.
+#[derive(Debug)]
+pub enum FailedEvent {
+    Kafka(KafkaEvent),
+    Kinesis(aws_lambda_events::kinesis::KinesisEvent),
 }
 
 /// What a replay did (or, with `dry_run`, would do), per topic-partition.
@@ -42,8 +53,13 @@ pub struct ReplayReport {
     pub records: u64,
     /// Records the tables already held (a dry run counts them; a replay skips them).
     pub already_present: u64,
+    /// Of those, Kinesis records at or below their shard's watermark found by content (a row
+    /// of the same `ind` and cleaned content, or their quarantine entry at the same position).
+    pub already_present_by_content: u64,
     pub tabled: u64,
     pub quarantined: u64,
+    /// Records of posts `pinpipe forget` erased: never tabled.
+    pub forgotten: u64,
     /// topic-partition → (records in the failed batches, of which the tables already hold).
     pub sources: BTreeMap<String, (u64, u64)>,
 }
@@ -59,18 +75,18 @@ pub fn parse_failure_record(key: &str, bytes: &[u8]) -> Result<FailedBatch> {
         None => v,
     };
     if payload.get("Records").is_some() {
-        return Err(Error::input(
-            key,
-            "a Kinesis batch: its records lie at or below their shard's watermark, where they cannot be told \
-             from redeliveries, so replay cannot table them (see docs/exactly-once.md); read them from the \
-             stream while its retention lasts",
-        ));
+        let event =
+            serde_json::from_value(payload).map_err(|e| Error::input(key, format!("not a Kinesis event: {e}")))?;
+        return Ok(FailedBatch { key: key.to_string(), event: FailedEvent::Kinesis(event) });
     }
     if payload.get("records").is_none() {
-        return Err(Error::input(key, "no MSK event here (no `records`, neither at the top nor under `payload`)"));
+        return Err(Error::input(
+            key,
+            "no MSK or Kinesis event here (no `records` or `Records`, neither at the top nor under `payload`)",
+        ));
     }
     let event = serde_json::from_value(payload).map_err(|e| Error::input(key, format!("not an MSK event: {e}")))?;
-    Ok(FailedBatch { key: key.to_string(), event })
+    Ok(FailedBatch { key: key.to_string(), event: FailedEvent::Kafka(event) })
 }
 
 /// Every object under `from` (a local folder or an s3:// prefix), sorted by key.
@@ -102,37 +118,203 @@ pub async fn replay_from(cfg: &Config, from: &Location, dry_run: bool) -> Result
     sink.tables.refresh().await?;
     let mut report = ReplayReport { dry_run, objects: batches.len(), ..Default::default() };
     for batch in batches {
-        // What the tables hold of each topic-partition, read once per batch.
-        let mut held: BTreeMap<String, Coverage<i64>> = BTreeMap::new();
-        for record in batch.event.records.values().flatten() {
-            let topic = record.topic.clone().unwrap_or_default();
-            let kind = Kind::from_source_name(&topic)
-                .ok_or_else(|| Error::input(&batch.key, format!("topic {topic:?} is not a pin, geo or user topic")))?;
-            let app_id = crate::landing::app_id(&topic, &record.partition.to_string());
-            if !held.contains_key(&app_id) {
-                held.insert(app_id.clone(), sink.tables.coverage(kind, &app_id).await?);
-            }
-            let held = &held[&app_id];
-            let entry = report.sources.entry(app_id).or_default();
-            entry.0 += 1;
-            report.records += 1;
-            if held.holds(&record.offset) {
-                entry.1 += 1;
-                if dry_run {
-                    report.already_present += 1;
-                }
+        match batch.event {
+            FailedEvent::Kafka(event) => replay_kafka(&mut sink, &batch.key, event, dry_run, &mut report).await?,
+            FailedEvent::Kinesis(event) => {
+                tracing::info!(object = %batch.key, dry_run, "replaying a failed Kinesis batch");
+                replay_kinesis(&mut sink.tables, event, dry_run, &mut report).await?
             }
         }
-        if dry_run {
-            continue;
-        }
-        tracing::info!(object = %batch.key, "replaying a failed batch");
-        let r = sink.handle(batch.event).await?;
-        report.tabled += r.tabled;
-        report.quarantined += r.quarantined;
-        report.already_present += r.already_present;
     }
     Ok(report)
+}
+
+async fn replay_kafka(sink: &mut KafkaSink, key: &str, event: KafkaEvent, dry_run: bool, report: &mut ReplayReport) -> Result<()> {
+    // What the tables hold of each topic-partition, read once per batch.
+    let mut held: BTreeMap<String, Coverage<i64>> = BTreeMap::new();
+    for record in event.records.values().flatten() {
+        let topic = record.topic.clone().unwrap_or_default();
+        let kind = Kind::from_source_name(&topic)
+            .ok_or_else(|| Error::input(key, format!("topic {topic:?} is not a pin, geo or user topic")))?;
+        let app_id = crate::landing::app_id(&topic, &record.partition.to_string());
+        if !held.contains_key(&app_id) {
+            held.insert(app_id.clone(), sink.tables.coverage(kind, &app_id).await?);
+        }
+        let held = &held[&app_id];
+        let entry = report.sources.entry(app_id).or_default();
+        entry.0 += 1;
+        report.records += 1;
+        if held.holds(&record.offset) {
+            entry.1 += 1;
+            if dry_run {
+                report.already_present += 1;
+            }
+        }
+    }
+    if dry_run {
+        return Ok(());
+    }
+    tracing::info!(object = %key, "replaying a failed batch");
+    let r = sink.handle(event).await?;
+    report.tabled += r.tabled;
+    report.quarantined += r.quarantined;
+    report.already_present += r.already_present;
+    Ok(())
+}
+
+/// The marker a replayed Kinesis record leaves in its data table (a txn action).
+fn kinesis_marker(app_id: &str, seq: &crate::watermark::SequenceNumber) -> String {
+    format!("pinpipe-replay:{app_id}@{seq}")
+}
+
+/// Replays one Kinesis batch (see the module doc): above the watermark through the sink's
+/// write; at or below it, what no marker, quarantine entry or equal row shows is written once.
+async fn replay_kinesis(
+    tables: &mut crate::pipeline::Tables,
+    event: aws_lambda_events::kinesis::KinesisEvent,
+    dry_run: bool,
+    report: &mut ReplayReport,
+) -> Result<()> {
+    use crate::landing::SourceRecords;
+    use crate::watermark::SequenceNumber;
+    let (_, by_kind) = crate::handlers::kinesis_sources(event)?;
+    for (kind, sources) in by_kind {
+        let mut above: Vec<SourceRecords<SequenceNumber>> = Vec::new();
+        let mut below: Vec<(crate::record::RawRecord, String)> = Vec::new();
+        for src in sources {
+            let held: Coverage<SequenceNumber> = tables.coverage(kind, &src.app_id).await?;
+            let mut up = SourceRecords::new(src.app_id.clone());
+            let entry = report.sources.entry(src.app_id.clone()).or_default();
+            for (rec, seq) in src.records.into_iter().zip(src.offsets) {
+                entry.0 += 1;
+                report.records += 1;
+                if held.holds(&seq) {
+                    below.push((rec, kinesis_marker(&src.app_id, &seq)));
+                } else {
+                    up.push(seq, rec);
+                }
+            }
+            if !up.records.is_empty() {
+                above.push(up);
+            }
+        }
+        if !above.is_empty() {
+            if dry_run {
+                report.tabled += above.iter().map(|s| s.records.len() as u64).sum::<u64>();
+            } else {
+                let r = tables.write(kind, above).await?;
+                report.tabled += r.tabled;
+                report.quarantined += r.quarantined;
+                report.already_present += r.skipped;
+                report.forgotten += r.forgotten;
+            }
+        }
+        if !below.is_empty() {
+            replay_below_watermark(tables, kind, below, dry_run, report).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Kinesis records at or below their shard's watermark, each with its marker.
+async fn replay_below_watermark(
+    tables: &mut crate::pipeline::Tables,
+    kind: Kind,
+    below: Vec<(crate::record::RawRecord, String)>,
+    dry_run: bool,
+    report: &mut ReplayReport,
+) -> Result<()> {
+    use std::collections::{HashMap, HashSet};
+    let mut fresh = Vec::new();
+    for (rec, marker) in below {
+        if tables.has_txn(kind, &marker).await? {
+            report.already_present += 1;
+        } else if tables.is_forgotten(kind, &rec.bytes) {
+            report.forgotten += 1;
+        } else {
+            fresh.push((rec, marker));
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let records: Vec<crate::record::RawRecord> = fresh.iter().map(|(r, _)| r.clone()).collect();
+    let (decoded, (frame, _)) = tokio::task::block_in_place(|| {
+        let d = crate::record::decode(kind, &records)?;
+        let cleaned = crate::clean::clean(kind, &d)?;
+        Ok::<_, polars::prelude::PolarsError>((d, cleaned))
+    })?;
+    let bad: HashMap<usize, crate::record::QuarantineEntry> = decoded.quarantined.into_iter().collect();
+    // Quarantine cases: their entry, if stored, sits at the same source, shard and position.
+    let stored: HashSet<(String, String, String)> = quarantine_entries(&tables.root, &tables.id, None)
+        .await?
+        .into_iter()
+        .map(|e| (e.source, e.partition, e.position))
+        .collect();
+    let mut markers = Vec::new();
+    let mut new_entries = Vec::new();
+    for (i, entry) in &bad {
+        if stored.contains(&(entry.source.clone(), entry.partition.clone(), entry.position.clone())) {
+            report.already_present += 1;
+            report.already_present_by_content += 1;
+        } else {
+            new_entries.push(entry.clone());
+            markers.push(fresh[*i].1.clone());
+        }
+    }
+    // Cleaned records: a row of the same ind with the same content is taken to be this record
+    // (each such row once).
+    let rows_of: Vec<usize> = (0..fresh.len()).filter(|i| !bad.contains_key(i)).collect();
+    let name = tables.id.table(kind);
+    let mut keep_rows: Vec<bool> = vec![true; rows_of.len()];
+    if !rows_of.is_empty() {
+        let table = crate::delta::open(&tables.root, &name)
+            .await?
+            .ok_or_else(|| Error::Config(format!("{name} vanished during the replay")))?;
+        let schema = crate::delta::arrow_schema(&table, &name)?;
+        let batch = crate::delta::frame_to_batch(&frame, schema.clone())?;
+        let inds: HashSet<i64> = frame.column("ind")?.i64()?.iter().flatten().collect();
+        let existing = crate::delta::rows_with_inds(&table, &name, std::sync::Arc::new(inds)).await?;
+        let fields: Vec<arrow::row::SortField> =
+            schema.fields().iter().map(|f| arrow::row::SortField::new(f.data_type().clone())).collect();
+        let converter = arrow::row::RowConverter::new(fields)?;
+        let mut present: HashMap<Vec<u8>, usize> = HashMap::new();
+        for b in &existing {
+            let rows = converter.convert_columns(b.columns())?;
+            for r in rows.iter() {
+                *present.entry(r.as_ref().to_vec()).or_default() += 1;
+            }
+        }
+        let new_rows = converter.convert_columns(batch.columns())?;
+        for (k, r) in new_rows.iter().enumerate() {
+            if let Some(n) = present.get_mut(r.as_ref()).filter(|n| **n > 0) {
+                *n -= 1;
+                keep_rows[k] = false;
+                report.already_present += 1;
+                report.already_present_by_content += 1;
+            }
+        }
+    }
+    let kept: Vec<usize> = keep_rows.iter().enumerate().filter(|(_, k)| **k).map(|(k, _)| k).collect();
+    markers.extend(kept.iter().map(|k| fresh[rows_of[*k]].1.clone()));
+    report.tabled += kept.len() as u64;
+    report.quarantined += new_entries.len() as u64;
+    if dry_run || markers.is_empty() {
+        return Ok(());
+    }
+    let mask: polars::prelude::BooleanChunked = keep_rows.iter().map(|k| Some(*k)).collect();
+    let rows = frame.filter(&mask)?;
+    let subset: Vec<crate::record::RawRecord> = kept.iter().map(|k| records[rows_of[*k]].clone()).collect();
+    let (_, mut quality) = tokio::task::block_in_place(|| {
+        let d = crate::record::decode(kind, &subset)?;
+        crate::clean::clean(kind, &d)
+    })?;
+    quality.quarantined = new_entries.len() as u64;
+    // Quarantine first, then the rows with every marker: a replay stopped in between finds
+    // the entries at their positions.
+    tables.append_quarantine(&new_entries).await?;
+    tables.append_marked(kind, &rows, &markers, &quality).await?;
+    Ok(())
 }
 
 /// What a quarantine replay did (or, with `dry_run`, would do).
