@@ -1,12 +1,14 @@
 """`pinpipe replay --from`: MSK batches a mapping gave up on, re-driven from their S3 failure
 destination's invocation records, are tabled once however often the replay runs, and the gap
-their loss opened closes. `pinpipe replay --quarantine`: entries that clean under today's
+their loss opened closes; Kinesis batches from the same destination too, each record once,
+whether it was lost, already committed, or above the watermark. `pinpipe replay --quarantine`: entries that clean under today's
 rules are tabled once and leave the quarantine, even when a replay stopped half-way. Checked
 on local disk and on moto's S3, read back with deltalake."""
 import base64
 import json
 
 import boto3
+import pytest
 
 from conftest import read_table, run
 
@@ -58,28 +60,36 @@ def check_replay(tmp_path, tables, landing, failures, put, env=None, opts=None):
     assert run("--id", ID, "gaps", "--json", env=env).stdout.strip() == ""
 
 
-def test_replay_fills_the_gap_once_on_local_disk(tmp_path):
-    failures = tmp_path / "failures"
+def failure_stores(request, tmp_path, where, bucket):
+    """Tables, landing and failure destination on local disk or on moto's S3: (tables,
+    landing, failures, put(key, obj), env, storage options)."""
+    if where == "local":
+        failures = tmp_path / "failures"
 
-    def put(key, obj):
-        p = failures / key
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(obj))
+        def put(key, obj):
+            p = failures / key
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps(obj))
 
-    check_replay(tmp_path, str(tmp_path / "tables"), str(tmp_path / "landing"), str(failures), put)
-
-
-def test_replay_fills_the_gap_once_on_s3(tmp_path, moto_s3):
+        return str(tmp_path / "tables"), str(tmp_path / "landing"), str(failures), put, None, None
+    moto_s3 = request.getfixturevalue("moto_s3")
     s3 = boto3.client("s3", endpoint_url=moto_s3["AWS_ENDPOINT_URL"], region_name="us-east-1",
                       aws_access_key_id="test", aws_secret_access_key="test")
-    for b in ("rp-data", "rp-failures"):
+    for b in (f"{bucket}-data", f"{bucket}-failures"):
         s3.create_bucket(Bucket=b)
 
     def put(key, obj):
-        s3.put_object(Bucket="rp-failures", Key=key, Body=json.dumps(obj).encode())
+        s3.put_object(Bucket=f"{bucket}-failures", Key=key, Body=json.dumps(obj).encode())
 
     opts = {k: v for k, v in moto_s3.items() if k.startswith("AWS_")}
-    check_replay(tmp_path, "s3://rp-data/tables", "s3://rp-data", "s3://rp-failures/aws/lambda", put, env=moto_s3, opts=opts)
+    return (f"s3://{bucket}-data/tables", f"s3://{bucket}-data", f"s3://{bucket}-failures/aws/lambda", put,
+            moto_s3, opts)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_replay_fills_the_gap_once(request, tmp_path, where):
+    tables, landing, failures, put, env, opts = failure_stores(request, tmp_path, where, "rp")
+    check_replay(tmp_path, tables, landing, failures, put, env=env, opts=opts)
 
 
 def test_replay_refuses_junk_with_the_object_named(tmp_path):
@@ -216,9 +226,9 @@ def check_kinesis_replay(tmp_path, tables, landing, failures, put, env=None, opt
         r = json.loads(run("invoke", "kinesis-sink", "--event", ev, env=env).stdout)
         assert r["tabled"] == 5, r
     lost = [(s, user_raw(s) if s != 7 else b"{not json") for s in range(5, 10)]
-    put("kin/a", kinesis_failure(lost))
-    put("kin/b", kinesis_failure([(s, user_raw(s)) for s in range(0, 5)]))
-    put("kin/c", kinesis_failure([(s, user_raw(s)) for s in (20, 21)]))
+    put("aws/lambda/kin/a", kinesis_failure(lost))
+    put("aws/lambda/kin/b", kinesis_failure([(s, user_raw(s)) for s in range(0, 5)]))
+    put("aws/lambda/kin/c", kinesis_failure([(s, user_raw(s)) for s in (20, 21)]))
 
     def held():
         users = read_table(tables, f"{ID}_user_table", storage_options=opts)
@@ -245,26 +255,7 @@ def check_kinesis_replay(tmp_path, tables, landing, failures, put, env=None, opt
     assert held() == want
 
 
-def test_kinesis_replay_tables_each_record_once_on_local_disk(tmp_path):
-    failures = tmp_path / "failures"
-
-    def put(key, obj):
-        p = failures / key
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(obj))
-
-    check_kinesis_replay(tmp_path, str(tmp_path / "tables"), str(tmp_path / "landing"), str(failures), put)
-
-
-def test_kinesis_replay_tables_each_record_once_on_s3(tmp_path, moto_s3):
-    s3 = boto3.client("s3", endpoint_url=moto_s3["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                      aws_access_key_id="test", aws_secret_access_key="test")
-    for b in ("rk-data", "rk-failures"):
-        s3.create_bucket(Bucket=b)
-
-    def put(key, obj):
-        s3.put_object(Bucket="rk-failures", Key=key, Body=json.dumps(obj).encode())
-
-    opts = {k: v for k, v in moto_s3.items() if k.startswith("AWS_")}
-    check_kinesis_replay(tmp_path, "s3://rk-data/tables", "s3://rk-data", "s3://rk-failures/kin", put,
-                         env=moto_s3, opts=opts)
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_kinesis_replay_tables_each_record_once(request, tmp_path, where):
+    tables, landing, failures, put, env, opts = failure_stores(request, tmp_path, where, "rk")
+    check_kinesis_replay(tmp_path, tables, landing, failures, put, env=env, opts=opts)
