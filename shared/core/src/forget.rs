@@ -262,8 +262,8 @@ fn poisoned() -> Error {
     Error::Config("a forget task panicked while holding its counts".into())
 }
 
-/// Every landing object of the pin, geo and user sources, kind by kind (user first: it is
-/// where names are found), with its body.
+/// Every landing object of the sources of `kinds`, kind by kind, each with its body, one at
+/// a time.
 async fn for_each_object<F>(landing: &Location, kinds: &[Kind], mut f: F) -> Result<()>
 where
     F: FnMut(Kind, &landing::SourcePartition, &landing::LandingObject, Bytes) -> futures::future::BoxFuture<'static, Result<()>>,
