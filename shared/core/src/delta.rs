@@ -111,6 +111,22 @@ pub async fn open(root: &Location, name: &str) -> Result<Option<DeltaTable>> {
     }
 }
 
+/// Brings the table up to date, after one HEAD request for the commit after its version:
+/// when that commit does not exist (commits are numbered without holes), the table is current
+/// and the log is not listed. Listing is what grows with the log's length (a local directory
+/// is read whole), and a writer's refresh usually finds nothing new.
+pub async fn update_if_newer(table: &mut DeltaTable, name: &str) -> Result<()> {
+    if let Some(v) = table.version() {
+        let next = object_store::path::Path::from(format!("_delta_log/{:020}.json", v + 1));
+        match table.object_store().head(&next).await {
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(Error::Storage { location: format!("{name}/{next}"), source: e }),
+        }
+    }
+    table.update_state().await.map_err(|e| Error::delta(name, e))
+}
+
 /// Whether a Delta log exists at `table` (without creating anything).
 async fn has_log(table: &Location) -> Result<bool> {
     if let Some(p) = table.local_path() {

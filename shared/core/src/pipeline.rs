@@ -168,12 +168,12 @@ impl Tables {
 
     async fn refresh_data(&mut self, kind: Kind) -> Result<()> {
         let name = self.id.table(kind);
-        self.data_mut(kind).update_state().await.map_err(|e| crate::Error::delta(name, e))
+        delta::update_if_newer(self.data_mut(kind), &name).await
     }
 
     async fn refresh_quarantine(&mut self) -> Result<()> {
         let name = self.id.quarantine_table();
-        self.quarantine.update_state().await.map_err(|e| crate::Error::delta(name, e))
+        delta::update_if_newer(&mut self.quarantine, &name).await
     }
 
     /// Whether the data table of `kind` holds the txn action `app_id` (any version).
