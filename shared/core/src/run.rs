@@ -88,9 +88,9 @@ pub fn fmt_time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// Posts per part above which the analysis splits the tables into parts by `ind`
-/// (`PINPIPE_ANALYSIS_PART_ROWS`): measured at about 0.4 GB of peak memory per million posts
-/// in one part (README, the analysis at scale).
+/// Rows per part above which the analysis splits the tables into parts by `ind`
+/// (`PINPIPE_ANALYSIS_PART_ROWS`): parts of a million posts peaked at 0.45-0.8 GB from 1 to
+/// 20 million posts (README, the analysis at scale).
 pub const DEFAULT_PART_ROWS: u64 = 1_000_000;
 
 /// `PINPIPE_ANALYSIS_PART_ROWS`, or the default.
@@ -164,10 +164,11 @@ pub async fn analyze(tables: &Location, id: &PipelineId, run_time: DateTime<Utc>
         }
         None => 0,
     };
-    let posts = match opened.first() {
-        Some((_, name, table)) => delta::row_count(table, name).await?,
-        None => 0,
-    };
+    // The largest table decides (rows, re-posts included: the log's per-file counts).
+    let mut posts = 0;
+    for (_, name, table) in &opened {
+        posts = posts.max(delta::row_count(table, name).await?);
+    }
     let parts = posts.div_ceil(part_rows_from_env()?).max(1) as usize;
     let mut rows_read = BTreeMap::new();
     let mut distinct = BTreeMap::new();
