@@ -231,55 +231,46 @@ impl Matcher {
     }
 }
 
-/// One landing object's lines: (offset, byte range of the line without its line ending, record).
-fn object_lines(source: &landing::SourcePartition, first: i64, body: &Bytes) -> Vec<(i64, std::ops::Range<usize>, RawRecord)> {
-    let mut out = Vec::new();
-    let mut start = 0usize;
-    let mut offset = first;
-    while start < body.len() {
-        let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i);
-        let mut line_end = end;
-        if line_end > start && body[line_end - 1] == b'\r' {
-            line_end -= 1;
-        }
-        let line = body.slice(start..line_end);
-        if !line.iter().all(|b| b.is_ascii_whitespace()) {
-            let rec = RawRecord {
+/// The landing's pin, geo and user objects, listed once, then read one at a time.
+struct LandingObjects {
+    store: Arc<dyn object_store::ObjectStore>,
+    objects: Vec<(Kind, landing::SourcePartition, landing::LandingObject)>,
+}
+
+/// One landing object read whole: its body and, per line that holds a record, its offset,
+/// byte range (`landing::line_ranges`) and record.
+struct ObjectLines {
+    body: Bytes,
+    lines: Vec<(i64, std::ops::Range<usize>)>,
+    records: Vec<RawRecord>,
+}
+
+impl LandingObjects {
+    async fn list(landing: &Location) -> Result<LandingObjects> {
+        let scan = landing::scan(landing).await?;
+        let objects = scan
+            .sources
+            .into_iter()
+            .flat_map(|source| source.objects.clone().into_iter().map(move |o| (source.kind, source.clone(), o)))
+            .collect();
+        Ok(LandingObjects { store: landing.store()?, objects })
+    }
+
+    async fn read(&self, source: &landing::SourcePartition, object: &landing::LandingObject) -> Result<ObjectLines> {
+        let storage = |e| Error::Storage { location: object.key.to_string(), source: e };
+        let body = self.store.get(&object.key).await.map_err(storage)?.bytes().await.map_err(storage)?;
+        let (lines, _) = landing::line_ranges(&body, object.first);
+        let records = lines
+            .iter()
+            .map(|(offset, range)| RawRecord {
                 source: source.source.as_str().into(),
                 partition: source.partition.as_str().into(),
-                position: offset.into(),
-                bytes: landing::decode_line(line),
-            };
-            out.push((offset, start..line_end, rec));
-        }
-        offset += 1;
-        start = end + 1;
+                position: (*offset).into(),
+                bytes: landing::decode_line(body.slice(range.clone())),
+            })
+            .collect();
+        Ok(ObjectLines { body, lines, records })
     }
-    out
-}
-
-fn poisoned() -> Error {
-    Error::Config("a forget task panicked while holding its counts".into())
-}
-
-/// Every landing object of the sources of `kinds`, kind by kind, each with its body, one at
-/// a time.
-async fn for_each_object<F>(landing: &Location, kinds: &[Kind], mut f: F) -> Result<()>
-where
-    F: FnMut(Kind, &landing::SourcePartition, &landing::LandingObject, Bytes) -> futures::future::BoxFuture<'static, Result<()>>,
-{
-    let scan = landing::scan(landing).await?;
-    let store = landing.store()?;
-    for kind in kinds {
-        for source in scan.sources.iter().filter(|s| s.kind == *kind) {
-            for object in &source.objects {
-                let storage = |e| Error::Storage { location: object.key.to_string(), source: e };
-                let body = store.get(&object.key).await.map_err(storage)?.bytes().await.map_err(storage)?;
-                f(*kind, source, object, body).await?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Forgets `target`'s posts in the tables under `root` (and the landing, when given).
@@ -289,8 +280,12 @@ pub async fn forget(root: &Location, id: &PipelineId, target: &Target, landing: 
         Target::Inds(inds) => Matcher { inds: inds.iter().copied().collect(), user: None },
         Target::User(name) => Matcher { inds: BTreeSet::new(), user: Some(name.clone()) },
     };
+    let objects = match landing {
+        Some(l) => Some(LandingObjects::list(l).await?),
+        None => None,
+    };
     if matcher.user.is_some() {
-        find_user_inds(root, id, landing, &mut matcher).await?;
+        find_user_inds(root, id, objects.as_ref(), &mut matcher).await?;
     }
     report.inds = matcher.inds.iter().copied().collect();
     if matcher.inds.is_empty() && matcher.user.is_none() {
@@ -300,29 +295,19 @@ pub async fn forget(root: &Location, id: &PipelineId, target: &Target, landing: 
 
     // The quality counts the removed records added, from their landing lines (each offset once).
     let mut removed_quality: BTreeMap<Kind, Quality> = BTreeMap::new();
-    if let Some(landing) = landing {
+    if let Some(objects) = &objects {
         report.quality_adjusted_from_landing = true;
-        let seen = Arc::new(std::sync::Mutex::new(HashSet::<(String, i64)>::new()));
-        let found = Arc::new(std::sync::Mutex::new(BTreeMap::<Kind, Vec<RawRecord>>::new()));
-        for_each_object(landing, &Kind::ALL, |kind, source, object, body| {
-            let (matcher, seen, found) = (matcher.clone(), seen.clone(), found.clone());
-            let lines = object_lines(source, object.first, &body);
-            let app_id = source.app_id();
-            Box::pin(async move {
-                let (offsets, records): (Vec<i64>, Vec<RawRecord>) = lines.into_iter().map(|(o, _, r)| (o, r)).unzip();
-                let matched = tokio::task::block_in_place(|| matcher.records(kind, &records))?;
-                let mut seen = seen.lock().map_err(|_| poisoned())?;
-                let mut found = found.lock().map_err(|_| poisoned())?;
-                for ((rec, offset), (hit, _)) in records.into_iter().zip(offsets).zip(matched) {
-                    if hit && seen.insert((app_id.clone(), offset)) {
-                        found.entry(kind).or_default().push(rec);
-                    }
+        let mut seen = HashSet::<(String, i64)>::new();
+        let mut found = BTreeMap::<Kind, Vec<RawRecord>>::new();
+        for (kind, source, object) in &objects.objects {
+            let read = objects.read(source, object).await?;
+            let matched = tokio::task::block_in_place(|| matcher.records(*kind, &read.records))?;
+            for (((offset, _), rec), (hit, _)) in read.lines.iter().zip(read.records).zip(matched) {
+                if hit && seen.insert((source.app_id(), *offset)) {
+                    found.entry(*kind).or_default().push(rec);
                 }
-                Ok(())
-            })
-        })
-        .await?;
-        let found = std::mem::take(&mut *found.lock().map_err(|_| poisoned())?);
+            }
+        }
         for (kind, records) in found {
             let decoded = record::decode(kind, &records)?;
             let (_, mut quality) = clean::clean(kind, &decoded)?;
@@ -380,43 +365,31 @@ pub async fn forget(root: &Location, id: &PipelineId, target: &Target, landing: 
         report.files_replaced += files;
     }
 
-    if let Some(landing) = landing {
-        let store = landing.store()?;
-        let counts = Arc::new(std::sync::Mutex::new((0u64, 0u64)));
-        for_each_object(landing, &Kind::ALL, |kind, source, object, body| {
-            let (matcher, counts, store) = (matcher.clone(), counts.clone(), store.clone());
-            let lines = object_lines(source, object.first, &body);
-            let key = object.key.clone();
-            Box::pin(async move {
-                let records: Vec<RawRecord> = lines.iter().map(|(_, _, r)| r.clone()).collect();
-                let matched = tokio::task::block_in_place(|| matcher.records(kind, &records))?;
-                let mut blanked = body.to_vec();
-                let mut n = 0u64;
-                for ((_, range, _), (hit, _)) in lines.iter().zip(matched) {
-                    if hit {
-                        blanked[range.clone()].fill(b' ');
-                        n += 1;
-                    }
+    if let Some(objects) = &objects {
+        for (kind, source, object) in &objects.objects {
+            let read = objects.read(source, object).await?;
+            let matched = tokio::task::block_in_place(|| matcher.records(*kind, &read.records))?;
+            let mut blanked = read.body.to_vec();
+            let mut n = 0u64;
+            for ((_, range), (hit, _)) in read.lines.iter().zip(matched) {
+                if hit {
+                    blanked[range.clone()].fill(b' ');
+                    n += 1;
                 }
-                if n == 0 {
-                    return Ok(());
-                }
-                if !dry_run {
-                    store
-                        .put(&key, PutPayload::from(blanked))
-                        .await
-                        .map_err(|e| Error::Storage { location: key.to_string(), source: e })?;
-                }
-                let mut c = counts.lock().map_err(|_| poisoned())?;
-                c.0 += n;
-                c.1 += 1;
-                Ok(())
-            })
-        })
-        .await?;
-        let (lines, objects) = *counts.lock().map_err(|_| poisoned())?;
-        report.landing_lines_blanked = lines;
-        report.landing_objects_rewritten = objects;
+            }
+            if n == 0 {
+                continue;
+            }
+            if !dry_run {
+                objects
+                    .store
+                    .put(&object.key, PutPayload::from(blanked))
+                    .await
+                    .map_err(|e| Error::Storage { location: object.key.to_string(), source: e })?;
+            }
+            report.landing_lines_blanked += n;
+            report.landing_objects_rewritten += 1;
+        }
     }
     tracing::info!(
         inds = report.inds.len(),
@@ -430,7 +403,7 @@ pub async fn forget(root: &Location, id: &PipelineId, target: &Target, landing: 
 
 /// The `ind`s of every post whose user record carries the target's name: in the user table,
 /// the quarantine and the landing's user lines.
-async fn find_user_inds(root: &Location, id: &PipelineId, landing: Option<&Location>, m: &mut Matcher) -> Result<()> {
+async fn find_user_inds(root: &Location, id: &PipelineId, objects: Option<&LandingObjects>, m: &mut Matcher) -> Result<()> {
     let Some(user) = m.user.clone() else { return Ok(()) };
     let name = id.table(Kind::User);
     if let Some(table) = delta::open(root, &name).await? {
@@ -445,34 +418,19 @@ async fn find_user_inds(root: &Location, id: &PipelineId, landing: Option<&Locat
             }
         }
     }
-    let q_name = id.quarantine_table();
-    if let Some(table) = delta::open(root, &q_name).await? {
-        for b in delta::read_batches(&table, &q_name).await? {
-            if let Some(raw) = b.column_by_name("raw").and_then(|c| c.as_any().downcast_ref::<BinaryArray>()) {
-                for bytes in raw.iter().flatten() {
-                    let f = loose_fields(bytes);
-                    if f.user_name().as_deref() == Some(user.as_str()) {
-                        m.inds.extend(f.ind);
-                    }
-                }
-            }
+    for entry in crate::replay::quarantine_entries(root, id, None).await? {
+        let f = loose_fields(&entry.raw);
+        if f.user_name().as_deref() == Some(user.as_str()) {
+            m.inds.extend(f.ind);
         }
     }
-    if let Some(landing) = landing {
-        let by_name = Arc::new(Matcher { inds: BTreeSet::new(), user: Some(user) });
-        let found = Arc::new(std::sync::Mutex::new(BTreeSet::<i64>::new()));
-        for_each_object(landing, &[Kind::User], |kind, source, object, body| {
-            let (by_name, found) = (by_name.clone(), found.clone());
-            let records: Vec<RawRecord> = object_lines(source, object.first, &body).into_iter().map(|(_, _, r)| r).collect();
-            Box::pin(async move {
-                let matched = tokio::task::block_in_place(|| by_name.records(kind, &records))?;
-                let mut found = found.lock().map_err(|_| poisoned())?;
-                found.extend(matched.into_iter().filter(|(hit, _)| *hit).filter_map(|(_, ind)| ind));
-                Ok(())
-            })
-        })
-        .await?;
-        m.inds.extend(found.lock().map_err(|_| poisoned())?.iter());
+    if let Some(objects) = objects {
+        let by_name = Matcher { inds: BTreeSet::new(), user: Some(user) };
+        for (kind, source, object) in objects.objects.iter().filter(|(k, _, _)| *k == Kind::User) {
+            let read = objects.read(source, object).await?;
+            let matched = tokio::task::block_in_place(|| by_name.records(*kind, &read.records))?;
+            m.inds.extend(matched.into_iter().filter(|(hit, _)| *hit).filter_map(|(_, ind)| ind));
+        }
     }
     Ok(())
 }

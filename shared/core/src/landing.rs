@@ -180,6 +180,14 @@ pub async fn scan(root: &Location) -> Result<Scan> {
 /// Splits bytes into (offset, line) pairs starting at `first`; returns them and the offset
 /// after the last line. Blank lines keep their offset but hold no record.
 pub fn split_lines(bytes: &Bytes, first: i64) -> (Vec<(i64, Bytes)>, i64) {
+    let (lines, next) = line_ranges(bytes, first);
+    (lines.into_iter().map(|(offset, range)| (offset, decode_line(bytes.slice(range)))).collect(), next)
+}
+
+/// The offset and byte range (without its line ending) of each line that is not blank,
+/// starting at `first`, and the offset after the last line: where `split_lines` cuts, for a
+/// writer that rewrites lines in place.
+pub fn line_ranges(bytes: &[u8], first: i64) -> (Vec<(i64, std::ops::Range<usize>)>, i64) {
     let mut out = Vec::new();
     let mut start = 0usize;
     let mut offset = first;
@@ -190,9 +198,8 @@ pub fn split_lines(bytes: &Bytes, first: i64) -> (Vec<(i64, Bytes)>, i64) {
         if line_end > start && bytes[line_end - 1] == b'\r' {
             line_end -= 1;
         }
-        let line = bytes.slice(start..line_end);
-        if !line.iter().all(|b| b.is_ascii_whitespace()) {
-            out.push((offset, decode_line(line)));
+        if !bytes[start..line_end].iter().all(|b| b.is_ascii_whitespace()) {
+            out.push((offset, start..line_end));
         }
         offset += 1;
         start = end + 1;

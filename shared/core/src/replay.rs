@@ -344,7 +344,7 @@ fn quarantine_marker(e: &crate::record::QuarantineEntry) -> String {
 }
 
 /// Reads the quarantine's entries (reason containing `reason`, when given).
-async fn quarantine_entries(root: &Location, id: &crate::names::PipelineId, reason: Option<&str>) -> Result<Vec<crate::record::QuarantineEntry>> {
+pub(crate) async fn quarantine_entries(root: &Location, id: &crate::names::PipelineId, reason: Option<&str>) -> Result<Vec<crate::record::QuarantineEntry>> {
     use arrow::array::{Array, BinaryArray, StringArray};
     let name = id.quarantine_table();
     let Some(table) = crate::delta::open(root, &name).await? else { return Ok(vec![]) };
