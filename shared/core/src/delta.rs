@@ -1053,48 +1053,16 @@ pub async fn delete_rows(
     metadata: &(dyn Fn(u64) -> Vec<(String, serde_json::Value)> + Sync),
     dry_run: bool,
 ) -> Result<(u64, usize)> {
-    let files: Vec<(object_store::path::Path, deltalake::kernel::Remove)> = table
-        .snapshot()
-        .map_err(|e| Error::delta(name, e))?
-        .log_data()
-        .into_iter()
-        .map(|f| (f.object_store_path(), f.remove_action(true)))
-        .collect();
-    let paths: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
-    let store = table.object_store();
-    let wanted: Arc<Vec<String>> = Arc::new(columns.iter().map(|c| c.to_string()).collect());
-    let hits: Vec<u64> = for_each_file(&store, &paths, {
-        let drop = drop.clone();
-        move |store, path| {
-            let (drop, wanted) = (drop.clone(), wanted.clone());
-            async move {
-                let mut n = 0u64;
-                for b in read_columns(store, &path, Some(&wanted)).await? {
-                    n += drop(&b)?.true_count() as u64;
-                }
-                Ok(n)
-            }
-        }
-    })
-    .await?;
-    let deleted: u64 = hits.iter().sum();
-    let touched: Vec<usize> = (0..files.len()).filter(|i| hits[*i] > 0).collect();
+    let files = marked_per_file(table, name, columns, drop.clone()).await?;
+    let deleted: u64 = files.iter().map(|(_, _, n)| n).sum();
+    let touched: Vec<_> = files.iter().filter(|(_, _, n)| *n > 0).collect();
     if dry_run || deleted == 0 {
         return Ok((deleted, touched.len()));
     }
     let schema = arrow_schema(table, name)?;
-    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut actions = Vec::new();
-    for i in &touched {
-        let (path, remove) = &files[*i];
-        let mut kept = Vec::new();
-        for b in read_columns(store.clone(), path, None).await? {
-            let mask = drop(&b)?;
-            let b = arrow::compute::filter_record_batch(&b, &arrow::compute::not(&mask)?)?;
-            // Files carry the table's columns; rebuild each batch on the writer's exact schema.
-            let b = in_order(&b, &names, path)?;
-            kept.push(RecordBatch::try_new(schema.clone(), b.columns().to_vec())?);
-        }
+    for (path, remove, _) in &touched {
+        let kept = rows_of_file(table, &schema, path, &drop, false).await?;
         let kept = arrow::compute::concat_batches(&schema, &kept)?;
         actions.extend(start_files(table, name, kept)?.join().await?);
         actions.push(Action::Remove(remove.clone()));
@@ -1104,38 +1072,72 @@ pub async fn delete_rows(
     Ok((deleted, touched.len()))
 }
 
-/// The table's rows whose `ind` is in `inds`, as batches of the table's own schema: every
-/// file is read with `ind` alone, and only files holding one of them are read whole.
-pub async fn rows_with_inds(table: &DeltaTable, name: &str, inds: Arc<std::collections::HashSet<i64>>) -> Result<Vec<RecordBatch>> {
-    let schema = arrow_schema(table, name)?;
-    let names: Arc<Vec<String>> = Arc::new(schema.fields().iter().map(|f| f.name().clone()).collect());
-    let ind_only: Arc<Vec<String>> = Arc::new(vec!["ind".to_string()]);
-    let store = table.object_store();
-    let paths = active_paths(table, name)?;
-    let found: Vec<Vec<RecordBatch>> = for_each_file(&store, &paths, move |store, path| {
-        let (inds, names, ind_only, schema) = (inds.clone(), names.clone(), ind_only.clone(), schema.clone());
+/// Each active file with its remove action and how many of its rows `select` marks, read with
+/// `columns` alone, READ_CONCURRENCY files at a time.
+async fn marked_per_file(
+    table: &DeltaTable,
+    name: &str,
+    columns: &[&str],
+    select: RowFilter,
+) -> Result<Vec<(object_store::path::Path, deltalake::kernel::Remove, u64)>> {
+    let files: Vec<(object_store::path::Path, deltalake::kernel::Remove)> = table
+        .snapshot()
+        .map_err(|e| Error::delta(name, e))?
+        .log_data()
+        .into_iter()
+        .map(|f| (f.object_store_path(), f.remove_action(true)))
+        .collect();
+    let paths: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
+    let wanted: Arc<Vec<String>> = Arc::new(columns.iter().map(|c| c.to_string()).collect());
+    let marked: Vec<u64> = for_each_file(&table.object_store(), &paths, move |store, path| {
+        let (select, wanted) = (select.clone(), wanted.clone());
         async move {
-            let mut hit = false;
-            for b in read_columns(store.clone(), &path, Some(&ind_only)).await? {
-                hit |= ind_column(&b, &path)?.iter().flatten().any(|i| inds.contains(&i));
+            let mut n = 0u64;
+            for b in read_columns(store, &path, Some(&wanted)).await? {
+                n += select(&b)?.true_count() as u64;
             }
-            let mut out = Vec::new();
-            if !hit {
-                return Ok(out);
-            }
-            for b in read_columns(store, &path, None).await? {
-                let mask: arrow::array::BooleanArray =
-                    ind_column(&b, &path)?.iter().map(|i| Some(i.is_some_and(|i| inds.contains(&i)))).collect();
-                let rows = in_order(&arrow::compute::filter_record_batch(&b, &mask)?, &names, &path)?;
-                if rows.num_rows() > 0 {
-                    out.push(RecordBatch::try_new(schema.clone(), rows.columns().to_vec())?);
-                }
-            }
-            Ok(out)
+            Ok(n)
         }
     })
     .await?;
-    Ok(found.into_iter().flatten().collect())
+    Ok(files.into_iter().zip(marked).map(|((p, r), n)| (p, r, n)).collect())
+}
+
+/// One file's rows, whole and rebuilt on the table's exact schema (files carry the table's
+/// columns, maybe in another order): those `select` marks, or (`marked` false) the others.
+async fn rows_of_file(
+    table: &DeltaTable,
+    schema: &SchemaRef,
+    path: &object_store::path::Path,
+    select: &RowFilter,
+    marked: bool,
+) -> Result<Vec<RecordBatch>> {
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut out = Vec::new();
+    for b in read_columns(table.object_store(), path, None).await? {
+        let mask = if marked { select(&b)? } else { arrow::compute::not(&select(&b)?)? };
+        let b = in_order(&arrow::compute::filter_record_batch(&b, &mask)?, &names, path)?;
+        out.push(RecordBatch::try_new(schema.clone(), b.columns().to_vec())?);
+    }
+    Ok(out)
+}
+
+/// The table's rows whose `ind` is in `inds`, as batches of the table's own schema: every
+/// file is read with `ind` alone, and only files holding one of them are read whole.
+pub async fn rows_with_inds(table: &DeltaTable, name: &str, inds: Arc<std::collections::HashSet<i64>>) -> Result<Vec<RecordBatch>> {
+    let table_path = object_store::path::Path::from(name);
+    let select: RowFilter = Arc::new(move |b: &RecordBatch| {
+        Ok(ind_column(b, &table_path)?.iter().map(|i| Some(i.is_some_and(|i| inds.contains(&i)))).collect())
+    });
+    let schema = arrow_schema(table, name)?;
+    let mut rows = Vec::new();
+    for (path, _, n) in marked_per_file(table, name, &["ind"], select.clone()).await? {
+        if n > 0 {
+            let marked = rows_of_file(table, &schema, &path, &select, true).await?;
+            rows.extend(marked.into_iter().filter(|b| b.num_rows() > 0));
+        }
+    }
+    Ok(rows)
 }
 
 /// `delete_rows`, read again and retried when another writer committed first (appends by the
