@@ -13,6 +13,12 @@ pub struct Config {
     pub landing: Option<Location>,
     pub reports: Option<Location>,
     pub maintenance: MaintenanceConfig,
+    /// A catch-up step's time budget before it answers `complete: false`
+    /// (PINPIPE_STEP_SECONDS, default 600 of the function's 900 s).
+    pub step_seconds: f64,
+    /// Raw bytes between the catch-up's commits, and so between its deadline checks
+    /// (PINPIPE_CATCH_UP_CHUNK_BYTES; smaller only to try resumption).
+    pub catch_up_chunk_bytes: u64,
 }
 
 impl Config {
@@ -42,6 +48,14 @@ impl Config {
                 min_small_files: num("PINPIPE_COMPACT_MIN_FILES", d.min_small_files as i64)? as usize,
                 vacuum_retention_hours: num("PINPIPE_VACUUM_RETENTION_HOURS", d.vacuum_retention_hours)?,
             },
+            step_seconds: match get("PINPIPE_STEP_SECONDS") {
+                None => 600.0,
+                Some(v) => v.parse::<f64>().ok().filter(|s| s.is_finite()).ok_or_else(|| {
+                    Error::Config(format!("PINPIPE_STEP_SECONDS={v:?} is not a number of seconds"))
+                })?,
+            }
+            .max(0.0),
+            catch_up_chunk_bytes: num("PINPIPE_CATCH_UP_CHUNK_BYTES", crate::pipeline::CLEAN_CHUNK_BYTES as i64)?.max(1) as u64,
         })
     }
 }

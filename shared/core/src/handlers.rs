@@ -100,8 +100,7 @@ pub async fn batch_analysis_step(cfg: &Config, request: StepRequest) -> Result<S
     };
     match request.step.as_str() {
         "catch-up" => {
-            let budget = std::env::var("PINPIPE_STEP_SECONDS").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(600.0);
-            let deadline = started + std::time::Duration::from_secs_f64(budget.max(0.0));
+            let deadline = started + std::time::Duration::from_secs_f64(cfg.step_seconds);
             if let Some(report) = catch_up(cfg, Some(deadline)).await? {
                 response.complete = report.complete;
                 response.catch_up = Some(report.total());
@@ -127,13 +126,7 @@ pub async fn batch_analysis_step(cfg: &Config, request: StepRequest) -> Result<S
 async fn catch_up(cfg: &Config, deadline: Option<std::time::Instant>) -> Result<Option<pipeline::CleanReport>> {
     let Some(landing) = &cfg.landing else { return Ok(None) };
     let mut tables = Tables::open(&cfg.tables, &cfg.id).await?;
-    // Raw bytes between commits (and so between deadline checks); smaller only to try resumption.
-    let chunk = std::env::var("PINPIPE_CATCH_UP_CHUNK_BYTES")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(pipeline::CLEAN_CHUNK_BYTES)
-        .max(1);
-    let r = pipeline::clean_landing_until(landing, &mut tables, chunk, deadline, &|_, _| {}).await?;
+    let r = pipeline::clean_landing_until(landing, &mut tables, cfg.catch_up_chunk_bytes, deadline, &|_, _| {}).await?;
     let total = r.total();
     tracing::info!(received = total.received, tabled = total.tabled, quarantined = total.quarantined,
         already_present = total.skipped, complete = r.complete, "caught up from the landing");
