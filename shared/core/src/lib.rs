@@ -10,6 +10,7 @@ pub use names::{Kind, PipelineId};
 pub mod bridge;
 pub mod delta;
 pub mod storage;
+pub mod local_log;
 pub mod landing;
 pub mod pipeline;
 pub mod analysis;

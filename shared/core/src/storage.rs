@@ -140,10 +140,14 @@ pub fn delta_storage_options() -> HashMap<String, String> {
     opts
 }
 
-/// Registers deltalake's S3 handlers once per process (needed before any s3:// table opens).
+/// Registers deltalake's S3 handlers and pinpipe's local-disk store once per process (needed
+/// before any table opens).
 pub fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| deltalake::aws::register_handlers(None));
+    ONCE.call_once(|| {
+        deltalake::aws::register_handlers(None);
+        crate::local_log::register();
+    });
 }
 
 #[cfg(test)]
