@@ -13,7 +13,9 @@
 //! What a lookup cannot see, and why that is safe:
 //! - multi-part and UUID-named checkpoints, compacted log files and `.crc` files (none of which
 //!   pinpipe's writers make) are left out: they only let a reader skip commits, and the commits
-//!   they summarise are listed, so the snapshot read is the same;
+//!   they summarise are listed, so the snapshot read is the same. The one reader that needs
+//!   such a checkpoint, a load from a `_last_checkpoint` that names it, gets the directory
+//!   read whole;
 //! - when the first version asked for has neither a commit nor a checkpoint, and the version
 //!   before it has no commit either (a log whose start was cleaned up, or a listing from
 //!   version 0 without a `_last_checkpoint`), the directory is read whole, as before.
@@ -61,7 +63,8 @@ impl Default for LocalDeltaStore {
 pub enum LogLookup {
     /// The log's files from the version on, in listing order.
     Found(Vec<ObjectMeta>),
-    /// Nothing at the first version: the directory must be read whole.
+    /// The directory must be read whole: nothing at the first version and no commit just
+    /// before it, or a checkpoint there that is not a single file.
     ReadWhole,
 }
 
@@ -104,8 +107,13 @@ pub fn lookup_log(log: &Path, dir: &std::path::Path, from: u64) -> std::io::Resu
     for v in from.. {
         // Listing order: `….checkpoint.parquet` sorts before `….json`.
         let checkpoint = format!("{v:020}.checkpoint.parquet");
-        if let Some(md) = stat(&checkpoint)? {
-            found.push(meta_of(log, checkpoint, &md));
+        match stat(&checkpoint)? {
+            Some(md) => found.push(meta_of(log, checkpoint, &md)),
+            // `_last_checkpoint` names the first version, but its checkpoint is not a single
+            // file (multi-part or UUID-named, as other tools write them): only the directory
+            // shows its files.
+            None if v == from && hinted_checkpoint(dir) == Some(from) => return Ok(LogLookup::ReadWhole),
+            None => {}
         }
         let commit = format!("{v:020}.json");
         match stat(&commit)? {
@@ -126,6 +134,16 @@ pub fn lookup_log(log: &Path, dir: &std::path::Path, from: u64) -> std::io::Resu
         }
     }
     Ok(LogLookup::Found(found))
+}
+
+/// The version `_delta_log/_last_checkpoint` names, if it is there and readable.
+fn hinted_checkpoint(dir: &std::path::Path) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Hint {
+        version: u64,
+    }
+    let bytes = std::fs::read(dir.join("_last_checkpoint")).ok()?;
+    serde_json::from_slice::<Hint>(&bytes).ok().map(|h| h.version)
 }
 
 #[async_trait::async_trait]
@@ -290,6 +308,16 @@ mod tests {
             let (looked, listed) = both(&log, &log_dir, from).await;
             assert_eq!(looked.as_ref(), Some(&listed), "from version {from} after cleanup");
         }
+        // Another tool's multi-part checkpoint at the hinted version, in place of the single
+        // file: the lookup leaves it to the directory's listing, which shows its parts.
+        let single = log_dir.join(format!("{checkpoint:020}.checkpoint.parquet"));
+        let parts = [1, 2].map(|p| log_dir.join(format!("{checkpoint:020}.checkpoint.{p:010}.{:010}.parquet", 2)));
+        std::fs::rename(&single, &parts[0]).unwrap();
+        std::fs::copy(&parts[0], &parts[1]).unwrap();
+        assert_eq!(lookup_log(&log, &log_dir, checkpoint).unwrap(), LogLookup::ReadWhole);
+        assert!(matches!(lookup_log(&log, &log_dir, checkpoint + 1).unwrap(), LogLookup::Found(_)));
+        std::fs::remove_file(&parts[1]).unwrap();
+        std::fs::rename(&parts[0], &single).unwrap();
         // The checkpoint's own commit gone too.
         std::fs::remove_file(log_dir.join(format!("{checkpoint:020}.json"))).unwrap();
         let (looked, listed) = both(&log, &log_dir, checkpoint).await;
