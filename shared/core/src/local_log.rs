@@ -179,14 +179,16 @@ impl ObjectStore for LocalDeltaStore {
         let Some(dir) = local_dir(&log) else {
             return self.inner.list_with_offset(prefix, offset);
         };
-        // The lookups are blocking `stat`s: one trip to the blocking pool for all of them.
-        let looked_up = {
-            let log = log.clone();
-            tokio::task::spawn_blocking(move || lookup_log(&log, &dir, from))
-        };
         let inner_listing = self.inner.list_with_offset(prefix, offset);
         stream::once(async move {
-            let looked = looked_up.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            // The lookups are blocking `stat`s: one trip to the blocking pool for all of them
+            // (in place when polled outside a tokio runtime, as `LocalFileSystem` does).
+            let looked = match tokio::runtime::Handle::try_current() {
+                Ok(_) => tokio::task::spawn_blocking(move || lookup_log(&log, &dir, from))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+                Err(_) => lookup_log(&log, &dir, from),
+            };
             match looked {
                 Ok(LogLookup::Found(found)) => stream::iter(found.into_iter().map(Ok)).boxed(),
                 Ok(LogLookup::ReadWhole) => inner_listing,
