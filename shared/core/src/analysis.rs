@@ -112,6 +112,15 @@ pub struct Inputs {
     pub user: DataFrame,
 }
 
+impl Inputs {
+    /// The three tables' frames, given in `Kind::ALL` order (pin, geo, user).
+    pub fn from_kind_order(frames: Vec<DataFrame>) -> Inputs {
+        let mut frames = frames.into_iter();
+        let mut next = || frames.next().unwrap_or_default();
+        Inputs { pin: next(), geo: next(), user: next() }
+    }
+}
+
 /// The columns of each cleaned table that `compute` reads (contract §5 needs no others), so
 /// the scheduled analysis reads only these (`delta::read_for_analysis`).
 pub fn columns_used(kind: crate::names::Kind) -> &'static [&'static str] {

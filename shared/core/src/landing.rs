@@ -514,9 +514,7 @@ mod tests {
 
     #[tokio::test]
     async fn extent_markers_bound_each_objects_last_offset() {
-        let dir = std::env::temp_dir().join(format!("pinpipe-extent-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let loc = Location::parse(dir.to_str().unwrap()).unwrap();
+        let (dir, loc) = crate::storage::test_root("extent");
         let store = loc.store().unwrap();
         let v: Vec<&[u8]> = vec![b"{}"; 5];
         write_object(&store, "a.geo", 0, 0, &v[..2]).await.unwrap();
@@ -542,9 +540,7 @@ mod tests {
 
     #[tokio::test]
     async fn pieces_split_lines_without_losing_or_doubling_any() {
-        let dir = std::env::temp_dir().join(format!("pinpipe-pieces-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let loc = Location::parse(dir.to_str().unwrap()).unwrap();
+        let (dir, loc) = crate::storage::test_root("pieces");
         let store = loc.store().unwrap();
         let lines: Vec<String> = (0..200).map(|i| format!("{{\"ind\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 37))).collect();
         let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();

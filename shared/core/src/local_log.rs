@@ -60,7 +60,7 @@ impl Default for LocalDeltaStore {
 
 /// What a lookup of a log from a version found.
 #[derive(Debug, PartialEq)]
-pub enum LogLookup {
+enum LogLookup {
     /// The log's files from the version on, in listing order.
     Found(Vec<ObjectMeta>),
     /// The directory must be read whole: nothing at the first version and no commit just
@@ -97,7 +97,7 @@ fn meta_of(log: &Path, name: String, md: &std::fs::Metadata) -> ObjectMeta {
 
 /// Looks the files of the log `log` (at `dir` on disk) up from version `from` on: each
 /// version's single-file checkpoint and commit, until the first version with no commit.
-pub fn lookup_log(log: &Path, dir: &std::path::Path, from: u64) -> std::io::Result<LogLookup> {
+fn lookup_log(log: &Path, dir: &std::path::Path, from: u64) -> std::io::Result<LogLookup> {
     let stat = |name: &str| match std::fs::metadata(dir.join(name)) {
         Ok(md) => Ok(Some(md)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -240,7 +240,6 @@ mod tests {
     use crate::landing::SourceRecords;
     use crate::names::PipelineId;
     use crate::pipeline::Tables;
-    use crate::storage::Location;
     use crate::{delta, maintenance, Kind};
     use futures::TryStreamExt;
 
@@ -268,9 +267,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn lookup_equals_the_directory_listing_and_tables_read_the_same() {
-        let dir = std::env::temp_dir().join(format!("pinpipe-local-log-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let root = Location::parse(dir.to_str().unwrap()).unwrap();
+        let (dir, root) = crate::storage::test_root("local-log");
         let id = PipelineId::new("t").unwrap();
         let name = id.table(Kind::User);
         let mut tables = Tables::open(&root, &id).await.unwrap();

@@ -260,7 +260,6 @@ mod tests {
     use crate::names::{Kind, PipelineId};
     use crate::pipeline::Tables;
     use crate::record::RawRecord;
-    use crate::storage::Location;
 
     fn batch(app: &str, from: i64, n: i64) -> SourceRecords {
         let mut s = SourceRecords::new(app.to_string());
@@ -289,9 +288,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn compaction_and_vacuum_keep_every_row_and_watermark() {
-        let dir = std::env::temp_dir().join(format!("pinpipe-maint-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let root = Location::parse(dir.to_str().unwrap()).unwrap();
+        let (dir, root) = crate::storage::test_root("maint");
         let id = PipelineId::new("t").unwrap();
         let mut tables = Tables::open(&root, &id).await.unwrap();
         for k in 0..12 {

@@ -609,9 +609,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn crash_between_the_two_commits_is_healed_by_redelivery() {
-        let dir = std::env::temp_dir().join(format!("pinpipe-crash-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let root = Location::parse(dir.to_str().unwrap()).unwrap();
+        let (dir, root) = crate::storage::test_root("crash");
         let id = PipelineId::new("t").unwrap();
         let lines = [r#"{"ind":1}"#, "oops", r#"{"ind":2}"#, "[]", r#"{"ind":3}"#];
         {
@@ -640,9 +638,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn analysis_reader_equals_dedupe_of_the_whole_table() {
         use polars::prelude::*;
-        let dir = std::env::temp_dir().join(format!("pinpipe-reader-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let root = Location::parse(dir.to_str().unwrap()).unwrap();
+        let (dir, root) = crate::storage::test_root("reader");
         let id = PipelineId::new("t").unwrap();
         let mut tables = Tables::open(&root, &id).await.unwrap();
         // Three files (partitions): inds 0-39 each once per file with differing content, so
@@ -704,9 +700,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn an_all_quarantined_batch_still_advances_the_data_watermark() {
-        let dir = std::env::temp_dir().join(format!("pinpipe-allq-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let root = Location::parse(dir.to_str().unwrap()).unwrap();
+        let (dir, root) = crate::storage::test_root("allq");
         let id = PipelineId::new("t").unwrap();
         let mut tables = Tables::open(&root, &id).await.unwrap();
         tables.write(Kind::User, vec![source(&["x", "y"])]).await.unwrap();

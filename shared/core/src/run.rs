@@ -182,11 +182,9 @@ pub async fn analyze(tables: &Location, id: &PipelineId, run_time: DateTime<Utc>
             frames.push(read.frame);
         }
         timings.insert("read".into(), started.elapsed().as_secs_f64());
-        let user = frames.pop().unwrap_or_default();
-        let geo = frames.pop().unwrap_or_default();
-        let pin = frames.pop().unwrap_or_default();
+        let inputs = Inputs::from_kind_order(frames);
         let t = Instant::now();
-        let outputs = tokio::task::block_in_place(|| analysis::compute_owned(Inputs { pin, geo, user }))?;
+        let outputs = tokio::task::block_in_place(|| analysis::compute_owned(inputs))?;
         timings.insert("compute".into(), t.elapsed().as_secs_f64());
         outputs
     } else {
@@ -211,10 +209,8 @@ pub async fn analyze(tables: &Location, id: &PipelineId, run_time: DateTime<Utc>
                 *distinct.entry(kind.as_str().to_string()).or_insert(0) += frame.height() as u64;
                 frames.push(frame);
             }
-            let user = frames.pop().unwrap_or_default();
-            let geo = frames.pop().unwrap_or_default();
-            let pin = frames.pop().unwrap_or_default();
-            let part = tokio::task::block_in_place(|| analysis::Partials::of(Inputs { pin, geo, user }))?;
+            let inputs = Inputs::from_kind_order(frames);
+            let part = tokio::task::block_in_place(|| analysis::Partials::of(inputs))?;
             merged = Some(match merged {
                 None => part,
                 Some(m) => m.merge(part)?,

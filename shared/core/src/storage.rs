@@ -150,6 +150,16 @@ pub fn init() {
     });
 }
 
+/// A fresh directory for one test, `pinpipe-<tag>-<pid>` under the temp dir (emptied if a
+/// previous run left it), and its location.
+#[cfg(test)]
+pub(crate) fn test_root(tag: &str) -> (std::path::PathBuf, Location) {
+    let dir = std::env::temp_dir().join(format!("pinpipe-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let root = Location::parse(dir.to_str().expect("temp dir is UTF-8")).expect("temp dir is a location");
+    (dir, root)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
