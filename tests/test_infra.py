@@ -26,10 +26,12 @@ from conftest import REPO, TOOLS, free_port, kafka_mock, run, wait_port
 TEMPLATE = REPO / "infra" / "template.yaml"
 OLD_TEMPLATE = REPO / "tests" / "fixtures" / "infra" / "template-before-deploy-fixes.yaml"
 BEFORE_OPERATIONS = REPO / "tests" / "fixtures" / "infra" / "template-before-operations.yaml"
+BEFORE_COST = REPO / "tests" / "fixtures" / "infra" / "template-before-cost.yaml"
 CFN_LINT = TOOLS / "infra-venv" / "bin" / "cfn-lint"
 DEPLOY_RULES = {"E9101", "E9102", "E9103", "E9104", "E9107", "E9108"}
 OPERATIONS_RULES = {"E9115", "E9116", "E9117", "E9118"}
-OUR_RULES = DEPLOY_RULES | OPERATIONS_RULES
+COST_RULES = {"E9104", "E9107", "E9115", "E9119", "E9120", "E9121", "E9122", "E9123"}
+OUR_RULES = DEPLOY_RULES | OPERATIONS_RULES | COST_RULES
 PID = "121ca9f7ce2b"
 REGION = "us-east-1"
 
@@ -66,7 +68,7 @@ def test_each_deploy_rule_fails_on_the_template_before_it():
 
 
 def test_each_operations_rule_fails_on_the_template_before_it():
-    found = lint(BEFORE_OPERATIONS)
+    found = [(r, m) for r, m in lint(BEFORE_OPERATIONS) if r in OPERATIONS_RULES]
     assert {rule for rule, _ in found} == OPERATIONS_RULES, found
     text = "\n".join(m for _, m in found)
     for expected in ["for KafkaSinkFunction errors", "for KinesisSinkFunction throttles",
@@ -77,6 +79,33 @@ def test_each_operations_rule_fails_on_the_template_before_it():
                      "new objects in the failure bucket FailureBucket",
                      "no AWS::CloudWatch::Dashboard", "KafkaSinkFunction logs into a log group the stack does not declare",
                      "no AWS::Glue::Database"]:
+        assert expected in text, f"{expected!r} not among:\n{text}"
+
+
+def test_each_cost_and_deploy_rule_fails_on_the_template_before_it():
+    """The second deploy review: each item's rule, on the template as it was before it."""
+    found = [(r, m) for r, m in lint(BEFORE_COST) if r in COST_RULES]
+    assert {rule for rule, _ in found} == COST_RULES - {"E9107"}, found
+    text = "\n".join(m for _, m in found)
+    for expected in ["default reserved concurrency totals 1 (BatchAnalysisFunction=1)",           # 1
+                     "DailyRun runs on a schedule with no guard against overlapping runs",         # 1
+                     "rule EndpointsNeedNetwork (Assertions/0) uses Fn::Join",                     # 3
+                     "no alarm compares the API's KafkaAccepted with kafka-sink's Received",       # 5
+                     "no alarm compares the API's KinesisAccepted with kinesis-sink's Received",   # 5
+                     "no alarm on kinesis-sink's Failed records",                                  # 5
+                     "no alarm on DailyRun's Daily schedule dead-letter queue",                    # 5
+                     "a daily analysis that did not succeed",                                      # 5
+                     "the OpenGaps alarm must keep its state between daily runs",                  # 5
+                     "KinesisSinkPin gives a batch up after 10 retries",                           # 6
+                     "PinStream keeps records 168 h by default",                                   # 6
+                     "MskClusterArn has no empty default",                                         # 11
+                     "KafkaSinkPin is part of the Kafka path but exists without a cluster",        # 11
+                     "S3Endpoint is part of the Kafka path",                                       # 11
+                     "IngestApiFunction reads MskBootstrapServers, MskClusterArn, SecurityGroupIds, SubnetIds",  # 11
+                     "IngestApiFunction traces every invocation with X-Ray by default",            # 12
+                     "IngestApi enables detailed (per-method) metrics by default",                 # 12
+                     "KinesisSinkPin invokes its sink every 5 s",                                  # 12
+                     "DataBucket is versioned but never expires delete markers"]:                  # 12
         assert expected in text, f"{expected!r} not among:\n{text}"
 
 
@@ -92,9 +121,17 @@ def test_a_rule_catches_a_regression_in_todays_template(tmp_path):
         "E9108": t.replace("Resource: !Sub ${DataBucket.Arn}/tables/*\n            - Sid: TableCommitTemporaries",
                            "Resource: !Sub ${DataBucket.Arn}/*\n            - Sid: TableCommitTemporaries", 1),
         "E9115": t.replace("      Threshold: 720000\n", "      Threshold: 900000\n"),
-        "E9116": t.replace('[".", "OffsetLag", ".", "${KafkaSinkFunction}", {"yAxis": "right"}]', '[".", "Invocations", ".", "${KafkaSinkFunction}"]'),
+        "E9116": t.replace('[".", "OffsetLag", ".", "${KafkaSinkName}", {"yAxis": "right"}]', '[".", "Invocations", ".", "${KafkaSinkName}"]'),
         "E9117": t.replace("LoggingConfig: {LogFormat: JSON, LogGroup: !Ref KinesisSinkFunctionLogs}", "LoggingConfig: {LogFormat: JSON}"),
         "E9118": t.replace("Name: !Sub \"${PipelineId}_top_country\"", "Name: !Sub \"${PipelineId}_top_countries\""),
+        "E9107": t.replace("MaximumRecordAgeInSeconds: 82800", "MaximumRecordAgeInSeconds: 86400"),
+        "E9119": t.replace("- Assert: !Not [!Contains [!Ref RouteTableIds, \"\"]]",
+                           "- Assert: !Not [!Equals [!Join [\"\", !Ref RouteTableIds], \"\"]]"),
+        "E9120": t.replace("TreatMissingData: ignore", "TreatMissingData: notBreaching"),
+        "E9121": t.replace("MaximumRetryAttempts: -1", "MaximumRetryAttempts: 10", 1),
+        "E9122": t.replace("  KafkaSinkPin:\n    Type: AWS::Lambda::EventSourceMapping\n    Condition: HasKafka\n",
+                           "  KafkaSinkPin:\n    Type: AWS::Lambda::EventSourceMapping\n"),
+        "E9123": t.replace("MaximumBatchingWindowInSeconds: !Ref KinesisBatchWindowSeconds", "MaximumBatchingWindowInSeconds: 5", 1),
         "E9104": t.replace("Description: Reserved concurrency of the ingest function; 0 = none (it shares the account pool).",
                            "Description: x").replace("  IngestReservedConcurrency:\n    Type: Number\n    Default: 0",
                                                      "  IngestReservedConcurrency:\n    Type: Number\n    Default: 5"),
@@ -169,10 +206,45 @@ def references(value):
     return out
 
 
-def strip_moto_gaps(cfn):
+def conditions(cfn, params):
+    """Each condition's value for these parameters (defaults for the rest)."""
+    values = {k: v.get("Default") for k, v in cfn.get("Parameters", {}).items()}
+    values.update(params)
+
+    def ev(c):
+        (fn, arg), = c.items()
+        if fn == "Fn::Equals":
+            a, b = (values.get(x["Ref"]) if isinstance(x, dict) and "Ref" in x else x for x in arg)
+            return str(a) == str(b)
+        if fn == "Fn::Not":
+            return not ev(arg[0])
+        if fn == "Fn::And":
+            return all(ev(x) for x in arg)
+        if fn == "Fn::Or":
+            return any(ev(x) for x in arg)
+        if fn == "Condition":
+            return ev(cfn["Conditions"][arg])
+        raise ValueError(fn)
+    return {name: ev(c) for name, c in cfn.get("Conditions", {}).items()}
+
+
+def strip_moto_gaps(cfn, params=None):
     """Removes what moto cannot create and, transitively, what refers to it. Returns the
     template and {removed logical id: reason}."""
     cfn = copy.deepcopy(cfn)
+    # moto keeps an AWS::NoValue in a role's policy list (and fails on it): choose the Fn::If
+    # branch here as CloudFormation would.
+    cond = conditions(cfn, params or {})
+    for r in cfn["Resources"].values():
+        if r["Type"] == "AWS::IAM::Role" and "Policies" in r["Properties"]:
+            chosen = []
+            for p in r["Properties"]["Policies"]:
+                if isinstance(p, dict) and set(p) == {"Fn::If"}:
+                    c, yes, no = p["Fn::If"]
+                    p = yes if cond[c] else no
+                if not (isinstance(p, dict) and p.get("Ref") == "AWS::NoValue"):
+                    chosen.append(p)
+            r["Properties"]["Policies"] = chosen
     removed = {}
     for reason, hit in MOTO_GAPS.items():
         for name, r in list(cfn["Resources"].items()):
@@ -214,7 +286,8 @@ def test_sam_template_deploys_on_moto_cloudformation(moto_s3, procs, tmp_path):
 
     translated = translate(TEMPLATE, "pinpipe-artifacts", "pinpipe.zip")
     assert not any(r["Type"].startswith("AWS::Serverless::") for r in translated["Resources"].values())
-    stack_template, removed = strip_moto_gaps(translated)
+    params = {"MskClusterArn": f"arn:aws:kafka:{REGION}:123456789012:cluster/pinpipe/0b1c2d3e-1"}
+    stack_template, removed = strip_moto_gaps(translated, params)
     # Only the three MSK mappings and the API's deployment chain may be left out.
     assert {n for n, why in removed.items() if why.startswith("MSK")} == {"KafkaSinkPin", "KafkaSinkGeo", "KafkaSinkUser"}
     assert set(removed) <= {"KafkaSinkPin", "KafkaSinkGeo", "KafkaSinkUser", "IngestApiprodStage", "IngestApiApiKey",
@@ -276,12 +349,14 @@ def test_sam_template_deploys_on_moto_cloudformation(moto_s3, procs, tmp_path):
     kinesis = aws("kinesis", env)
     for kind in ("pin", "geo", "user"):
         d = kinesis.describe_stream(StreamName=f"streaming-{PID}-{kind}")["StreamDescription"]
-        assert d["RetentionPeriodHours"] == 168
+        assert d["RetentionPeriodHours"] == 24
     lam = aws("lambda", env)
     functions = {f["FunctionName"]: f for f in lam.list_functions()["Functions"]}
     by_logical = {n: next(f for name, f in functions.items() if n in name) for n in
                   ("IngestApiFunction", "KafkaSinkFunction", "KinesisSinkFunction", "BatchAnalysisFunction")}
     assert by_logical["IngestApiFunction"].get("VpcConfig", {}).get("SubnetIds") == [subnet]
+    topics_fn = next(f for name, f in functions.items() if "KafkaTopicsFunction" in name)
+    assert topics_fn.get("VpcConfig", {}).get("SubnetIds") == [subnet]
     assert not by_logical["KafkaSinkFunction"].get("VpcConfig", {}).get("SubnetIds")
     mappings = lam.list_event_source_mappings()["EventSourceMappings"]
     assert len([m for m in mappings if ":kinesis:" in m["EventSourceArn"]]) == 3
@@ -296,6 +371,19 @@ def test_sam_template_deploys_on_moto_cloudformation(moto_s3, procs, tmp_path):
     policy = json.dumps([iam.get_role_policy(RoleName=kinesis_role["RoleName"], PolicyName=p)["PolicyDocument"]
                          for p in iam.list_role_policies(RoleName=kinesis_role["RoleName"])["PolicyNames"]])
     assert "/tables/*" in policy and "/topics/" not in policy and "PutLifecycleConfiguration" not in policy
+
+    def role_policy(logical):
+        names = [r["RoleName"] for r in iam.list_roles()["Roles"]]
+        role = next((n for n in names if logical in n), None)
+        assert role, (logical, names)
+        return json.dumps([iam.get_role_policy(RoleName=role, PolicyName=p)["PolicyDocument"]
+                           for p in iam.list_role_policies(RoleName=role)["PolicyNames"]])
+    # The internet-facing function cannot create or alter topics; the topics function can,
+    # on the three topics only.
+    assert "kafka-cluster:WriteData" in role_policy("IngestApiFunction")
+    assert "CreateTopic" not in role_policy("IngestApiFunction") and "AlterTopic" not in role_policy("IngestApiFunction")
+    topics_policy = role_policy("KafkaTopicsFunction")
+    assert "kafka-cluster:CreateTopic" in topics_policy and f"/{PID}.pin" in topics_policy and "WriteData" not in topics_policy
 
     # Operations: the alarm topic with its mail subscription, the failed-batch notice, and a
     # log group per function with the retention parameter.
@@ -312,10 +400,12 @@ def test_sam_template_deploys_on_moto_cloudformation(moto_s3, procs, tmp_path):
 
     # The daily run: a state machine whose steps invoke the analysis function.
     sfn = aws("stepfunctions", env)
-    machine = next(m for m in sfn.list_state_machines()["stateMachines"] if "DailyRun" in m["name"])
+    machine = next(m for m in sfn.list_state_machines()["stateMachines"] if m["name"] == "pinpipe-daily-run")
     definition = json.loads(sfn.describe_state_machine(stateMachineArn=machine["stateMachineArn"])["definition"])
-    assert sorted(definition["States"]) == sorted(["CatchUp", "CaughtUp", "Tables", "Maintain", "Analyze", "ReportFailure", "Failed"])
-    assert definition["StartAt"] == "CatchUp"
+    assert sorted(definition["States"]) == sorted(["RunningRuns", "OldestRun", "AloneOrNot", "AnotherRunIsGoing", "CatchUp",
+                                                   "CaughtUp", "Tables", "Maintain", "Analyze", "ReportFailure", "Failed"])
+    assert definition["StartAt"] == "RunningRuns"
+    assert definition["States"]["RunningRuns"]["Resource"].endswith(":sfn:listExecutions")
     # moto keeps DefinitionSubstitutions unapplied; CloudFormation fills them from these.
     substitutions = translated["Resources"]["DailyRun"]["Properties"]["DefinitionSubstitutions"]
     assert definition["States"]["CatchUp"]["Parameters"]["FunctionName"] == "${Function}"
@@ -476,3 +566,41 @@ def test_catalog_schemas_are_the_tables_pinpipe_writes(tmp_path):
         schema = DeltaTable(str(tables / name)).schema().to_arrow()
         written = [(f.name, hive(pa.field(f).type if not isinstance(f, pa.Field) else f.type)) for f in schema]
         assert written == columns, name
+
+
+def test_kinesis_only_stack_has_no_kafka_vpc_or_endpoints(moto_s3):
+    """The template with its defaults (no MskClusterArn): created on moto's CloudFormation, it has
+    no Kafka sink, MSK mapping, topics resource, VPC placement, security group or endpoint."""
+    env = moto_s3
+    s3, cf, lam, ec2 = aws("s3", env), aws("cloudformation", env), aws("lambda", env), aws("ec2", env)
+    s3.create_bucket(Bucket="pinpipe-artifacts-k")
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as z:
+        z.writestr("bootstrap", "#!/bin/sh\n")
+    s3.put_object(Bucket="pinpipe-artifacts-k", Key="pinpipe.zip", Body=code.getvalue())
+    translated = translate(TEMPLATE, "pinpipe-artifacts-k", "pinpipe.zip")
+    stack_template, removed = strip_moto_gaps(translated)
+    endpoints_before = len(ec2.describe_vpc_endpoints()["VpcEndpoints"])
+    groups_before = len(ec2.describe_security_groups()["SecurityGroups"])
+    stack_id = cf.create_stack(StackName="pinpipe-kinesis", TemplateBody=json.dumps(stack_template),
+                               Parameters=[{"ParameterKey": "PipelineId", "ParameterValue": "kinesisonly"}],
+                               Capabilities=["CAPABILITY_IAM"])["StackId"]
+    stack = cf.describe_stacks(StackName=stack_id)["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack["StackStatus"]
+    created = {r["LogicalResourceId"]: r["ResourceType"]
+               for r in cf.list_stack_resources(StackName=stack_id)["StackResourceSummaries"]}
+    kafka_path = {n for n in created if n.startswith(("Kafka", "Msk", "PipelineTopics")) or "Endpoint" in n}
+    assert not kafka_path, kafka_path
+    assert not {t for t in created.values() if t.startswith("AWS::EC2::")}, created
+    functions = [f for f in lam.list_functions()["Functions"] if "pinpipe-kinesis" in f["FunctionName"]]
+    assert sorted(n for n in ("IngestApiFunction", "KinesisSinkFunction", "BatchAnalysisFunction")
+                  if any(n in f["FunctionName"] for f in functions)) == ["BatchAnalysisFunction", "IngestApiFunction", "KinesisSinkFunction"]
+    assert len(functions) == 3, [f["FunctionName"] for f in functions]
+    for f in functions:
+        assert not f.get("VpcConfig", {}).get("SubnetIds"), f["FunctionName"]
+    ingest = next(f for f in functions if "IngestApiFunction" in f["FunctionName"])
+    assert ingest["Environment"]["Variables"]["PINPIPE_KAFKA_BROKERS"] == ""
+    mappings = [m for m in lam.list_event_source_mappings()["EventSourceMappings"] if "pinpipe-kinesis" in m["FunctionArn"]]
+    assert len(mappings) == 3 and all(":kinesis:" in m["EventSourceArn"] for m in mappings), mappings
+    assert len(ec2.describe_vpc_endpoints()["VpcEndpoints"]) == endpoints_before
+    assert len(ec2.describe_security_groups()["SecurityGroups"]) == groups_before

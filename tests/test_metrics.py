@@ -18,7 +18,7 @@ def emf_lines(stderr):
             d = json.loads(line)
             cw = d["_aws"]["CloudWatchMetrics"][0]
             assert cw["Namespace"] == "pinpipe"
-            assert cw["Dimensions"] == [["function", "kind"], ["function"]]
+            assert cw["Dimensions"] == [["function"]], "one dimension set: each more is billed per metric name"
             for m in cw["Metrics"]:
                 assert isinstance(d[m["Name"]], (int, float)), m
             docs.append(d)
@@ -93,8 +93,11 @@ def test_analysis_reports_success_and_gaps(tmp_path):
     sink = per_kind(emf_lines(run("invoke", "kafka-sink", "--event", ev, env=env).stderr), "kafka-sink")
     assert sink["pin"]["GapsOpened"] >= 1
     p = run("invoke", "batch-analysis", "--event", REPO / "events" / "eventbridge-schedule.json", env=env)
-    m = per_kind(emf_lines(p.stderr), "batch-analysis")["all"]
+    docs = per_kind(emf_lines(p.stderr), "batch-analysis")
+    m = docs["all"]
     results = json.loads(p.stdout)
+    # 0 when the run starts, 1 when it finishes: the alarm needs a start without a success.
+    assert docs["run-started"]["RunSucceeded"] == 0
     assert m["RunSucceeded"] == 1
     assert m["OpenGaps"] >= 1
     assert m["CatchUpTabled"] == results["catch_up"]["tabled"]
@@ -108,7 +111,9 @@ def test_ingest_metrics_count_requests_and_errors(procs, tmp_path):
     m = per_kind(emf_lines(ok.stderr), "ingest-api")["pin"]
     body = json.loads((REPO / "events" / "apigw" / "v1-produce-pin.json").read_text())["body"]
     assert (m["Requests"], m["ClientErrors"], m["ServerErrors"], m["RequestBytes"]) == (1, 0, 0, len(body.encode()))
+    assert (m["KafkaAccepted"], m["KinesisAccepted"]) == (1, 0)
     bad = run("invoke", "ingest-api", "--event", REPO / "events" / "apigw" / "v1-produce-invalid.json", env=env)
     assert json.loads(bad.stdout)["statusCode"] == 422
     m = next(iter(per_kind(emf_lines(bad.stderr), "ingest-api").values()))
     assert (m["Requests"], m["ClientErrors"], m["ServerErrors"]) == (1, 1, 0)
+    assert m["KafkaAccepted"] == 0, "a refused request is not an accepted write"

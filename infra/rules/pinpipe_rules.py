@@ -44,11 +44,9 @@ WHOLE_BUCKET_TEMPLATES = {"S3CrudPolicy", "S3FullAccessPolicy", "S3ReadPolicy", 
 S3_OBJECT_ACTIONS = {"s3:getobject", "s3:putobject", "s3:deleteobject", "s3:getobjectversion", "s3:deleteobjectversion"}
 # Event types after which Lambda invokes asynchronously (where a dead-letter queue can fire).
 ASYNC_EVENT_TYPES = {"Schedule", "ScheduleV2", "EventBridgeRule", "CloudWatchEvent", "S3", "SNS"}
-# A new account's concurrency quota is 10 and Lambda keeps part of it unreserved: by default
-# the stack reserves at most the analysis' single slot.
-MAX_DEFAULT_RESERVED = 1
-# The Kinesis stream must keep a record this many times longer than a mapping retries it.
-RETENTION_OVER_RECORD_AGE = 2
+# A new account's concurrency quota is often 10 and Lambda refuses any reservation that leaves
+# fewer than 10 unreserved: by default the stack reserves nothing.
+MAX_DEFAULT_RESERVED = 0
 
 
 def resources(cfn, *types: str) -> dict[str, dict]:
@@ -139,7 +137,12 @@ def number(v: Any) -> float | None:
 
 
 def policies(fn: dict) -> Iterable[Any]:
-    return as_list(props(fn).get("Policies"))
+    """A function's policies; both branches of an Fn::If (a policy that exists under a condition)."""
+    for p in as_list(props(fn).get("Policies")):
+        if isinstance(p, dict) and set(p) == {"Fn::If"}:
+            yield from (b for b in p["Fn::If"][1:] if not (isinstance(b, dict) and b.get("Ref") == "AWS::NoValue"))
+        else:
+            yield p
 
 
 def allow_statements(fn: dict) -> Iterable[dict]:
@@ -293,7 +296,7 @@ class ReservedConcurrencyFitsNewAccount(PinpipeRule):
                 total += v
                 parts.append(f"{name}={v:g}")
         if total > MAX_DEFAULT_RESERVED:
-            return [RuleMatch(["Resources"], f"default reserved concurrency totals {total:g} ({', '.join(parts)}); a new account's quota is 10: make it parameters that default to none")]
+            return [RuleMatch(["Resources"], f"default reserved concurrency totals {total:g} ({', '.join(parts)}); a new account's quota is often 10 and Lambda keeps 10 unreserved: make it parameters that default to none")]
         return []
 
 
@@ -320,10 +323,12 @@ class NoBatchDroppedSilently(PinpipeRule):
                 stream = res[ref_name(p.get("EventSourceArn"))]
                 hours = number(evaluate(cfn, props(stream).get("RetentionPeriodHours", 24))) or 24
                 age = number(evaluate(cfn, p.get("MaximumRecordAgeInSeconds")))
-                if age is None or age < 0 or hours * 3600 < RETENTION_OVER_RECORD_AGE * age:
+                # The S3 destination keeps a given-up batch's records, so the mapping must give a
+                # batch up (at its record age) before the stream drops it unread.
+                if age is None or age < 0 or age >= hours * 3600 or not points_at_bucket(cfn, dest):
                     out.append(RuleMatch(["Resources", name, "Properties"],
                                          f"{name} may give a record up at age {age} s while the stream keeps it {hours:g} h: "
-                                         f"keep it at least {RETENTION_OVER_RECORD_AGE}x longer so it can be replayed"))
+                                         f"give it up earlier, to an S3 destination that keeps its records"))
         used_queues = set()
         for name, fn in resources(cfn, "AWS::Serverless::Function").items():
             p = props(fn)
@@ -410,7 +415,7 @@ class OnCallIsTold(PinpipeRule):
     shortdesc = "Every way pinpipe can stop or lose data has an alarm that notifies a topic"
     description = ("Alarms to an SNS topic for: each function's errors, throttles and duration above 80% of its "
                    "timeout; Kinesis IteratorAge and MSK OffsetLag; the API's 5XX rate and latency; a daily analysis "
-                   "that did not succeed (missing data breaching); open gaps; the sinks' quarantine rate; every "
+                   "that did not succeed (over more than a day, missing data not breaching); open gaps; the sinks' quarantine rate; every "
                    "failure queue's depth and every failure bucket's new objects.")
 
     def match(self, cfn):
@@ -442,8 +447,11 @@ class OnCallIsTold(PinpipeRule):
         if resources(cfn, "AWS::Serverless::Api", "AWS::ApiGateway::RestApi"):
             need(has("AWS/ApiGateway", "5XXError"), "the API's 5XX rate")
             need(has("AWS/ApiGateway", "Latency"), "the API's latency")
-        need(has("pinpipe", "RunSucceeded", check=lambda a: a.get("TreatMissingData") == "breaching"),
-             "a daily analysis that did not succeed (pinpipe RunSucceeded, missing data breaching)")
+        # Missing data must not breach (that fires right after deploy), and the window must hold
+        # more than a day so that a late run does not flap it.
+        need(has("pinpipe", "RunSucceeded", check=lambda a: a.get("TreatMissingData") in ("notBreaching", "ignore")
+                 and (number(a.get("Period")) or 0) * (number(a.get("EvaluationPeriods")) or 1) > 86400),
+             "a daily analysis that did not succeed (pinpipe RunSucceeded over more than a day, missing data not breaching)")
         need(has("pinpipe", "OpenGaps") or has("pinpipe", "GapsOpened"), "open gaps (pinpipe OpenGaps/GapsOpened)")
         for fn in ("kafka-sink", "kinesis-sink"):
             need(any(n == "pinpipe" and m == "Quarantined" and d.get("function") == fn for n, m, d, _ in watched)
@@ -525,4 +533,205 @@ class TablesInTheCatalog(PinpipeRule):
             location = text((ti.get("StorageDescriptor") or {}).get("Location"))
             if str(params.get("table_type", "")).upper() != "DELTA" or not location.endswith(f"/tables/${{PipelineId}}_{name}/"):
                 out.append(RuleMatch(["Resources", n], f"{n} must be table_type DELTA at <bucket>/tables/<ID>_{name}/"))
+        return out
+
+
+# ---------------------------------------------------------------- deploy and cost (second round)
+
+# What CloudFormation accepts inside a Rules assertion; anything else fails at deploy time.
+RULE_FUNCTIONS = {"Fn::And", "Fn::Contains", "Fn::EachMemberEquals", "Fn::EachMemberIn", "Fn::Equals", "Fn::Not",
+                  "Fn::Or", "Fn::RefAll", "Fn::ValueOf", "Fn::ValueOfAll", "Ref", "Condition"}
+
+
+def functions_used(v: Any) -> set[str]:
+    out: set[str] = set()
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if k == "Ref" or k.startswith("Fn::") or k == "Condition":
+                out.add(k)
+            out |= functions_used(x)
+    elif isinstance(v, list):
+        for x in v:
+            out |= functions_used(x)
+    return out
+
+
+class RuleAssertionFunctions(PinpipeRule):
+    id = "E9119"
+    shortdesc = "Rules use only the functions CloudFormation allows in rules"
+    description = "RuleCondition and Assert may use only " + ", ".join(sorted(RULE_FUNCTIONS)) + "."
+
+    def match(self, cfn):
+        out = []
+        for name, rule in (cfn.template.get("Rules") or {}).items():
+            parts = [("RuleCondition", rule.get("RuleCondition"))] + \
+                [(f"Assertions/{i}", a.get("Assert")) for i, a in enumerate(as_list(rule.get("Assertions"))) if isinstance(a, dict)]
+            for where, value in parts:
+                bad = sorted(functions_used(value) - RULE_FUNCTIONS)
+                if bad:
+                    out.append(RuleMatch(["Rules", name], f"rule {name} ({where}) uses {', '.join(bad)}, which CloudFormation "
+                                                          "refuses in rules at deploy time"))
+        return out
+
+
+def state_machine_states(sm: dict) -> dict:
+    states: dict = {}
+
+    def walk(d):
+        for n, st in ((d or {}).get("States") or {}).items():
+            states[n] = st
+            walk(st.get("ItemProcessor") or st.get("Iterator"))
+            for b in as_list(st.get("Branches")):
+                walk(b)
+    walk(props(sm).get("Definition"))
+    return states
+
+
+class NoSilentStop(PinpipeRule):
+    id = "E9120"
+    shortdesc = "A pipeline that stops without an error is still noticed"
+    description = ("For each sink fed by mappings, an alarm over the ingest API's accepted writes and the sink's "
+                   "received records; an alarm on the Kinesis sink's failed records; one on every dead-letter "
+                   "queue SAM makes for a schedule; OpenGaps keeps its state between runs (TreatMissingData ignore); "
+                   "no daily-run overlap (a guard state that lists the machine's running executions).")
+
+    def match(self, cfn):
+        out = []
+        found = {n: a for n, a in alarms(cfn).items() if notifies(cfn, a)}
+
+        def need(ok, what):
+            if not ok:
+                out.append(RuleMatch(["Resources"], f"no silent stop: {what}"))
+
+        for sink, accepted in (("kafka-sink", "KafkaAccepted"), ("kinesis-sink", "KinesisAccepted")):
+            need(any({("pinpipe", accepted, "ingest-api"), ("pinpipe", "Received", sink)} <=
+                     {(ns, m, d.get("function")) for ns, m, d in alarm_metrics(a)} for a in found.values()),
+                 f"no alarm compares the API's {accepted} with {sink}'s Received (a mapping stuck in PROBLEM never invokes it)")
+        need(any(("pinpipe", "Failed", "kinesis-sink") in {(ns, m, d.get("function")) for ns, m, d in alarm_metrics(a)}
+                 for a in found.values()), "no alarm on kinesis-sink's Failed records")
+        for name, r in resources(cfn, "AWS::Serverless::StateMachine", "AWS::Serverless::Function").items():
+            for ev_name, ev in (props(r).get("Events") or {}).items():
+                dlc = ((ev or {}).get("Properties") or {}).get("DeadLetterConfig")
+                if isinstance(dlc, dict) and dlc.get("Type") == "SQS":
+                    queue = "${%s%sQueue.QueueName}" % (name, ev_name)
+                    need(any(any(ns == "AWS/SQS" and d.get("QueueName") == queue for ns, m, d in alarm_metrics(a))
+                             for a in found.values()), f"no alarm on {name}'s {ev_name} schedule dead-letter queue")
+        gaps = [a for a in found.values() if any(m == "OpenGaps" for _, m, _ in alarm_metrics(a))]
+        need(gaps and all(a.get("TreatMissingData") == "ignore" for a in gaps),
+             "the OpenGaps alarm must keep its state between daily runs (TreatMissingData: ignore), not clear an hour after")
+        for name, sm in resources(cfn, "AWS::Serverless::StateMachine").items():
+            if any(isinstance(e, dict) and e.get("Type") in ("Schedule", "ScheduleV2") for e in (props(sm).get("Events") or {}).values()):
+                guarded = any(str(st.get("Resource", "")).endswith(":sfn:listExecutions") for st in state_machine_states(sm).values())
+                need(guarded, f"{name} runs on a schedule with no guard against overlapping runs (list its RUNNING executions first)")
+        return out
+
+
+class KinesisRetriesUntilAge(PinpipeRule):
+    id = "E9121"
+    shortdesc = "Kinesis mappings retry until the record age bound, and streams keep the default retention"
+    description = ("MaximumRetryAttempts -1 (a count limit gives up within minutes of an S3 or KMS outage) and a "
+                   "stream retention of 24 h by default (each extra hour is billed per shard).")
+
+    def match(self, cfn):
+        out = []
+        for name, m in resources(cfn, "AWS::Lambda::EventSourceMapping").items():
+            if is_kinesis_mapping(cfn, m):
+                tries = number(evaluate(cfn, props(m).get("MaximumRetryAttempts", -1)))
+                if tries != -1:
+                    out.append(RuleMatch(["Resources", name], f"{name} gives a batch up after {tries:g} retries: "
+                                                              "use -1 and let MaximumRecordAgeInSeconds bound it"))
+        for name, st in resources(cfn, "AWS::Kinesis::Stream").items():
+            hours = number(evaluate(cfn, props(st).get("RetentionPeriodHours", 24))) or 24
+            if hours > 24:
+                out.append(RuleMatch(["Resources", name], f"{name} keeps records {hours:g} h by default: extended retention "
+                                                          "costs $0.02 per shard-hour; default to 24"))
+        return out
+
+
+# Parameters only the Kafka path uses: a resource that reads them must not exist without a cluster.
+KAFKA_PARAMETERS = {"MskClusterArn", "MskBootstrapServers", "VpcId", "SubnetIds", "SecurityGroupIds", "VpcCidr", "RouteTableIds"}
+
+
+def refs_outside_if(v: Any, cfn) -> set[str]:
+    """Parameters a value reads, following only the Fn::If branch taken under default parameters."""
+    out: set[str] = set()
+    if isinstance(v, dict):
+        if set(v) == {"Fn::If"}:
+            cond, yes, no = v["Fn::If"]
+            return refs_outside_if(yes if condition_true(cfn, cond) else no, cfn)
+        for k, x in v.items():
+            if k == "Ref" and isinstance(x, str):
+                out.add(x)
+            elif k == "Fn::Sub":
+                s_ = x[0] if isinstance(x, list) else x
+                out |= set(re.findall(r"\$\{([A-Za-z0-9]+)\}", s_ if isinstance(s_, str) else ""))
+                out |= refs_outside_if(x[1] if isinstance(x, list) else None, cfn)
+            else:
+                out |= refs_outside_if(x, cfn)
+    elif isinstance(v, list):
+        for x in v:
+            out |= refs_outside_if(x, cfn)
+    return out
+
+
+class KinesisOnlyByDefault(PinpipeRule):
+    id = "E9122"
+    shortdesc = "Without a cluster the stack has no Kafka path: no MSK mappings, VPC placement or endpoints"
+    description = ("MskClusterArn defaults to empty, and under default parameters every resource that reads a Kafka or "
+                   "VPC parameter, every MSK mapping and every VPC endpoint is switched off by its Condition.")
+
+    def match(self, cfn):
+        out = []
+        arn = (cfn.template.get("Parameters", {}).get("MskClusterArn") or {})
+        if arn.get("Default", None) != "":
+            out.append(RuleMatch(["Parameters", "MskClusterArn"], "MskClusterArn has no empty default: a Kinesis-only "
+                                                                   "deployment must not need an MSK cluster"))
+        for name, r in (cfn.template.get("Resources") or {}).items():
+            if not isinstance(r, dict) or ("Condition" in r and not condition_true(cfn, r["Condition"])):
+                continue
+            kafka = r.get("Type") == "AWS::EC2::VPCEndpoint" or (r.get("Type") == "AWS::Lambda::EventSourceMapping" and is_kafka_mapping(cfn, r))
+            reads = sorted(refs_outside_if(r.get("Properties"), cfn) & KAFKA_PARAMETERS)
+            if kafka or reads:
+                what = "is part of the Kafka path" if kafka else f"reads {', '.join(reads)}"
+                out.append(RuleMatch(["Resources", name], f"{name} {what} but exists without a cluster: give it a "
+                                                          "Condition that is false when MskClusterArn is empty"))
+        return out
+
+
+class PayForUse(PinpipeRule):
+    id = "E9123"
+    shortdesc = "Nothing billed by default that the pipeline does not need"
+    description = ("X-Ray tracing and API detailed metrics off by default; Kinesis batching window of at least 60 s "
+                   "(commits per table per day in the low thousands); versioned buckets expire delete markers.")
+
+    def match(self, cfn):
+        out = []
+
+        def bad(path, msg):
+            out.append(RuleMatch(path, msg))
+        for name, fn in resources(cfn, "AWS::Serverless::Function").items():
+            if evaluate(cfn, props(fn).get("Tracing")) == "Active":
+                bad(["Resources", name], f"{name} traces every invocation with X-Ray by default: make it a parameter, off")
+        for name, api in resources(cfn, "AWS::Serverless::Api").items():
+            if evaluate(cfn, props(api).get("TracingEnabled")) in (True, "true"):
+                bad(["Resources", name], f"{name} traces every request with X-Ray by default: make it a parameter, off")
+            for ms in as_list(props(api).get("MethodSettings")):
+                if isinstance(ms, dict) and evaluate(cfn, ms.get("MetricsEnabled")) in (True, "true"):
+                    bad(["Resources", name], f"{name} enables detailed (per-method) metrics by default: make it a parameter, off")
+        for name, sm in resources(cfn, "AWS::Serverless::StateMachine").items():
+            if evaluate(cfn, (props(sm).get("Tracing") or {}).get("Enabled")) in (True, "true"):
+                bad(["Resources", name], f"{name} traces with X-Ray by default: make it a parameter, off")
+        for name, m in resources(cfn, "AWS::Lambda::EventSourceMapping").items():
+            if is_kinesis_mapping(cfn, m):
+                window = number(evaluate(cfn, props(m).get("MaximumBatchingWindowInSeconds", 0))) or 0
+                if window < 60:
+                    bad(["Resources", name], f"{name} invokes its sink every {window:g} s: each invocation commits every table, "
+                                             f"{86400 / max(window, 1):,.0f} commits a day per shard; batch for at least 60 s")
+        for name, b in resources(cfn, "AWS::S3::Bucket").items():
+            if (props(b).get("VersioningConfiguration") or {}).get("Status") == "Enabled":
+                rules = ((props(b).get("LifecycleConfiguration") or {}).get("Rules")) or []
+                if not any(isinstance(r, dict) and r.get("ExpiredObjectDeleteMarker") in (True, "true") and not r.get("Prefix")
+                           for r in rules):
+                    bad(["Resources", name], f"{name} is versioned but never expires delete markers: add a lifecycle rule "
+                                             "with ExpiredObjectDeleteMarker")
         return out

@@ -247,7 +247,7 @@ struct ObjectLines {
 
 impl LandingObjects {
     async fn list(landing: &Location) -> Result<LandingObjects> {
-        let scan = landing::scan(landing).await?;
+        let scan = landing::scan(landing, landing::Layout::Files).await?;
         let objects = scan
             .sources
             .into_iter()

@@ -44,6 +44,7 @@ pub async fn batch_analysis(cfg: &Config, event: EventBridgeEvent<serde_json::Va
     let started = std::time::Instant::now();
     let run_time = scheduled_time(&event);
     tracing::info!(run_time = %fmt_time(&run_time), id = cfg.id.as_str(), "scheduled analysis started");
+    run_started();
     let catch_up = catch_up(cfg, None).await?.map(|r| r.total());
     let maintenance = maintain(cfg, None).await?;
     let (outputs, reports) = analyze_and_report(cfg, run_time, catch_up.as_ref(), started).await?;
@@ -100,6 +101,7 @@ pub async fn batch_analysis_step(cfg: &Config, request: StepRequest) -> Result<S
     };
     match request.step.as_str() {
         "catch-up" => {
+            run_started();
             let deadline = started + std::time::Duration::from_secs_f64(cfg.step_seconds);
             if let Some(report) = catch_up(cfg, Some(deadline)).await? {
                 response.complete = report.complete;
@@ -122,11 +124,18 @@ pub async fn batch_analysis_step(cfg: &Config, request: StepRequest) -> Result<S
     Ok(response)
 }
 
+/// RunSucceeded = 0 when a run starts and 1 when it finishes: the AnalysisDidNotSucceed alarm
+/// fires on a window that holds a start and no success, and stays quiet on a stack that has not
+/// run yet (no data at all), so it neither fires right after deploy nor on a late run.
+fn run_started() {
+    metrics::emit("batch-analysis", "run-started", &[("RunSucceeded", Unit::Count, 0.0)]);
+}
+
 /// Brings the tables up to date from PINPIPE_LANDING (None when no landing is configured).
 async fn catch_up(cfg: &Config, deadline: Option<std::time::Instant>) -> Result<Option<pipeline::CleanReport>> {
     let Some(landing) = &cfg.landing else { return Ok(None) };
     let mut tables = Tables::open(&cfg.tables, &cfg.id).await?;
-    let r = pipeline::clean_landing_until(landing, &mut tables, cfg.catch_up_chunk_bytes, deadline, &|_, _| {}).await?;
+    let r = pipeline::clean_landing_until(landing, crate::landing::Layout::Sink, &mut tables, cfg.catch_up_chunk_bytes, deadline, &|_, _| {}).await?;
     let total = r.total();
     tracing::info!(received = total.received, tabled = total.tabled, quarantined = total.quarantined,
         already_present = total.skipped, complete = r.complete, "caught up from the landing");
@@ -174,7 +183,7 @@ async fn analyze_and_report(
     }
     let outputs = run.outputs.iter().map(|(s, df)| (s.name.to_string(), df.height())).collect();
     tracing::info!(outputs = OUTPUTS.len(), reports = reports.len(), "scheduled analysis finished");
-    // RunSucceeded is written only here, so a day without it (a failed or missing run) alarms.
+    // RunSucceeded = 1 only here (see run_started).
     let q = &run.quality;
     let rows: u64 = q.rows_read.values().sum();
     metrics::emit("batch-analysis", "all", &[

@@ -100,6 +100,17 @@ pub fn parse_key(key: &str) -> Option<(String, String, i64)> {
     Some((topic.to_string(), partition.to_string(), offset.parse().ok()?))
 }
 
+/// Which objects a landing root holds, and so what a scan may list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// The sinks' landing (often a bucket's root beside `tables/` and `reports/`): only
+    /// `topics/` is listed, never the root, so a role allowed to list that prefix alone is
+    /// never denied, whether or not anything has landed yet.
+    Sink,
+    /// A folder of files: `topics/` when it has one, else every JSON Lines file under it.
+    Files,
+}
+
 /// What a scan found: the sources to read, and files skipped because their kind is unknown.
 #[derive(Debug, Default)]
 pub struct Scan {
@@ -109,8 +120,9 @@ pub struct Scan {
 
 /// Lists the landing and groups its objects into source partitions, each in offset order.
 /// When the landing has a `topics/` folder, only that is listed (other files beside it are
-/// not read); otherwise every JSON Lines file under the root is a source.
-pub async fn scan(root: &Location) -> Result<Scan> {
+/// not read); otherwise, for `Layout::Files` only, every JSON Lines file under the root is a
+/// source.
+pub async fn scan(root: &Location, layout: Layout) -> Result<Scan> {
     let store = root.store()?;
     let list = |prefix: Option<Path>| {
         let store = store.clone();
@@ -125,7 +137,7 @@ pub async fn scan(root: &Location) -> Result<Scan> {
     // A Kafka-layout landing (the sink's, often a whole bucket's root) is listed under
     // `topics/` alone; only a landing without one is listed whole, for JSON Lines files.
     let mut metas = list(Some(Path::from("topics"))).await?;
-    if metas.is_empty() {
+    if metas.is_empty() && layout == Layout::Files {
         metas = list(None).await?;
     }
     let mut grouped: BTreeMap<(String, String), SourcePartition> = BTreeMap::new();
@@ -521,7 +533,7 @@ mod tests {
         write_object(&store, "a.geo", 0, 0, &v).await.unwrap(); // re-batched larger
         write_object(&store, "a.geo", 0, 0, &v[..1]).await.unwrap(); // smaller: not written
         write_object(&store, "a.geo", 0, 5, &v[..3]).await.unwrap();
-        let scan = scan(&loc).await.unwrap();
+        let scan = scan(&loc, Layout::Files).await.unwrap();
         assert!(scan.skipped.is_empty(), "{:?}", scan.skipped);
         let objs = &scan.sources[0].objects;
         assert_eq!(objs.iter().map(|o| (o.first, o.last)).collect::<Vec<_>>(), vec![(0, Some(4)), (5, Some(7))]);
@@ -546,7 +558,7 @@ mod tests {
         let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
         write_object(&store, "a.geo", 0, 0, &refs[..120]).await.unwrap();
         write_object(&store, "a.geo", 0, 120, &refs[120..]).await.unwrap();
-        let scan = scan(&loc).await.unwrap();
+        let scan = scan(&loc, Layout::Files).await.unwrap();
         let src = &scan.sources[0];
         for piece in [1, 7, 64, 1 << 20] {
             let mut r = SourceReader::with_piece_bytes(store.clone(), src, &src.objects, piece);

@@ -1,8 +1,9 @@
 //! CloudWatch Embedded Metric Format (EMF): a handler's counts written as one JSON log line,
 //! which CloudWatch Logs turns into metrics. No metrics API call is made on the hot path.
 //!
-//! Namespace `pinpipe`; each value is recorded under the dimension sets (function, kind) and
-//! (function), so alarms can use a function's total and dashboards the per-kind split.
+//! Namespace `pinpipe`; each value is recorded under one dimension set, (function), which is
+//! what the alarms and the dashboard read. Every extra set is another billed custom metric per
+//! name; the kind stays in the log line as a plain field, for Logs Insights queries.
 //! `PINPIPE_METRICS=emf|off` (default: emf inside Lambda, off elsewhere). Lines go to stderr,
 //! which Lambda sends to the function's log group like stdout.
 
@@ -49,7 +50,7 @@ pub fn document(function: &str, kind: &str, values: &[(&str, Unit, f64)], timest
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [["function", "kind"], ["function"]],
+                "Dimensions": [["function"]],
                 "Metrics": metrics,
             }],
         }),
@@ -82,7 +83,7 @@ mod tests {
         assert_eq!(d["_aws"]["Timestamp"], 7);
         let cw = &d["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(cw["Namespace"], "pinpipe");
-        assert_eq!(cw["Dimensions"], json!([["function", "kind"], ["function"]]));
+        assert_eq!(cw["Dimensions"], json!([["function"]]));
         for m in cw["Metrics"].as_array().unwrap() {
             assert!(d.get(m["Name"].as_str().unwrap()).is_some(), "{m} has no value");
         }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::clean::{self, Quality};
 use crate::delta;
 use crate::error::Result;
-use crate::landing::{self, SourceRecords};
+use crate::landing::{self, Layout, SourceRecords};
 use crate::names::{Kind, PipelineId};
 use crate::record::{self, RawRecord};
 use crate::storage::Location;
@@ -475,24 +475,24 @@ async fn finish_into(tables: &mut Tables, flight: InFlight, report: &mut CleanRe
     Ok(())
 }
 
-/// Cleans a landing (contract §3) into the tables (contract §4), skipping what is already there.
-/// `progress(done, total)` is called with raw bytes read.
+/// Cleans a landing or a folder of JSON Lines files (contract §3) into the tables (contract
+/// §4), skipping what is already there. `progress(done, total)` is called with raw bytes read.
 pub async fn clean_landing(
     input: &Location,
     tables: &mut Tables,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<CleanReport> {
-    clean_landing_until(input, tables, CLEAN_CHUNK_BYTES, None, progress).await
+    clean_landing_until(input, Layout::Files, tables, CLEAN_CHUNK_BYTES, None, progress).await
 }
 
-/// `clean_landing` committing about every `chunk_bytes` of raw input.
+/// Cleans the sinks' landing, committing about every `chunk_bytes` of raw input.
 pub async fn clean_landing_in_chunks(
     input: &Location,
     tables: &mut Tables,
     chunk_bytes: u64,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<CleanReport> {
-    clean_landing_until(input, tables, chunk_bytes, None, progress).await
+    clean_landing_until(input, Layout::Sink, tables, chunk_bytes, None, progress).await
 }
 
 /// `clean_landing_in_chunks` that stops at the first commit after `deadline` (then
@@ -500,13 +500,14 @@ pub async fn clean_landing_in_chunks(
 /// next one, which skips what the watermarks say is in.
 pub async fn clean_landing_until(
     input: &Location,
+    layout: Layout,
     tables: &mut Tables,
     chunk_bytes: u64,
     deadline: Option<std::time::Instant>,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<CleanReport> {
     let past_deadline = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
-    let scan = landing::scan(input).await?;
+    let scan = landing::scan(input, layout).await?;
     let store = input.store()?;
     let mut report = CleanReport { skipped_files: scan.skipped.clone(), ..Default::default() };
     let total: u64 = scan.sources.iter().flat_map(|s| &s.objects).map(|o| o.size).sum();

@@ -181,14 +181,22 @@ impl Ingest {
         let reply = self.dispatch(method, path, content_type, body).await;
         let ms = started.elapsed().as_secs_f64() * 1e3;
         tracing::info!(method, path, status = reply.status, bytes = body.len(), ms, "request");
-        let kind = match route(path) {
+        let r = route(path);
+        let kind = match r {
             Route::Topic(t) => self.topic_kind(t),
             Route::Stream(s) | Route::StreamRecord(s) | Route::StreamRecords(s) => self.stream_kind(s),
             _ => None,
         };
+        // Writes the API accepted, per transport: the template's SinkSilent alarms compare them
+        // with what each sink received, so a mapping that stopped invoking its sink is noticed.
+        let accepted = reply.status == 200 && method != "GET";
+        let to_kafka = accepted && matches!(r, Route::Topic(_));
+        let to_kinesis = accepted && matches!(r, Route::StreamRecord(_) | Route::StreamRecords(_));
         use pinpipe_core::metrics::{emit, Unit};
         emit("ingest-api", kind.map_or("none", |k| k.as_str()), &[
             ("Requests", Unit::Count, 1.0),
+            ("KafkaAccepted", Unit::Count, f64::from(u8::from(to_kafka))),
+            ("KinesisAccepted", Unit::Count, f64::from(u8::from(to_kinesis))),
             ("ClientErrors", Unit::Count, f64::from(u8::from((400..500).contains(&reply.status)))),
             ("ServerErrors", Unit::Count, f64::from(u8::from(reply.status >= 500))),
             ("RequestBytes", Unit::Bytes, body.len() as f64),

@@ -265,8 +265,29 @@ mod topics {
         TopicsSpec {
             topics: ["pin", "geo", "user"].iter().map(|k| format!("{ID}.{k}")).collect(),
             partitions,
-            replication_factor: 1,
+            replication_factor: None,
         }
+    }
+
+    #[test]
+    fn replication_defaults_to_the_broker_count_up_to_three() {
+        assert_eq!([1, 2, 3, 5].map(crate::topics::auto_replication), [1, 2, 3, 3]);
+        let props = |rf: Value| TopicsSpec::from_properties(&json!({"Topics": ["a.pin"], "ReplicationFactor": rf}));
+        assert_eq!(props(json!("0")).unwrap().replication_factor, None);
+        assert_eq!(props(json!("2")).unwrap().replication_factor, Some(2));
+        assert!(props(json!("-1")).is_err());
+        let absent = TopicsSpec::from_properties(&json!({"Topics": ["a.pin"]})).unwrap();
+        assert_eq!(absent.replication_factor, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_replication_factor_above_the_broker_count_is_refused_with_what_to_set() {
+        let mock = MockCluster::new(2).unwrap();
+        let brokers = mock.bootstrap_servers();
+        let cfg = config(&brokers);
+        let too_many = TopicsSpec { replication_factor: Some(3), ..spec(1) };
+        let err = ensure_topics(&cfg, &brokers, &too_many).await.unwrap_err();
+        assert!(err.contains("more than the cluster's 2 brokers") && err.contains("TopicReplicationFactor"), "{err}");
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -377,7 +398,7 @@ mod topics {
         let (_, sent) = rx.await.unwrap();
         assert_eq!(sent["Status"], "SUCCESS");
         assert_eq!(sent["PhysicalResourceId"], "kafka-topics:old");
-        let still = ensure_topics(&cfg, &brokers, &TopicsSpec { topics: vec![pin.clone()], partitions: 1, replication_factor: 1 })
+        let still = ensure_topics(&cfg, &brokers, &TopicsSpec { topics: vec![pin.clone()], partitions: 1, replication_factor: Some(1) })
             .await
             .unwrap();
         assert_eq!(still[&pin], TopicOutcome::Existed { partitions: 1 });

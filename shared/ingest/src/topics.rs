@@ -29,7 +29,17 @@ pub fn is_custom_resource_event(event: &Value) -> bool {
 pub struct TopicsSpec {
     pub topics: Vec<String>,
     pub partitions: i32,
-    pub replication_factor: i32,
+    /// `None` (0 or absent in the request): the cluster's broker count, at most 3, so the
+    /// default fits a 2-broker cluster as well as a 3-broker one.
+    pub replication_factor: Option<i32>,
+}
+
+/// The replication factor used when the resource leaves it to the cluster.
+pub const MAX_AUTO_REPLICATION: i32 = 3;
+
+/// The replication factor for a cluster of `brokers` brokers when none is asked for.
+pub fn auto_replication(brokers: usize) -> i32 {
+    (brokers as i32).clamp(1, MAX_AUTO_REPLICATION)
 }
 
 impl TopicsSpec {
@@ -45,21 +55,22 @@ impl TopicsSpec {
         if topics.is_empty() {
             return Err("ResourceProperties.Topics is empty".into());
         }
-        let number = |key: &str, default: i32| -> Result<i32, String> {
+        let number = |key: &str, default: i32, min: i64| -> Result<i32, String> {
             match p.get(key) {
                 None => Ok(default),
                 Some(v) => v
                     .as_i64()
                     .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-                    .filter(|n| (1..=10_000).contains(n))
+                    .filter(|n| (min..=10_000).contains(n))
                     .map(|n| n as i32)
-                    .ok_or_else(|| format!("ResourceProperties.{key} must be a whole number from 1, got {v}")),
+                    .ok_or_else(|| format!("ResourceProperties.{key} must be a whole number from {min}, got {v}")),
             }
         };
+        let replication = number("ReplicationFactor", 0, 0)?;
         Ok(TopicsSpec {
             topics,
-            partitions: number("Partitions", 1)?,
-            replication_factor: number("ReplicationFactor", 1)?,
+            partitions: number("Partitions", 1, 1)?,
+            replication_factor: (replication > 0).then_some(replication),
         })
     }
 }
@@ -102,16 +113,25 @@ pub async fn ensure_topics(
     }
     let timeout = cfg.produce_timeout;
     let opts = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
-    let before = partition_counts(&admin, timeout).await?;
+    let (before, brokers) = partition_counts(&admin, timeout).await?;
+    let replication = spec.replication_factor.unwrap_or_else(|| auto_replication(brokers));
 
     let missing: Vec<NewTopic<'_>> = spec
         .topics
         .iter()
         .filter(|t| !before.contains_key(*t))
-        .map(|t| NewTopic::new(t, spec.partitions, TopicReplication::Fixed(spec.replication_factor)))
+        .map(|t| NewTopic::new(t, spec.partitions, TopicReplication::Fixed(replication)))
         .collect();
     let mut outcomes = BTreeMap::new();
     if !missing.is_empty() {
+        // Said here rather than left to the broker, whose error names neither the parameter
+        // nor the cluster's size.
+        if replication as usize > brokers {
+            return Err(format!(
+                "ReplicationFactor {replication} is more than the cluster's {brokers} brokers: set \
+                 TopicReplicationFactor to at most {brokers}, or to 0 for the broker count (at most {MAX_AUTO_REPLICATION})"
+            ));
+        }
         let results = admin.create_topics(&missing, &opts).await.map_err(|e| format!("CreateTopics: {e}"))?;
         for r in results {
             match r {
@@ -124,7 +144,7 @@ pub async fn ensure_topics(
             }
         }
     }
-    let counts = partition_counts(&admin, timeout).await?;
+    let (counts, _) = partition_counts(&admin, timeout).await?;
     let mut grow = Vec::new();
     for t in &spec.topics {
         if outcomes.contains_key(t) {
@@ -151,23 +171,24 @@ pub async fn ensure_topics(
     Ok(outcomes)
 }
 
-/// Topic name → partition count, as the brokers report them.
+/// Topic name → partition count, as the brokers report them, and the number of brokers.
 async fn partition_counts(
     admin: &Arc<AdminClient<PinpipeContext>>,
     timeout: Duration,
-) -> Result<BTreeMap<String, i32>, String> {
+) -> Result<(BTreeMap<String, i32>, usize), String> {
     // librdkafka's metadata call blocks: run it off the async threads.
     let admin = admin.clone();
     let md = tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(None, timeout))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("reading the cluster's metadata: {e}"))?;
-    Ok(md
+    let counts = md
         .topics()
         .iter()
         .filter(|t| t.error().is_none())
         .map(|t| (t.name().to_string(), t.partitions().len() as i32))
-        .collect())
+        .collect();
+    Ok((counts, md.brokers().len()))
 }
 
 /// rdkafka's admin client never polls the queue that carries OAUTHBEARER refresh requests
