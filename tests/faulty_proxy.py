@@ -17,6 +17,11 @@ class FaultyProxy:
         import threading
         import urllib.parse
         self.fail = None  # callable(method, path) -> bool
+        # callable(method, path, headers) -> a reason to refuse with 403 AccessDenied, or None
+        self.deny = None
+        # Forward the client's Host header (needed when the server checks SigV4 signatures,
+        # which cover the host the client signed for).
+        self.keep_host = False
         self.status = 403
         self.refused = 0
         up = urllib.parse.urlparse(upstream)
@@ -42,6 +47,15 @@ class FaultyProxy:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                reason = proxy.deny and proxy.deny(self.command, self.path, self.headers)
+                if reason:
+                    proxy.refused += 1
+                    msg = f"<Error><Code>AccessDenied</Code><Message>{reason}</Message></Error>".encode()
+                    self.send_response(403)
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    return
                 if proxy.fail and proxy.fail(self.command, self.path):
                     proxy.refused += 1
                     code = "SlowDown" if proxy.status == 503 else "AccessDenied"
@@ -53,7 +67,7 @@ class FaultyProxy:
                     return
                 conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                headers["Host"] = up.netloc
+                headers["Host"] = self.headers.get("Host", up.netloc) if proxy.keep_host else up.netloc
                 conn.request(self.command, self.path, body=body, headers=headers)
                 r = conn.getresponse()
                 data = r.read()
