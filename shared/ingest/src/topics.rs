@@ -1,6 +1,7 @@
 //! The `Custom::KafkaTopics` CloudFormation resource (infra/template.yaml), served by the ingest
-//! function because it is the one that runs inside the cluster's VPC: an operator's machine
-//! cannot reach private MSK brokers.
+//! binary deployed as `KafkaTopicsFunction` in the brokers' subnets (an operator's machine
+//! cannot reach private MSK brokers), with a role of its own: the internet-facing ingest
+//! function cannot create or alter topics.
 //!
 //! Create and Update make the listed topics exist with at least the asked partition count
 //! (existing topics are kept, partitions only grow: Kafka cannot remove them). Delete keeps the
