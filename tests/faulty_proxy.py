@@ -17,7 +17,7 @@ class FaultyProxy:
         import threading
         import urllib.parse
         self.fail = None  # callable(method, path) -> bool
-        # callable(method, path, headers) -> a reason to refuse with 403 AccessDenied, or None
+        # callable(method, path, headers, body) -> a reason to refuse with 403 AccessDenied, or None
         self.deny = None
         # Forward the client's Host header (needed when the server checks SigV4 signatures,
         # which cover the host the client signed for).
@@ -47,7 +47,7 @@ class FaultyProxy:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                reason = proxy.deny and proxy.deny(self.command, self.path, self.headers)
+                reason = proxy.deny and proxy.deny(self.command, self.path, self.headers, body)
                 if reason:
                     proxy.refused += 1
                     msg = f"<Error><Code>AccessDenied</Code><Message>{reason}</Message></Error>".encode()

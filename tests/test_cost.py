@@ -34,7 +34,7 @@ def tables():
 
 def test_every_line_and_total_adds_up():
     found = tables()
-    assert len(found) == 6, list(found)
+    assert len(found) == 7, list(found)
     for section, rows in found.items():
         *lines, total = rows
         assert total[0] == "total", (section, total)
@@ -47,8 +47,9 @@ def test_kinesis_only_goals():
     found = tables()
     idle = found["Kinesis-only (the default: no `MskClusterArn`) / Idle"][-1][3]
     batched = found["Kinesis-only (the default: no `MskClusterArn`) / 2.6 million posts a month, batched (500 records per `PutRecords`)"][-1][3]
+    http = found["Kinesis-only (the default: no `MskClusterArn`) / 2.6 million posts a month, one record per request (HTTP API, `ApiType=http`)"][-1][3]
     replaced = found["The system pinpipe replaces, before any data"][-1][3]
-    assert idle < 40 and batched < 60 and idle < replaced / 10, (idle, batched, replaced)
+    assert idle < 40 and batched < 60 and http < 60 and idle < replaced / 10, (idle, batched, http, replaced)
 
 
 def alarm_metrics(template, kafka):

@@ -118,7 +118,7 @@ def test_every_function_does_its_work_with_only_its_policy(enforcing_moto, tmp_p
     proxy = FaultyProxy(endpoint)
     denied = []
 
-    def deny(method, path, headers):
+    def deny(method, path, headers, _body):
         u = urllib.parse.urlparse(path)
         q = urllib.parse.parse_qs(u.query)
         parts = u.path.lstrip("/").split("/", 1)

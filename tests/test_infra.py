@@ -176,6 +176,8 @@ MOTO_GAPS = {
     "MSK event-source mappings": lambda r: r["Type"] == "AWS::Lambda::EventSourceMapping" and "Topics" in r["Properties"],
     "API deployment (moto does not import the OpenAPI body, so the API has no methods to deploy)":
         lambda r: r["Type"] == "AWS::ApiGateway::Deployment",
+    "HTTP API (moto's CloudFormation has no AWS::ApiGatewayV2::*; the test imports its OpenAPI body through moto's API)":
+        lambda r: r["Type"].startswith("AWS::ApiGatewayV2::"),
     "CloudWatch alarms (moto's CloudFormation has no AWS::CloudWatch::Alarm)":
         lambda r: r["Type"] == "AWS::CloudWatch::Alarm",
     "Glue catalog (moto's CloudFormation has no AWS::Glue::*; the test creates them through moto's Glue API)":
@@ -292,7 +294,7 @@ def test_sam_template_deploys_on_moto_cloudformation(moto_s3, procs, tmp_path):
     assert {n for n, why in removed.items() if why.startswith("MSK")} == {"KafkaSinkPin", "KafkaSinkGeo", "KafkaSinkUser"}
     assert set(removed) <= {"KafkaSinkPin", "KafkaSinkGeo", "KafkaSinkUser", "IngestApiprodStage", "IngestApiApiKey",
                             "IngestApiUsagePlan", "IngestApiUsagePlanKey", "Dashboard"} | \
-        {n for n in removed if n.startswith(("IngestApiDeployment", "Glue")) or n.endswith("Alarm")}, removed
+        {n for n in removed if n.startswith(("IngestApiDeployment", "Glue", "IngestHttpApi")) or n.endswith("Alarm")}, removed
 
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
@@ -337,7 +339,9 @@ def test_sam_template_deploys_on_moto_cloudformation(moto_s3, procs, tmp_path):
     print("moto created:", json.dumps(coverage, indent=1))
     print("left out:", json.dumps(removed, indent=1))
     # Types moto's CloudFormation accepts but does not create (it only warns).
-    skipped = {n: r["Type"] for n, r in stack_template["Resources"].items() if n not in created}
+    cond = conditions(stack_template, params)
+    skipped = {n: r["Type"] for n, r in stack_template["Resources"].items()
+               if n not in created and cond.get(r.get("Condition"), True)}
     print("accepted, not created by moto:", json.dumps(skipped, indent=1))
     assert set(skipped.values()) <= {"AWS::ApiGateway::Account", "AWS::CloudFormation::WaitConditionHandle",
                                      "AWS::S3::BucketPolicy", "AWS::Lambda::EventInvokeConfig", "AWS::SQS::QueuePolicy",
@@ -568,9 +572,11 @@ def test_catalog_schemas_are_the_tables_pinpipe_writes(tmp_path):
         assert written == columns, name
 
 
-def test_kinesis_only_stack_has_no_kafka_vpc_or_endpoints(moto_s3):
+@pytest.mark.parametrize("api", [{}, {"ApiType": "http", "ApiAuth": "iam"}], ids=["rest-api-key", "http-iam"])
+def test_kinesis_only_stack_has_no_kafka_vpc_or_endpoints(moto_s3, api):
     """The template with its defaults (no MskClusterArn): created on moto's CloudFormation, it has
-    no Kafka sink, MSK mapping, topics resource, VPC placement, security group or endpoint."""
+    no Kafka sink, MSK mapping, topics resource, VPC placement, security group or endpoint; with
+    ApiType=http it has an HTTP API and no REST API, key or usage plan."""
     env = moto_s3
     s3, cf, lam, ec2 = aws("s3", env), aws("cloudformation", env), aws("lambda", env), aws("ec2", env)
     s3.create_bucket(Bucket="pinpipe-artifacts-k")
@@ -579,11 +585,13 @@ def test_kinesis_only_stack_has_no_kafka_vpc_or_endpoints(moto_s3):
         z.writestr("bootstrap", "#!/bin/sh\n")
     s3.put_object(Bucket="pinpipe-artifacts-k", Key="pinpipe.zip", Body=code.getvalue())
     translated = translate(TEMPLATE, "pinpipe-artifacts-k", "pinpipe.zip")
-    stack_template, removed = strip_moto_gaps(translated)
+    stack_template, removed = strip_moto_gaps(translated, api)
     endpoints_before = len(ec2.describe_vpc_endpoints()["VpcEndpoints"])
     groups_before = len(ec2.describe_security_groups()["SecurityGroups"])
-    stack_id = cf.create_stack(StackName="pinpipe-kinesis", TemplateBody=json.dumps(stack_template),
-                               Parameters=[{"ParameterKey": "PipelineId", "ParameterValue": "kinesisonly"}],
+    kind = api.get("ApiType", "rest")
+    stack_id = cf.create_stack(StackName=f"pinpipe-kinesis-{kind}", TemplateBody=json.dumps(stack_template),
+                               Parameters=[{"ParameterKey": k, "ParameterValue": v}
+                                           for k, v in dict(api, PipelineId=f"kinesisonly{kind}").items()],
                                Capabilities=["CAPABILITY_IAM"])["StackId"]
     stack = cf.describe_stacks(StackName=stack_id)["Stacks"][0]
     assert stack["StackStatus"] == "CREATE_COMPLETE", stack["StackStatus"]
@@ -592,7 +600,7 @@ def test_kinesis_only_stack_has_no_kafka_vpc_or_endpoints(moto_s3):
     kafka_path = {n for n in created if n.startswith(("Kafka", "Msk", "PipelineTopics")) or "Endpoint" in n}
     assert not kafka_path, kafka_path
     assert not {t for t in created.values() if t.startswith("AWS::EC2::")}, created
-    functions = [f for f in lam.list_functions()["Functions"] if "pinpipe-kinesis" in f["FunctionName"]]
+    functions = [f for f in lam.list_functions()["Functions"] if f"pinpipe-kinesis-{kind}" in f["FunctionName"]]
     assert sorted(n for n in ("IngestApiFunction", "KinesisSinkFunction", "BatchAnalysisFunction")
                   if any(n in f["FunctionName"] for f in functions)) == ["BatchAnalysisFunction", "IngestApiFunction", "KinesisSinkFunction"]
     assert len(functions) == 3, [f["FunctionName"] for f in functions]
@@ -600,7 +608,37 @@ def test_kinesis_only_stack_has_no_kafka_vpc_or_endpoints(moto_s3):
         assert not f.get("VpcConfig", {}).get("SubnetIds"), f["FunctionName"]
     ingest = next(f for f in functions if "IngestApiFunction" in f["FunctionName"])
     assert ingest["Environment"]["Variables"]["PINPIPE_KAFKA_BROKERS"] == ""
-    mappings = [m for m in lam.list_event_source_mappings()["EventSourceMappings"] if "pinpipe-kinesis" in m["FunctionArn"]]
+    mappings = [m for m in lam.list_event_source_mappings()["EventSourceMappings"] if f"pinpipe-kinesis-{kind}" in m["FunctionArn"]]
     assert len(mappings) == 3 and all(":kinesis:" in m["EventSourceArn"] for m in mappings), mappings
     assert len(ec2.describe_vpc_endpoints()["VpcEndpoints"]) == endpoints_before
     assert len(ec2.describe_security_groups()["SecurityGroups"]) == groups_before
+    if api.get("ApiType") == "http":
+        assert not {"IngestApi", "IngestRestApiInvokes", "IngestApiUsagePlan", "IngestApiApiKey"} & set(created), created
+        assert removed.get("IngestHttpApi", "").startswith("HTTP API"), removed
+        body = translated["Resources"]["IngestHttpApi"]["Properties"]["Body"]
+        # IAM (SigV4) on every route, as CloudFormation resolves the body with ApiAuth=iam.
+        chosen = {path: {m: op["security"]["Fn::If"][2] for m, op in ops.items()} for path, ops in body["paths"].items()}
+        assert all(sec == [{"sigv4": []}] for ops in chosen.values() for sec in ops.values()), chosen
+        assert body["components"]["securitySchemes"]["Fn::If"][2]["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+        # The body's routes, imported into moto's API Gateway v2, all reach the ingest function.
+        ingest_arn = ingest["FunctionArn"]
+        resolved = json.loads(json.dumps(body).replace("${IngestApiFunction.Arn}", ingest_arn))
+        for ops in resolved["paths"].values():
+            for op in ops.values():
+                op.pop("security")
+                op["x-amazon-apigateway-integration"]["uri"] = op["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"] \
+                    .replace("${AWS::Partition}", "aws").replace("${AWS::Region}", REGION)
+        resolved["info"]["title"] = "ingest"
+        resolved.pop("components")
+        v2 = aws("apigatewayv2", env)
+        api_id = v2.create_api(Name="ingest", ProtocolType="HTTP")["ApiId"]
+        v2.reimport_api(ApiId=api_id, Body=json.dumps(resolved))
+        # moto names the any-method route by its OpenAPI key; API Gateway calls it ANY.
+        routes = sorted(r["RouteKey"] for r in v2.get_routes(ApiId=api_id)["Items"])
+        assert routes == sorted(["GET /topics", "X-AMAZON-APIGATEWAY-ANY-METHOD /topics/{topic}", "GET /streams",
+                                 "GET /streams/{stream-name}", "PUT /streams/{stream-name}/record",
+                                 "PUT /streams/{stream-name}/records"]), routes
+        uris = {i["IntegrationUri"] for i in v2.get_integrations(ApiId=api_id)["Items"]}
+        assert uris == {f"arn:aws:apigateway:{REGION}:lambda:path/2015-03-31/functions/{ingest_arn}/invocations"}, uris
+    else:
+        assert created.get("IngestApi") == "AWS::ApiGateway::RestApi" and "IngestHttpApi" not in created, created

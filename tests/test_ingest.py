@@ -144,3 +144,49 @@ def test_pipeline_through_serve_emulate_and_consume_loses_and_duplicates_nothing
     run("--id", "ref", "analyze", "--tables", tmp_path / "ref-tables", "--out", tmp_path / "ref")
     for csv in sorted((tmp_path / "ref").glob("*.csv")):
         assert (tmp_path / "streamed" / csv.name).read_bytes() == csv.read_bytes(), csv.name
+
+
+def test_emulate_signs_requests_that_botocore_verifies(tmp_path, procs):
+    """`emulate --sigv4` (for an API deployed with ApiAuth=iam): a proxy in front of `pinpipe
+    serve` recomputes every request's SigV4 signature with botocore, as API Gateway would, and
+    refuses a request that is unsigned or whose signature differs."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from faulty_proxy import FaultyProxy
+
+    key, secret = "AKIDPINPIPETEST", "pinpipe/secret+key"
+    checked = []
+
+    def verify(method, path, headers, body):
+        auth = headers.get("Authorization", "")
+        if not auth.startswith("AWS4-HMAC-SHA256 "):
+            return "unsigned request"
+        fields = dict(part.split("=", 1) for part in auth[len("AWS4-HMAC-SHA256 "):].split(", "))
+        signed = fields["SignedHeaders"].split(";")
+        req = AWSRequest(method=method, url=f"http://{headers['Host']}{path}", data=body,
+                         headers={h: headers[h] for h in signed})
+        req.context["timestamp"] = headers["X-Amz-Date"]
+        signer = SigV4Auth(Credentials(key, secret), "execute-api", "eu-west-1")
+        want = signer.signature(signer.string_to_sign(req, signer.canonical_request(req)), req)
+        checked.append(method)
+        ok = fields["Credential"].startswith(f"{key}/") and "/eu-west-1/execute-api/" in fields["Credential"] \
+            and "host" in signed and want == fields["Signature"]
+        return None if ok else "signature does not match"
+
+    src = tmp_path / "gen"
+    run("generate", "--rows", 30, "--seed", 3, "--out", src)
+    bootstrap = kafka_mock(procs, "sg")
+    api = serve(procs, "sg", kafka=bootstrap)
+    proxy = FaultyProxy(api)
+    proxy.deny, proxy.keep_host = verify, True
+    env = {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret, "AWS_REGION": "eu-west-1"}
+    out = json.loads(run("--id", "sg", "emulate", "--api", proxy.endpoint, "--mode", "batch", "--source", src,
+                         "--count", 30, "--batch-size", 7, "--sigv4", "--quiet", "--json", env=env).stdout)
+    assert proxy.refused == 0 and checked.count("POST") >= 3 * 5, (proxy.refused, checked)
+    assert out["records_stored"] == 90 and out["given_up"] == 0 and out["refused"] == 0, out
+    # The same run unsigned is refused at the proxy, as API Gateway would refuse it.
+    p = run("--id", "sg", "emulate", "--api", proxy.endpoint, "--mode", "batch", "--source", src,
+            "--count", 3, "--retries", 1, "--quiet", "--json", env=env, check=False)
+    assert proxy.refused > 0, p.stdout
+    proxy.close()

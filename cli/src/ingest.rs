@@ -162,6 +162,10 @@ pub struct EmulateArgs {
     /// API key, sent as the `x-api-key` header (API Gateway usage plans).
     #[arg(long, env = "PINPIPE_API_KEY")]
     pub api_key: Option<String>,
+    /// Sign every request with SigV4 for service execute-api (a deployed API with ApiAuth=iam),
+    /// with the default AWS credentials (environment, profile, role) and AWS_REGION.
+    #[arg(long, env = "PINPIPE_API_SIGV4")]
+    pub sigv4: bool,
     /// Attempts per record on 503, connection errors or per-record errors.
     #[arg(long, default_value_t = 8)]
     pub retries: u32,
@@ -300,10 +304,65 @@ impl EmulateReport {
     }
 }
 
+/// SigV4 signing for API Gateway's IAM authorization: the credentials provider is built once
+/// (it caches and refreshes), each request is signed just before it is sent.
+struct Signer {
+    credentials: aws_credential_types::provider::SharedCredentialsProvider,
+    region: String,
+}
+
+impl Signer {
+    async fn from_env() -> Result<Signer> {
+        let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let region = conf.region().map(|r| r.to_string()).context("--sigv4 needs a region: set AWS_REGION")?;
+        let credentials = conf
+            .credentials_provider()
+            .context("--sigv4 found no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE")?;
+        Ok(Signer { credentials, region })
+    }
+
+    async fn sign(&self, req: &mut reqwest::Request) -> Result<()> {
+        use aws_credential_types::provider::ProvideCredentials;
+        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+        let identity = self.credentials.provide_credentials().await.context("--sigv4: reading AWS credentials")?.into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("execute-api")
+            .time(std::time::SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .context("--sigv4: signing parameters")?
+            .into();
+        let headers: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let body = req.body().and_then(|b| b.as_bytes()).unwrap_or(&[]);
+        let signable = SignableRequest::new(
+            req.method().as_str(),
+            req.url().as_str(),
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            SignableBody::Bytes(body),
+        )
+        .context("--sigv4: the request cannot be signed")?;
+        let (instructions, _) = sign(signable, &params).context("--sigv4: signing")?.into_parts();
+        for (name, value) in instructions.headers() {
+            req.headers_mut().insert(
+                reqwest::header::HeaderName::from_bytes(name.as_bytes())?,
+                reqwest::header::HeaderValue::from_str(value)?,
+            );
+        }
+        Ok(())
+    }
+}
+
 struct Shared {
     client: reqwest::Client,
     base: String,
     api_key: Option<String>,
+    signer: Option<Signer>,
     mode: Mode,
     id: PipelineId,
     retries: u32,
@@ -322,6 +381,7 @@ pub async fn emulate(id: &PipelineId, a: EmulateArgs) -> Result<EmulateReport> {
         client: reqwest::Client::builder().pool_max_idle_per_host(a.concurrency.max(1)).build()?,
         base: a.api.trim_end_matches('/').to_string(),
         api_key: a.api_key.clone(),
+        signer: if a.sigv4 { Some(Signer::from_env().await?) } else { None },
         mode: a.mode,
         id: id.clone(),
         retries: a.retries.max(1),
@@ -333,7 +393,11 @@ pub async fn emulate(id: &PipelineId, a: EmulateArgs) -> Result<EmulateReport> {
     if let Some(k) = &a.api_key {
         head = head.header("x-api-key", k);
     }
-    head.send().await.with_context(|| format!("cannot reach the ingest API at {} (is `pinpipe serve` running?)", a.api))?;
+    let mut head = head.build()?;
+    if let Some(signer) = &shared.signer {
+        signer.sign(&mut head).await?;
+    }
+    shared.client.execute(head).await.with_context(|| format!("cannot reach the ingest API at {} (is `pinpipe serve` running?)", a.api))?;
     let bar = if a.quiet { indicatif::ProgressBar::hidden() } else { ui::bar(count, "posting") };
     let next = Arc::new(AtomicU64::new(0));
     let (started, cpu_at_start) = (Instant::now(), crate::bench::cpu_seconds());
@@ -427,13 +491,25 @@ async fn send_with_retries(s: &Shared, kind: Kind, mut values: Vec<&[u8]>) {
         if let Some(k) = &s.api_key {
             req = req.header("x-api-key", k);
         }
-        let sent = Instant::now();
-        let result = match req.send().await {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                r.bytes().await.map(|b| (status, b)).map_err(|e| e.to_string())
+        // Signed per attempt: a signature is valid for minutes, and retries may wait longer.
+        let prepared = async {
+            let mut req = req.build().map_err(|e| e.to_string())?;
+            if let Some(signer) = &s.signer {
+                signer.sign(&mut req).await.map_err(|e| format!("{e:#}"))?;
             }
-            Err(e) => Err(e.to_string()),
+            Ok::<_, String>(req)
+        }
+        .await;
+        let sent = Instant::now();
+        let result = match prepared {
+            Err(e) => Err(e),
+            Ok(req) => match s.client.execute(req).await {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    r.bytes().await.map(|b| (status, b)).map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            },
         };
         let ms = sent.elapsed().as_secs_f64() * 1e3;
         let (status_key, retry) = {

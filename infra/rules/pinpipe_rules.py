@@ -480,7 +480,9 @@ class OneDashboard(PinpipeRule):
         if not dashboards:
             return [RuleMatch(["Resources"], "no AWS::CloudWatch::Dashboard: declare one with the alarms' figures")]
         body = " ".join(str(props(d).get("DashboardBody")) for d in dashboards.values())
-        missing = sorted({m for a in alarms(cfn).values() for _, m, _ in alarm_metrics(a) if f'"{m}"' not in body})
+        # A metric is shown when the body names it, literally or as a value of its Sub map.
+        missing = sorted({m for a in alarms(cfn).values() for _, m, _ in alarm_metrics(a)
+                          if f'"{m}"' not in body and f"'{m}'" not in body})
         if missing:
             return [RuleMatch(["Resources", next(iter(dashboards))], f"the dashboard does not show {', '.join(missing)}")]
         return []
@@ -718,6 +720,9 @@ class PayForUse(PinpipeRule):
             for ms in as_list(props(api).get("MethodSettings")):
                 if isinstance(ms, dict) and evaluate(cfn, ms.get("MetricsEnabled")) in (True, "true"):
                     bad(["Resources", name], f"{name} enables detailed (per-method) metrics by default: make it a parameter, off")
+        for name, api in resources(cfn, "AWS::Serverless::HttpApi").items():
+            if evaluate(cfn, (props(api).get("DefaultRouteSettings") or {}).get("DetailedMetricsEnabled")) in (True, "true"):
+                bad(["Resources", name], f"{name} enables detailed (per-route) metrics by default: make it a parameter, off")
         for name, sm in resources(cfn, "AWS::Serverless::StateMachine").items():
             if evaluate(cfn, (props(sm).get("Tracing") or {}).get("Enabled")) in (True, "true"):
                 bad(["Resources", name], f"{name} traces with X-Ray by default: make it a parameter, off")

@@ -180,7 +180,14 @@ impl Ingest {
         let started = std::time::Instant::now();
         let reply = self.dispatch(method, path, content_type, body).await;
         let ms = started.elapsed().as_secs_f64() * 1e3;
-        tracing::info!(method, path, status = reply.status, bytes = body.len(), ms, "request");
+        // Per request at debug level: on the most-invoked function an info line per request is
+        // most of the log bill, and API Gateway's access log already has method, path, status
+        // and latency. A server error stays visible.
+        if reply.status >= 500 {
+            tracing::warn!(method, path, status = reply.status, bytes = body.len(), ms, "request failed");
+        } else {
+            tracing::debug!(method, path, status = reply.status, bytes = body.len(), ms, "request");
+        }
         let r = route(path);
         let kind = match r {
             Route::Topic(t) => self.topic_kind(t),
