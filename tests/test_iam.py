@@ -10,16 +10,14 @@ template uses, `s3:prefix` on ListBucket, from the same policy documents.
 """
 import ast
 import fnmatch
-import io
 import json
 import urllib.parse
-import zipfile
 
 import boto3
 import pytest
 
 from conftest import REPO, free_port, run
-from test_infra import REGION, TEMPLATE, aws, strip_moto_gaps, translate
+from test_infra import REGION, aws, strip_moto_gaps, uploaded_and_translated
 
 PID = "121ca9f7ce2b"
 FUNCTIONS = ["KafkaSinkFunction", "KinesisSinkFunction", "BatchAnalysisFunction"]
@@ -77,12 +75,7 @@ def test_every_function_does_its_work_with_only_its_policy(enforcing_moto, tmp_p
     admin = {"AWS_ENDPOINT_URL": endpoint}
     s3, ec2, cf, iam = (aws(s, admin) for s in ("s3", "ec2", "cloudformation", "iam"))
 
-    s3.create_bucket(Bucket="pinpipe-artifacts")
-    code = io.BytesIO()
-    with zipfile.ZipFile(code, "w") as z:
-        z.writestr("bootstrap", "#!/bin/sh\n")
-    s3.put_object(Bucket="pinpipe-artifacts", Key="pinpipe.zip", Body=code.getvalue())
-    translated = translate(TEMPLATE, "pinpipe-artifacts", "pinpipe.zip")
+    translated = uploaded_and_translated(s3, "pinpipe-artifacts")
     translated["Resources"].pop("PipelineTopics")  # answered by a broker; tests/test_infra.py covers it
     params = {"MskClusterArn": f"arn:aws:kafka:{REGION}:123456789012:cluster/pinpipe/0b1c2d3e-1",
               "MskBootstrapServers": "b-1.pinpipe.kafka.us-east-1.amazonaws.com:9098", "TopicReplicationFactor": "0"}

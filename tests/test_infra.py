@@ -277,16 +277,20 @@ def aws(service, env):
                         aws_access_key_id="test", aws_secret_access_key="test")
 
 
-def test_sam_template_deploys_on_moto_cloudformation(moto_s3, procs, tmp_path):
-    env = moto_s3
-    s3, ec2, cf = aws("s3", env), aws("ec2", env), aws("cloudformation", env)
-    s3.create_bucket(Bucket="pinpipe-artifacts")
+def uploaded_and_translated(s3, bucket):
+    """A placeholder function bundle in `bucket` and the template translated to point at it."""
+    s3.create_bucket(Bucket=bucket)
     code = io.BytesIO()
     with zipfile.ZipFile(code, "w") as z:
         z.writestr("bootstrap", "#!/bin/sh\n")
-    s3.put_object(Bucket="pinpipe-artifacts", Key="pinpipe.zip", Body=code.getvalue())
+    s3.put_object(Bucket=bucket, Key="pinpipe.zip", Body=code.getvalue())
+    return translate(TEMPLATE, bucket, "pinpipe.zip")
 
-    translated = translate(TEMPLATE, "pinpipe-artifacts", "pinpipe.zip")
+
+def test_sam_template_deploys_on_moto_cloudformation(moto_s3, procs, tmp_path):
+    env = moto_s3
+    s3, ec2, cf = aws("s3", env), aws("ec2", env), aws("cloudformation", env)
+    translated = uploaded_and_translated(s3, "pinpipe-artifacts")
     assert not any(r["Type"].startswith("AWS::Serverless::") for r in translated["Resources"].values())
     params = {"MskClusterArn": f"arn:aws:kafka:{REGION}:123456789012:cluster/pinpipe/0b1c2d3e-1"}
     stack_template, removed = strip_moto_gaps(translated, params)
@@ -579,12 +583,7 @@ def test_kinesis_only_stack_has_no_kafka_vpc_or_endpoints(moto_s3, api):
     ApiType=http it has an HTTP API and no REST API, key or usage plan."""
     env = moto_s3
     s3, cf, lam, ec2 = aws("s3", env), aws("cloudformation", env), aws("lambda", env), aws("ec2", env)
-    s3.create_bucket(Bucket="pinpipe-artifacts-k")
-    code = io.BytesIO()
-    with zipfile.ZipFile(code, "w") as z:
-        z.writestr("bootstrap", "#!/bin/sh\n")
-    s3.put_object(Bucket="pinpipe-artifacts-k", Key="pinpipe.zip", Body=code.getvalue())
-    translated = translate(TEMPLATE, "pinpipe-artifacts-k", "pinpipe.zip")
+    translated = uploaded_and_translated(s3, "pinpipe-artifacts-k")
     stack_template, removed = strip_moto_gaps(translated, api)
     endpoints_before = len(ec2.describe_vpc_endpoints()["VpcEndpoints"])
     groups_before = len(ec2.describe_security_groups()["SecurityGroups"])

@@ -29,8 +29,9 @@ def test_scheduled_analysis_catches_up_analyzes_and_reruns_identically(tmp_path,
     s3.create_bucket(Bucket="sched")
     src = tmp_path / "gen"
     run("generate", "--rows", 500, "--duplicates", 0.1, "--out", src)
+    # The sinks' layout (contract §3): the scheduled catch-up reads `topics/` of its landing only.
     for kind in ("pin", "geo", "user"):
-        s3.upload_file(str(src / f"{kind}.jsonl"), "sched", f"landing/{kind}.jsonl")
+        s3.upload_file(str(src / f"{kind}.jsonl"), "sched", f"landing/topics/{ID}.{kind}/partition=0/{ID}.{kind}+0+0000000000.json")
     env = dict(moto_s3, PINPIPE_ID=ID, PINPIPE_TABLES="s3://sched/tables", PINPIPE_LANDING="s3://sched/landing",
                PINPIPE_REPORTS="s3://sched", PINPIPE_COMPACT_MIN_FILES="2", PINPIPE_VACUUM_RETENTION_HOURS="0")
 
