@@ -30,7 +30,8 @@ enum BenchWhat {
         /// Posts to generate.
         #[arg(long, default_value_t = 1_000_000)]
         posts: u64,
-        /// Working directory (default: a fresh one under the system temp dir).
+        /// Working directory (default: a fresh one under the system temp dir); a directory
+        /// `pinpipe bench` did not make is refused, never emptied.
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Python with the `duckdb` package, for the reference.
@@ -46,7 +47,9 @@ enum BenchWhat {
         /// Also run against this S3 location (for example s3://bucket/bench on moto).
         #[arg(long)]
         s3: Option<String>,
-        /// Working directory (default: a fresh one under the system temp dir).
+        /// Working directory: the run in DIR/sink, the --history tables in DIR/history (default:
+        /// fresh ones under the system temp dir); a directory `pinpipe bench` did not make is
+        /// refused, never emptied.
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Batches to time (each with new offsets, as a live partition sends them); the median counts.
@@ -85,7 +88,8 @@ enum BenchWhat {
         /// Posts in the tables (plus 5% re-posts).
         #[arg(long, default_value_t = 1_000_000)]
         posts: u64,
-        /// Where the tables are cached (default /var/tmp/pinpipe-bench-analysis-<N>).
+        /// Where the tables are cached (default /var/tmp/pinpipe-bench-analysis-<N>); a directory
+        /// `pinpipe bench` did not make is refused, never emptied.
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Python with the `duckdb` and `deltalake` packages, for the reference.
@@ -100,7 +104,8 @@ enum BenchWhat {
         /// Posts per append.
         #[arg(long, default_value_t = 100)]
         rows: u64,
-        /// Working directory (default: a fresh one under the system temp dir).
+        /// Working directory (default: a fresh one under the system temp dir); a directory
+        /// `pinpipe bench` did not make is refused, never emptied.
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -112,9 +117,17 @@ pub async fn run(id: &PipelineId, a: BenchArgs) -> Result<()> {
         BenchWhat::Analysis { posts, dir, python } => analysis(id, posts, dir, &python).await,
         BenchWhat::Maintenance { appends, rows, dir } => maintenance(id, appends, rows, dir).await,
         BenchWhat::Sink { records, s3, dir, batches, history } => {
-            sink(id, records, s3.clone(), dir, batches.max(1)).await?;
+            // With --dir, the run and the cached history live under it, each in its own folder.
+            let (run_dir, history_dir) = match &dir {
+                Some(d) => {
+                    ui::claim_dir(d, "bench")?;
+                    (Some(d.join("sink")), d.join("history"))
+                }
+                None => (None, std::env::temp_dir().join("pinpipe-bench-history")),
+            };
+            sink(id, records, s3.clone(), run_dir, batches.max(1)).await?;
             if history > 0 {
-                sink_history(id, records, history, batches.max(1), s3).await?;
+                sink_history(id, records, history, batches.max(1), s3, &history_dir).await?;
             }
             Ok(())
         }
@@ -193,9 +206,7 @@ fn same_files(a: &Path, b: &Path, names: &[&str]) -> Vec<String> {
 /// Empties `dir` and generates `posts` posts (plus 5% re-posts, seed 42) into `dir/landing` in
 /// the Kafka landing layout: the input `bench batch` and `bench analysis` share.
 async fn fresh_landing(id: &PipelineId, posts: u64, dir: &Path) -> Result<(GenConfig, PathBuf)> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
+    ui::replace_dir(dir, "bench")?;
     let landing = dir.join("landing");
     let cfg = GenConfig { posts, seed: 42, duplicates: 0.05 };
     let bar = ui::bar(cfg.total_rows(), "generating landing");
@@ -332,9 +343,7 @@ async fn maintenance(id: &PipelineId, appends: u64, rows: u64, dir: Option<PathB
     use pinpipe_core::Kind;
 
     let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("pinpipe-bench-maintenance-{appends}")));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
+    ui::replace_dir(&dir, "bench")?;
     let tables = Location::parse(&dir.display().to_string())?;
     let mut t = Tables::open(&tables, id).await?;
     let cfg = GenConfig { posts: appends * rows, seed: 7, duplicates: 0.0 };
@@ -475,10 +484,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn sink(id: &PipelineId, records: u64, s3: Option<String>, dir: Option<PathBuf>, batches: u64) -> Result<()> {
     use pinpipe_core::Kind;
     let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("pinpipe-bench-sink-{records}")));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir)?;
+    ui::replace_dir(&dir, "bench")?;
     let posts = records.div_ceil(3);
     let warm = msk_event(id, 10, 0);
     let events: Vec<serde_json::Value> = (0..batches).map(|b| msk_event(id, posts, 10 + b * posts)).collect();
@@ -562,9 +568,7 @@ async fn build_history(id: &PipelineId, dir: &Path, commits: u64) -> Result<(Str
     if cached.exists() {
         return Ok(out);
     }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir)?;
-    }
+    ui::replace_dir(dir, "bench")?;
     let mut t = Tables::open(&Location::parse(&out.0)?, id).await?;
     std::fs::create_dir_all(&landing)?;
     let store = Location::parse(&out.1)?.store()?;
@@ -643,9 +647,9 @@ async fn next_offset(id: &PipelineId, tables: &str) -> Result<u64> {
 
 /// The sink's per-batch time into fresh tables and into tables with `commits` of history, and
 /// the analysis' quality-count read at both, after the daily maintenance.
-async fn sink_history(id: &PipelineId, records: u64, commits: u64, batches: u64, s3: Option<String>) -> Result<()> {
+async fn sink_history(id: &PipelineId, records: u64, commits: u64, batches: u64, s3: Option<String>, base: &Path) -> Result<()> {
     use pinpipe_core::Kind;
-    let base = std::env::temp_dir().join("pinpipe-bench-history");
+    ui::claim_dir(base, "bench")?;
     let hist_dir = base.join(format!("history-{commits}"));
     let (mut hist_tables, mut hist_landing) = build_history(id, &hist_dir, commits).await?;
     let mut fresh_root = None;
@@ -663,9 +667,7 @@ async fn sink_history(id: &PipelineId, records: u64, commits: u64, batches: u64,
     let warm = msk_event(id, 10, first - 10);
     let events: Vec<serde_json::Value> = (0..batches).map(|b| msk_event(id, posts, first + b * posts)).collect();
     let fresh = base.join("fresh");
-    if fresh.exists() {
-        std::fs::remove_dir_all(&fresh)?;
-    }
+    ui::replace_dir(&fresh, "bench")?;
     let (fresh_t, fresh_l) = match &fresh_root {
         Some(url) => (format!("{url}/tables"), format!("{url}/landing")),
         None => (fresh.join("tables").display().to_string(), fresh.join("landing").display().to_string()),

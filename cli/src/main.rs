@@ -234,7 +234,8 @@ struct DemoArgs {
     duplicates: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Working directory (landing/, tables/, out/); replaced on each run.
+    /// Working directory (landing/, tables/, out/); replaced on each run. A directory
+    /// `pinpipe demo` did not make is refused, never emptied.
     #[arg(long, default_value = "pinpipe-demo")]
     dir: PathBuf,
 }

@@ -59,26 +59,42 @@ pub fn spinner(msg: &'static str) -> ProgressBar {
     s
 }
 
-/// The demo owns its directory: a previous demo's output (marked) is replaced, anything
-/// else already there is refused rather than deleted.
-pub fn fresh_demo_dir(dir: &Path) -> Result<PathBuf> {
-    let marker = dir.join(".pinpipe-demo");
+/// Makes `dir` a working directory of `pinpipe <command>`: a directory that command made
+/// before (it holds the command's marker file) or an empty or missing one is taken and
+/// marked; anything else is refused rather than touched, so a mistyped --dir never costs
+/// a user's files.
+pub fn claim_dir(dir: &Path, command: &str) -> Result<()> {
+    let marker = dir.join(format!(".pinpipe-{command}"));
     if dir.exists() {
         let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
         anyhow::ensure!(
             empty || marker.exists(),
-            "{} exists and was not made by `pinpipe demo`; pass --dir with a new directory",
+            "{} exists and was not made by `pinpipe {command}`; pass --dir with a new directory",
             dir.display()
         );
-        for sub in ["landing", "tables", "out"] {
-            let p = dir.join(sub);
-            if p.exists() {
-                std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
-            }
-        }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(&marker, b"made by pinpipe demo\n").with_context(|| format!("writing {}", marker.display()))?;
+    std::fs::write(&marker, format!("made by pinpipe {command}\n")).with_context(|| format!("writing {}", marker.display()))?;
+    Ok(())
+}
+
+/// `claim_dir`, then emptied: the command's earlier output in it is replaced.
+pub fn replace_dir(dir: &Path, command: &str) -> Result<()> {
+    claim_dir(dir, command)?;
+    std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    claim_dir(dir, command)
+}
+
+/// The demo owns its directory: a previous demo's output is replaced, anything else already
+/// there is refused rather than deleted (`claim_dir`).
+pub fn fresh_demo_dir(dir: &Path) -> Result<PathBuf> {
+    claim_dir(dir, "demo")?;
+    for sub in ["landing", "tables", "out"] {
+        let p = dir.join(sub);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
     Ok(dir.to_path_buf())
 }
 
