@@ -382,8 +382,24 @@ async fn analyze(id: &PipelineId, tables: &Location, out: &Location) -> Result<r
     Ok(run)
 }
 
+/// Commands that read stop here on a root without this pipeline's tables, before anything
+/// could create one: a mistyped --id or --tables must not leave empty tables in a bucket.
+async fn require_tables(root: &Location, id: &PipelineId) -> Result<()> {
+    for name in Kind::ALL.iter().map(|k| id.table(*k)).chain([id.quarantine_table()]) {
+        if pinpipe_core::delta::open(root, &name).await?.is_some() {
+            return Ok(());
+        }
+    }
+    anyhow::bail!(
+        "no pinpipe tables for id '{}' under {}; pass --id (or check --tables, or run `pinpipe clean` or the sinks first)",
+        id.as_str(),
+        root.display()
+    )
+}
+
 async fn cmd_analyze(id: &PipelineId, a: AnalyzeArgs) -> Result<()> {
     let tables = Location::parse_existing(&a.tables)?;
+    require_tables(&tables, id).await?;
     let out = Location::parse(&a.out)?;
     let run = analyze(id, &tables, &out).await?;
     ui::print_results(&run, &tables, &out);
@@ -418,6 +434,7 @@ async fn cmd_fault_schedules(a: FaultSchedulesArgs) -> Result<()> {
 async fn cmd_replay(id: &PipelineId, a: ReplayArgs) -> Result<()> {
     let Some(from) = a.from else {
         let tables = Location::parse_existing(&a.tables)?;
+        require_tables(&tables, id).await?;
         let report = pinpipe_core::replay::replay_quarantine(&tables, id, a.reason.as_deref(), a.dry_run).await?;
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -432,6 +449,10 @@ async fn cmd_replay(id: &PipelineId, a: ReplayArgs) -> Result<()> {
         _ => None,
     })?;
     let from = Location::parse_existing(&from)?;
+    if a.dry_run {
+        // A real replay may be the first write to new tables; a dry run only reads.
+        require_tables(&cfg.tables, id).await?;
+    }
     let report = pinpipe_core::replay::replay_from(&cfg, &from, a.dry_run).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
@@ -440,6 +461,8 @@ async fn cmd_replay(id: &PipelineId, a: ReplayArgs) -> Result<()> {
 async fn cmd_forget(id: &PipelineId, a: ForgetArgs) -> Result<()> {
     use pinpipe_core::forget::{self, Target};
     let tables = Location::parse_existing(&a.tables)?;
+    // Also for a real forget: it writes its ledger at this root, which must be the pipeline's.
+    require_tables(&tables, id).await?;
     let landing = a.landing.as_deref().map(Location::parse_existing).transpose()?;
     let target = match a.user {
         Some(name) => Target::User(name),
@@ -464,6 +487,7 @@ async fn cmd_forget(id: &PipelineId, a: ForgetArgs) -> Result<()> {
 
 async fn cmd_gaps(id: &PipelineId, a: GapsArgs) -> Result<()> {
     let root = Location::parse_existing(&a.tables)?;
+    require_tables(&root, id).await?;
     let mut tables = Tables::open(&root, id).await?;
     if let Some(close) = a.close {
         let [table, source, first, last] = close.as_slice() else { anyhow::bail!("--close takes TABLE SOURCE FIRST LAST") };
