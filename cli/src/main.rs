@@ -386,7 +386,7 @@ async fn analyze(id: &PipelineId, tables: &Location, out: &Location) -> Result<r
 /// could create one: a mistyped --id or --tables must not leave empty tables in a bucket.
 async fn require_tables(root: &Location, id: &PipelineId) -> Result<()> {
     for name in Kind::ALL.iter().map(|k| id.table(*k)).chain([id.quarantine_table()]) {
-        if pinpipe_core::delta::open(root, &name).await?.is_some() {
+        if pinpipe_core::delta::exists(root, &name).await? {
             return Ok(());
         }
     }

@@ -127,6 +127,11 @@ pub async fn update_if_newer(table: &mut DeltaTable, name: &str) -> Result<()> {
     table.update_state().await.map_err(|e| Error::delta(name, e))
 }
 
+/// Whether `root` holds a table `name` (its `_delta_log` has an object), without loading it.
+pub async fn exists(root: &Location, name: &str) -> Result<bool> {
+    has_log(&root.join(name)).await
+}
+
 /// Whether a Delta log exists at `table` (without creating anything).
 async fn has_log(table: &Location) -> Result<bool> {
     if let Some(p) = table.local_path() {
