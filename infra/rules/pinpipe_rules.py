@@ -600,17 +600,17 @@ class NoSilentStop(PinpipeRule):
     def match(self, cfn):
         out = []
         found = {n: a for n, a in alarms(cfn).items() if notifies(cfn, a)}
+        # Per notifying alarm, the (namespace, metric, function) it reads.
+        reads = [{(ns, m, d.get("function")) for ns, m, d in alarm_metrics(a)} for a in found.values()]
 
         def need(ok, what):
             if not ok:
                 out.append(RuleMatch(["Resources"], f"no silent stop: {what}"))
 
         for sink, accepted in (("kafka-sink", "KafkaAccepted"), ("kinesis-sink", "KinesisAccepted")):
-            need(any({("pinpipe", accepted, "ingest-api"), ("pinpipe", "Received", sink)} <=
-                     {(ns, m, d.get("function")) for ns, m, d in alarm_metrics(a)} for a in found.values()),
+            need(any({("pinpipe", accepted, "ingest-api"), ("pinpipe", "Received", sink)} <= r for r in reads),
                  f"no alarm compares the API's {accepted} with {sink}'s Received (a mapping stuck in PROBLEM never invokes it)")
-        need(any(("pinpipe", "Failed", "kinesis-sink") in {(ns, m, d.get("function")) for ns, m, d in alarm_metrics(a)}
-                 for a in found.values()), "no alarm on kinesis-sink's Failed records")
+        need(any(("pinpipe", "Failed", "kinesis-sink") in r for r in reads), "no alarm on kinesis-sink's Failed records")
         for name, r in resources(cfn, "AWS::Serverless::StateMachine", "AWS::Serverless::Function").items():
             for ev_name, ev in (props(r).get("Events") or {}).items():
                 dlc = ((ev or {}).get("Properties") or {}).get("DeadLetterConfig")
