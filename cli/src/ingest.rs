@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use pinpipe_core::generate::{self, GenConfig};
+use pinpipe_devtools::generate::{self, GenConfig};
 use pinpipe_core::{Kind, PipelineId};
 use pinpipe_ingest::api::MAX_BODY_BYTES;
 use pinpipe_ingest::{Ingest, IngestConfig, Reply};
@@ -630,8 +630,8 @@ pub struct ConsumeArgs {
 
 /// Feeds the sink handlers from a real broker and/or stream until idle or stopped.
 pub async fn consume(id: &PipelineId, a: ConsumeArgs) -> Result<()> {
-    use pinpipe_core::config::Config;
-    use pinpipe_ingest::consume::{self as c, ConsumeOptions};
+    use pinpipe_core::jobs::config::Config;
+    use crate::consume::{self as c, ConsumeOptions};
     use std::sync::atomic::AtomicBool;
     let (tables, landing) = (a.tables.clone(), a.landing.clone());
     let cfg = Config::from_lookup(|k| match k {
@@ -657,7 +657,7 @@ pub async fn consume(id: &PipelineId, a: ConsumeArgs) -> Result<()> {
     let kafka = async {
         match &a.kafka {
             Some(bootstrap) => {
-                let mut sink = pinpipe_core::handlers::KafkaSink::open(&cfg).await?;
+                let mut sink = pinpipe_core::jobs::handlers::KafkaSink::open(&cfg).await?;
                 println!("consuming {} from Kafka at {bootstrap}", id.topic(Kind::Pin).replace(".pin", ".{pin,geo,user}"));
                 anyhow::Ok(Some(c::consume_kafka(bootstrap, id, &mut sink, &opts, stop.clone()).await?))
             }
@@ -668,7 +668,7 @@ pub async fn consume(id: &PipelineId, a: ConsumeArgs) -> Result<()> {
         match &a.kinesis {
             Some(endpoint) => {
                 let client = pinpipe_ingest::kinesis::client(Some(endpoint.as_str()).filter(|e| !e.is_empty()), Duration::from_secs(10)).await;
-                let mut sink = pinpipe_core::handlers::KinesisSink::open(&cfg).await?;
+                let mut sink = pinpipe_core::jobs::handlers::KinesisSink::open(&cfg).await?;
                 println!("consuming {} from Kinesis", id.stream(Kind::Pin).replace("-pin", "-{pin,geo,user}"));
                 anyhow::Ok(Some(c::consume_kinesis(&client, id, &mut sink, &opts, stop.clone()).await?))
             }

@@ -1,6 +1,7 @@
 //! `pinpipe`: the pipeline's core code, run locally (contract §6).
 
 mod bench;
+mod consume;
 mod ingest;
 mod ui;
 
@@ -9,9 +10,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use pinpipe_core::generate::{self, GenConfig};
-use pinpipe_core::pipeline::{self, Tables};
-use pinpipe_core::run;
+use pinpipe_devtools::generate::{self, GenConfig};
+use pinpipe_core::writer::{self, Tables};
+use pinpipe_core::analysis::run;
 use pinpipe_core::storage::Location;
 use pinpipe_core::{Kind, PipelineId};
 
@@ -248,6 +249,11 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     ui::init_logging(cli.log_format);
+    // EMF metric lines, as the Lambdas write them (`pinpipe invoke`): PINPIPE_METRICS=emf.
+    pinpipe_core::metrics::configure(pinpipe_core::metrics::setting(
+        std::env::var("PINPIPE_METRICS").ok().as_deref(),
+        std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some(),
+    ));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -340,10 +346,10 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
 }
 
 /// Cleans `input` into `output`; shared by `clean` and `demo`.
-async fn clean(id: &PipelineId, input: &Location, output: &Location) -> Result<pipeline::CleanReport> {
+async fn clean(id: &PipelineId, input: &Location, output: &Location) -> Result<writer::CleanReport> {
     let mut tables = Tables::open(output, id).await?;
     let bar = ui::bytes_bar("cleaning landing");
-    let report = pipeline::clean_landing(input, &mut tables, &|done, total| {
+    let report = writer::clean_landing(input, &mut tables, &|done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })
@@ -375,7 +381,9 @@ fn keep_freed_memory() {
 
 async fn analyze(id: &PipelineId, tables: &Location, out: &Location) -> Result<run::AnalysisRun> {
     let spinner = ui::spinner("analyzing");
-    let run = run::analyze(tables, id, chrono::Utc::now()).await?;
+    // The one setting the CLI takes from the environment alone (it has no flag).
+    let part_rows = run::parse_part_rows(std::env::var("PINPIPE_ANALYSIS_PART_ROWS").ok().as_deref())?;
+    let run = run::analyze(tables, id, chrono::Utc::now(), part_rows).await?;
     run.write_tables(tables).await?;
     run.write_files(out).await?;
     spinner.finish_and_clear();
@@ -407,7 +415,7 @@ async fn cmd_analyze(id: &PipelineId, a: AnalyzeArgs) -> Result<()> {
 }
 
 async fn cmd_fault_schedules(a: FaultSchedulesArgs) -> Result<()> {
-    use pinpipe_core::schedules;
+    use pinpipe_devtools::fault_schedules;
     let root = a.root.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("pinpipe-fault-schedules-{}", std::process::id())).display().to_string()
     });
@@ -417,7 +425,7 @@ async fn cmd_fault_schedules(a: FaultSchedulesArgs) -> Result<()> {
     };
     let total = seeds.len();
     let spinner = ui::spinner("running fault schedules");
-    let results = schedules::run_schedules(seeds, &root, a.keep).await.map_err(anyhow::Error::msg)?;
+    let results = fault_schedules::run_schedules(seeds, &root, a.keep).await?;
     spinner.finish_and_clear();
     let mut failed = Vec::new();
     for (seed, r) in &results {
@@ -435,31 +443,29 @@ async fn cmd_replay(id: &PipelineId, a: ReplayArgs) -> Result<()> {
     let Some(from) = a.from else {
         let tables = Location::parse_existing(&a.tables)?;
         require_tables(&tables, id).await?;
-        let report = pinpipe_core::replay::replay_quarantine(&tables, id, a.reason.as_deref(), a.dry_run).await?;
+        let report = pinpipe_core::jobs::replay::replay_quarantine(&tables, id, a.reason.as_deref(), a.dry_run).await?;
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     };
     let landing = a.landing.context(
         "--from needs the landing the Kafka sink writes (--landing or PINPIPE_LANDING): replayed batches are landed too",
     )?;
-    let cfg = pinpipe_core::config::Config::from_lookup(|k| match k {
-        "PINPIPE_ID" => Some(id.as_str().to_string()),
-        "PINPIPE_TABLES" => Some(a.tables.clone()),
-        "PINPIPE_LANDING" => Some(landing.clone()),
-        _ => None,
-    })?;
+    let cfg = pinpipe_core::jobs::config::Config {
+        landing: Some(Location::parse(&landing)?),
+        ..pinpipe_core::jobs::config::Config::new(id.clone(), Location::parse(&a.tables)?)
+    };
     let from = Location::parse_existing(&from)?;
     if a.dry_run {
         // A real replay may be the first write to new tables; a dry run only reads.
         require_tables(&cfg.tables, id).await?;
     }
-    let report = pinpipe_core::replay::replay_from(&cfg, &from, a.dry_run).await?;
+    let report = pinpipe_core::jobs::replay::replay_from(&cfg, &from, a.dry_run).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 
 async fn cmd_forget(id: &PipelineId, a: ForgetArgs) -> Result<()> {
-    use pinpipe_core::forget::{self, Target};
+    use pinpipe_core::jobs::forget::{self, Target};
     let tables = Location::parse_existing(&a.tables)?;
     // Also for a real forget: it writes its ledger at this root, which must be the pipeline's.
     require_tables(&tables, id).await?;
@@ -479,7 +485,7 @@ async fn cmd_forget(id: &PipelineId, a: ForgetArgs) -> Result<()> {
             "forgotten. The replaced table files stay for readers of older table versions until the daily \
              maintenance's vacuum deletes them (PINPIPE_VACUUM_RETENTION_HOURS, {} h by default); \
              README \"Forgetting a user\" lists what else still holds them, and for how long.",
-            pinpipe_core::maintenance::MaintenanceConfig::default().vacuum_retention_hours
+            pinpipe_core::jobs::maintenance::MaintenanceConfig::default().vacuum_retention_hours
         );
     }
     Ok(())
@@ -523,7 +529,7 @@ async fn cmd_gaps(id: &PipelineId, a: GapsArgs) -> Result<()> {
 async fn cmd_invoke(a: InvokeArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.event).with_context(|| format!("reading event {}", a.event.display()))?;
     let not_a = |what: &str| format!("{} is not {what}", a.event.display());
-    let sink_config = pinpipe_core::config::Config::from_env;
+    let sink_config = pinpipe_core::jobs::config::Config::from_env;
     let response = match a.function {
         Function::IngestApi => {
             let event: serde_json::Value = serde_json::from_str(&text).with_context(|| not_a("JSON"))?;
@@ -532,22 +538,22 @@ async fn cmd_invoke(a: InvokeArgs) -> Result<()> {
         }
         Function::KafkaSink => {
             let event = serde_json::from_str(&text).with_context(|| not_a("an MSK (Kafka) event"))?;
-            let mut sink = pinpipe_core::handlers::KafkaSink::open(&sink_config()?).await?;
+            let mut sink = pinpipe_core::jobs::handlers::KafkaSink::open(&sink_config()?).await?;
             serde_json::to_value(sink.handle(event).await?)?
         }
         Function::KinesisSink => {
             let event = serde_json::from_str(&text).with_context(|| not_a("a Kinesis event"))?;
-            let mut sink = pinpipe_core::handlers::KinesisSink::open(&sink_config()?).await?;
+            let mut sink = pinpipe_core::jobs::handlers::KinesisSink::open(&sink_config()?).await?;
             serde_json::to_value(sink.handle(event).await?)?
         }
         Function::BatchAnalysis => {
             let event: serde_json::Value = serde_json::from_str(&text).with_context(|| not_a("JSON"))?;
-            if pinpipe_core::handlers::is_step_request(&event) {
+            if pinpipe_core::jobs::handlers::is_step_request(&event) {
                 let step = serde_json::from_value(event).with_context(|| not_a("a step request ({\"step\", \"time\"})"))?;
-                serde_json::to_value(pinpipe_core::handlers::batch_analysis_step(&sink_config()?, step).await?)?
+                serde_json::to_value(pinpipe_core::jobs::handlers::batch_analysis_step(&sink_config()?, step).await?)?
             } else {
                 let event = serde_json::from_value(event).with_context(|| not_a("an EventBridge event"))?;
-                serde_json::to_value(pinpipe_core::handlers::batch_analysis(&sink_config()?, event).await?)?
+                serde_json::to_value(pinpipe_core::jobs::handlers::batch_analysis(&sink_config()?, event).await?)?
             }
         }
     };
@@ -585,26 +591,21 @@ async fn cmd_demo(id: &PipelineId, a: DemoArgs) -> Result<()> {
         mock.create_topic(&id.topic(kind), 1, 1).context("creating the demo topics")?;
     }
     let bootstrap = mock.bootstrap_servers();
-    let ingest_cfg = pinpipe_ingest::IngestConfig::from_lookup(|k| match k {
-        "PINPIPE_ID" => Some(id.as_str().to_string()),
-        "PINPIPE_KAFKA_BROKERS" => Some(bootstrap.clone()),
-        "PINPIPE_KINESIS" => Some("off".into()),
-        _ => None,
-    })?;
+    let ingest_cfg = pinpipe_ingest::IngestConfig {
+        kafka_brokers: Some(bootstrap.clone()),
+        kinesis: false,
+        ..pinpipe_ingest::IngestConfig::new(id.clone())
+    };
     let api = pinpipe_ingest::Ingest::new(ingest_cfg).await?;
-    let sink_cfg = pinpipe_core::config::Config::from_lookup(|k| match k {
-        "PINPIPE_ID" => Some(id.as_str().to_string()),
-        "PINPIPE_TABLES" => Some(tables.display()),
-        "PINPIPE_LANDING" => Some(landing.display()),
-        _ => None,
-    })?;
-    let mut sink = pinpipe_core::handlers::KafkaSink::open(&sink_cfg).await?;
+    let sink_cfg =
+        pinpipe_core::jobs::config::Config { landing: Some(landing.clone()), ..pinpipe_core::jobs::config::Config::new(id.clone(), tables.clone()) };
+    let mut sink = pinpipe_core::jobs::handlers::KafkaSink::open(&sink_cfg).await?;
     // Posting and sinking run at once, as in production. The in-process broker keeps only the
     // newest 5 MB (compressed) of each partition, so posting waits while the sink is behind:
     // at most LAG_RECORDS + one chunk (about 10,000 per topic) unread.
     let total = cfg.total_rows() * 3;
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let opts = pinpipe_ingest::consume::ConsumeOptions {
+    let opts = crate::consume::ConsumeOptions {
         stop_after: Some(total),
         idle_exit: Some(std::time::Duration::from_secs(60)),
         received: Some(received.clone()),
@@ -626,7 +627,7 @@ async fn cmd_demo(id: &PipelineId, a: DemoArgs) -> Result<()> {
         }
         anyhow::Ok(sent)
     };
-    let sinking = pinpipe_ingest::consume::consume_kafka(&bootstrap, id, &mut sink, &opts, Arc::new(AtomicBool::new(false)));
+    let sinking = crate::consume::consume_kafka(&bootstrap, id, &mut sink, &opts, Arc::new(AtomicBool::new(false)));
     let (sent, r) = tokio::join!(posting, sinking);
     let (sent, r) = (sent?, r?);
     bar.finish_and_clear();

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use pinpipe_core::pipeline::CleanReport;
-use pinpipe_core::run::{fmt_time, AnalysisRun};
+use pinpipe_core::writer::CleanReport;
+use pinpipe_core::analysis::run::{fmt_time, AnalysisRun};
 use pinpipe_core::storage::Location;
 use polars::prelude::AnyValue;
 

@@ -3,14 +3,16 @@
 //! EventBridge schedule event runs the whole job in one invocation (`batch_analysis`).
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use pinpipe_core::config::{init_lambda_logging, Config};
-use pinpipe_core::handlers::{batch_analysis, batch_analysis_step, is_step_request};
+use pinpipe_core::jobs::config::Config;
+use pinpipe_core::logging::init_lambda_logging;
+use pinpipe_core::jobs::handlers::{batch_analysis, batch_analysis_step, is_step_request};
 use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_lambda_logging();
     let cfg = Config::from_env()?;
+    pinpipe_core::metrics::configure(cfg.metrics);
     let cfg = &cfg;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let payload = event.payload;

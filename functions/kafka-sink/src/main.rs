@@ -4,14 +4,16 @@
 
 use aws_lambda_events::kafka::KafkaEvent;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use pinpipe_core::config::{init_lambda_logging, Config};
-use pinpipe_core::handlers::KafkaSink;
+use pinpipe_core::jobs::config::Config;
+use pinpipe_core::logging::init_lambda_logging;
+use pinpipe_core::jobs::handlers::KafkaSink;
 use tokio::sync::Mutex;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_lambda_logging();
     let cfg = Config::from_env()?;
+    pinpipe_core::metrics::configure(cfg.metrics);
     let sink = Mutex::new(KafkaSink::open(&cfg).await?);
     let sink = &sink;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {

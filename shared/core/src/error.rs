@@ -36,6 +36,19 @@ pub enum Error {
     /// Delta's); the writer stages the batch again against the newer table and retries.
     #[error("table {table}: another writer committed the same source positions first ({detail})")]
     Conflict { table: String, detail: String },
+    /// A crash injected by the fault schedules (`Tables::inject_crash_after_quarantine`).
+    #[cfg(any(test, feature = "fault-injection"))]
+    #[error("injected crash between the quarantine and the data commit")]
+    InjectedCrash,
+}
+
+impl From<pinpipe_model::Error> for Error {
+    fn from(e: pinpipe_model::Error) -> Self {
+        match e {
+            pinpipe_model::Error::Config(m) => Error::Config(m),
+            pinpipe_model::Error::Input { path, reason } => Error::Input { path, reason },
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -64,17 +77,4 @@ impl Error {
     }
 }
 
-/// An error with its sources on one line, each message once (SDK errors nest their causes).
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let msg = s.to_string();
-        if !text.contains(&msg) {
-            text.push_str(": ");
-            text.push_str(&msg);
-        }
-        cur = s.source();
-    }
-    text
-}
+pub use pinpipe_model::error::chain;

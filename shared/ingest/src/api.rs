@@ -6,8 +6,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use pinpipe_core::record::invalid_reason;
-use pinpipe_core::Kind;
+use pinpipe_model::record::invalid_reason;
+use pinpipe_model::Kind;
+use lambda_http::request::{LambdaRequest, RequestContext, RequestOrigin};
+use lambda_http::{http, Body, Request, RequestExt, Response};
+
+use crate::error::Error;
 
 use crate::config::IngestConfig;
 use crate::json::compact;
@@ -158,7 +162,7 @@ fn media_type(content_type: Option<&str>) -> String {
 
 impl Ingest {
     /// Builds the producers the configuration asks for.
-    pub async fn new(cfg: IngestConfig) -> pinpipe_core::Result<Self> {
+    pub async fn new(cfg: IngestConfig) -> Result<Self, Error> {
         let kafka = match &cfg.kafka_brokers {
             Some(b) => Some(KafkaProducer::new(&cfg, b)?),
             None => None,
@@ -199,7 +203,7 @@ impl Ingest {
         let accepted = reply.status == 200 && method != "GET";
         let to_kafka = accepted && matches!(r, Route::Topic(_));
         let to_kinesis = accepted && matches!(r, Route::StreamRecord(_) | Route::StreamRecords(_));
-        use pinpipe_core::metrics::{emit, Unit};
+        use pinpipe_model::metrics::{emit, Unit};
         emit("ingest-api", kind.map_or("none", |k| k.as_str()), &[
             ("Requests", Unit::Count, 1.0),
             ("KafkaAccepted", Unit::Count, f64::from(u8::from(to_kafka))),
@@ -462,50 +466,7 @@ fn put_error(e: PutError) -> Reply {
     }
 }
 
-/// A request's parts as API Gateway delivers them (REST v1 or HTTP v2 payload).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GatewayRequest {
-    pub method: String,
-    pub path: String,
-    pub content_type: Option<String>,
-    pub body: Vec<u8>,
-}
-
-impl GatewayRequest {
-    /// Reads an API Gateway proxy event; `None` names what is missing.
-    pub fn from_event(event: &Value) -> Result<Self, String> {
-        use base64::Engine;
-        let v2 = event.get("version").and_then(Value::as_str) == Some("2.0");
-        let (method, path) = if v2 {
-            (event.pointer("/requestContext/http/method"), event.get("rawPath"))
-        } else {
-            (event.get("httpMethod"), event.get("path"))
-        };
-        let method = method.and_then(Value::as_str).ok_or("no httpMethod (v1) or requestContext.http.method (v2)")?;
-        let path = path.and_then(Value::as_str).ok_or("no path (v1) or rawPath (v2)")?;
-        let content_type = event
-            .get("headers")
-            .and_then(Value::as_object)
-            .and_then(|h| h.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type")))
-            .and_then(|(_, v)| v.as_str())
-            .map(str::to_string);
-        let text = event.get("body").and_then(Value::as_str).unwrap_or("");
-        let body = if event.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false) {
-            base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("body is not base64: {e}"))?
-        } else {
-            text.as_bytes().to_vec()
-        };
-        Ok(GatewayRequest { method: method.to_string(), path: path.to_string(), content_type, body })
-    }
-}
-
 impl Reply {
-    /// The proxy-integration response API Gateway expects (v1 and v2 accept the same fields).
-    pub fn to_gateway_response(&self) -> Value {
-        json!({"statusCode": self.status, "headers": {"content-type": self.content_type},
-               "body": self.body, "isBase64Encoded": false})
-    }
-
     /// A body over the limit, refused before it was read whole (`pinpipe serve`).
     pub fn too_large(path: &str) -> Reply {
         let message = format!("body is over the {MAX_BODY_BYTES}-byte limit");
@@ -518,20 +479,56 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// The reply as lambda_http's response (it encodes it for whichever service called).
+    pub fn to_response(&self) -> Response<Body> {
+        let mut resp = Response::new(Body::from(self.body.clone()));
+        *resp.status_mut() = http::StatusCode::from_u16(self.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(self.content_type));
+        resp
+    }
+}
+
 impl Ingest {
-    /// Any event the ingest function receives: an API Gateway request, or a request of the
-    /// `Custom::KafkaTopics` resource (crate::topics). The Lambda and `pinpipe invoke` both
-    /// come here.
-    pub async fn handle_lambda_event(&self, event: &Value) -> Result<Value, String> {
-        if crate::topics::is_custom_resource_event(event) {
-            return crate::topics::handle_custom_resource(&self.cfg, event).await;
+    /// One event as lambda_http delivers it: an HTTP request (API Gateway REST API, HTTP API or
+    /// a Function URL, all with the same routes and replies) or, passed through, a request of
+    /// the stack's `Custom::KafkaTopics` resource (crate::topics). Err only for an event that
+    /// is neither, or a custom-resource answer that could not be delivered.
+    pub async fn handle_http(&self, req: Request) -> Result<Response<Body>, Error> {
+        if matches!(req.request_context_ref(), Some(RequestContext::PassThrough)) {
+            let event: Value = serde_json::from_slice(req.body()).map_err(|e| Error::Event(e.to_string()))?;
+            if !crate::topics::is_custom_resource_event(&event) {
+                return Err(Error::Event("it has no httpMethod, requestContext.http or RequestType".into()));
+            }
+            let answer = crate::topics::handle_custom_resource(&self.cfg, &event).await?;
+            let mut resp = Response::new(Body::from(answer.to_string()));
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            return Ok(resp);
         }
-        self.handle_event(event).await
+        let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        Ok(self.handle(req.method().as_str(), req.raw_http_path(), content_type, req.body()).await.to_response())
     }
 
-    /// One API Gateway event, answered as a proxy-integration response.
-    pub async fn handle_event(&self, event: &Value) -> Result<Value, String> {
-        let req = GatewayRequest::from_event(event)?;
-        Ok(self.handle(&req.method, &req.path, req.content_type.as_deref(), &req.body).await.to_gateway_response())
+    /// Any event as JSON (`pinpipe invoke ingest-api` and the tests): read as lambda_http
+    /// reads it, through `handle_http`, and answered as an API Gateway proxy integration (or,
+    /// for a custom-resource request, with the answer sent to CloudFormation).
+    /// A hand-written REST event may leave out `requestContext` (API Gateway always sends it);
+    /// it is read as one that names the request's method.
+    pub async fn handle_lambda_event(&self, event: &Value) -> Result<Value, Error> {
+        let mut event = event.clone();
+        if let Some(obj) = event.as_object_mut() {
+            if let Some(method) = obj.get("httpMethod").cloned() {
+                obj.entry("requestContext").or_insert_with(|| json!({ "httpMethod": method }));
+            }
+        }
+        let req: LambdaRequest = serde_json::from_value(event).map_err(|e| Error::Event(e.to_string()))?;
+        let passed_through = matches!(req.request_origin(), RequestOrigin::PassThrough);
+        let resp = self.handle_http(Request::from(req)).await?;
+        if passed_through {
+            return serde_json::from_slice(resp.body()).map_err(|e| Error::Event(e.to_string()));
+        }
+        let content_type = resp.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        Ok(json!({"statusCode": resp.status().as_u16(), "headers": {"content-type": content_type},
+                  "body": String::from_utf8_lossy(resp.body()), "isBase64Encoded": false}))
     }
 }

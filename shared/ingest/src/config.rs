@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use pinpipe_core::{Error, Kind, PipelineId, Result};
+use pinpipe_model::{Kind, PipelineId};
+
+use crate::error::{Error, Result};
 
 /// How the producer authenticates to the brokers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,16 +35,37 @@ pub struct IngestConfig {
     /// requests arriving at the same moment. Each reply waits for its records' delivery, so
     /// this adds at most that much latency and saves broker round trips under load.
     pub linger_ms: u32,
+    /// The AWS region (`AWS_REGION`, set by Lambda), which signs MSK IAM tokens.
+    pub region: Option<String>,
+    /// Whether EMF metric lines are written (`PINPIPE_METRICS`, default on inside Lambda).
+    pub metrics: bool,
 }
 
 impl IngestConfig {
+    /// The defaults for pipeline `id`: its three topics and streams, no brokers (the Kafka
+    /// routes answer 503), Kinesis on, a 10 s produce timeout.
+    pub fn new(id: PipelineId) -> Self {
+        IngestConfig {
+            kafka_brokers: None,
+            kafka_auth: KafkaAuth::Plaintext,
+            topics: Kind::ALL.iter().map(|k| (id.topic(*k), *k)).collect(),
+            streams: Kind::ALL.iter().map(|k| (id.stream(*k), *k)).collect(),
+            kinesis: true,
+            produce_timeout: Duration::from_millis(10_000),
+            linger_ms: DEFAULT_LINGER_MS,
+            region: None,
+            metrics: false,
+            id,
+        }
+    }
+
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
     }
 
     /// Reads PINPIPE_ID, PINPIPE_KAFKA_BROKERS, PINPIPE_KAFKA_AUTH, PINPIPE_TOPICS,
-    /// PINPIPE_STREAMS, PINPIPE_KINESIS (default on), PINPIPE_PRODUCE_TIMEOUT_MS and
-    /// PINPIPE_KAFKA_LINGER_MS.
+    /// PINPIPE_STREAMS, PINPIPE_KINESIS (default on), PINPIPE_PRODUCE_TIMEOUT_MS,
+    /// PINPIPE_KAFKA_LINGER_MS, PINPIPE_METRICS, and Lambda's AWS_REGION.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let id = PipelineId::new(&get("PINPIPE_ID").ok_or_else(|| {
             Error::Config("PINPIPE_ID is not set (see README, Configuration)".into())
@@ -80,6 +103,8 @@ impl IngestConfig {
             kafka_auth,
             kinesis: !matches!(get("PINPIPE_KINESIS").as_deref(), Some("off" | "false" | "0")),
             produce_timeout: Duration::from_millis(timeout_ms.max(1)),
+            region: get("AWS_REGION"),
+            metrics: pinpipe_model::metrics::setting(get("PINPIPE_METRICS").as_deref(), get("AWS_LAMBDA_FUNCTION_NAME").is_some()),
             id,
         })
     }

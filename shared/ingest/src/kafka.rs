@@ -14,7 +14,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
 use crate::config::{IngestConfig, KafkaAuth};
-use pinpipe_core::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Signs MSK IAM tokens (SASL OAUTHBEARER) with the default AWS credential chain when asked.
 pub struct PinpipeContext {
@@ -158,7 +158,7 @@ impl KafkaProducer {
     }
 
     /// Partitions of `topic` as the brokers report them, or why they could not be read.
-    pub async fn partitions(&self, topic: &str) -> std::result::Result<Vec<i32>, String> {
+    pub async fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
         let producer = self.producer.clone();
         let (topic, timeout) = (topic.to_string(), self.timeout);
         tokio::task::spawn_blocking(move || {
@@ -170,7 +170,8 @@ impl KafkaProducer {
             Ok(t.partitions().iter().map(|p| p.id()).collect())
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Error::Kafka(e.to_string()))?
+        .map_err(Error::Kafka)
     }
 
     /// Waits for queued records (shutdown).
@@ -193,8 +194,10 @@ pub fn client_config(cfg: &IngestConfig, brokers: &str) -> Result<(ClientConfig,
         KafkaAuth::Plaintext => None,
         KafkaAuth::MskIam => {
             c.set("security.protocol", "SASL_SSL").set("sasl.mechanism", "OAUTHBEARER");
-            let region = std::env::var("AWS_REGION")
-                .map_err(|_| Error::Config("PINPIPE_KAFKA_AUTH=msk-iam needs AWS_REGION".into()))?;
+            let region = cfg
+                .region
+                .clone()
+                .ok_or_else(|| Error::Config("PINPIPE_KAFKA_AUTH=msk-iam needs AWS_REGION".into()))?;
             let rt = tokio::runtime::Handle::try_current()
                 .map_err(|_| Error::Config("Kafka clients must be built inside the async runtime".into()))?;
             Some((aws_config::Region::new(region), rt))

@@ -187,6 +187,6 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
                 _ => PutError::Refused { code, message },
             }
         }
-        _ => PutError::Unavailable(format!("Kinesis unreachable: {}", pinpipe_core::error::chain(&e))),
+        _ => PutError::Unavailable(format!("Kinesis unreachable: {}", pinpipe_model::error::chain(&e))),
     }
 }

@@ -80,15 +80,16 @@ fn posted_values(body: &str) -> Vec<Vec<u8>> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sample_events_v1_and_v2_reach_kafka_byte_for_byte_once() {
+async fn sample_events_rest_http_and_function_url_reach_kafka_byte_for_byte_once() {
     let mock = cluster();
     let brokers = mock.bootstrap_servers();
     let api = ingest(&brokers, 10_000).await;
     for kind in ["pin", "geo", "user"] {
         let mut expected = Vec::new();
-        for version in ["v1", "v2"] {
+        // REST API (v1), HTTP API (v2, stage prefix in rawPath) and Function URL (v2 payload).
+        for version in ["v1", "v2", "url"] {
             let ev = event(&format!("{version}-produce-{kind}.json"));
-            let resp = api.handle_event(&ev).await.unwrap();
+            let resp = api.handle_lambda_event(&ev).await.unwrap();
             assert_eq!(resp["statusCode"], 200, "{version} {kind}: {resp}");
             let body: Value = serde_json::from_str(resp["body"].as_str().unwrap()).unwrap();
             assert_eq!(body["offsets"][0]["error_code"], Value::Null);
@@ -144,7 +145,7 @@ async fn refused_requests_say_why_and_store_nothing() {
     let r = api.handle("POST", "/topics/other.pin", Some(kafka), body(vec![pin(json!({}))]).as_bytes()).await;
     assert_eq!((r.status, r.body.contains("40401")), (404, true), "{}", r.body);
     // The invalid sample event names the record and the field.
-    let resp = api.handle_event(&event("v2-produce-invalid.json")).await.unwrap();
+    let resp = api.handle_lambda_event(&event("v2-produce-invalid.json")).await.unwrap();
     assert_eq!(resp["statusCode"], 422);
     assert!(resp["body"].as_str().unwrap().contains("record 1 is not a valid pin record: field `title`"), "{resp}");
     // A datetime with an offset, numbers as strings, a null field: valid, stored as posted.
@@ -189,13 +190,13 @@ async fn listing_and_describing_topics_and_streams() {
     let mock = cluster();
     let api = ingest(&mock.bootstrap_servers(), 5000).await;
     for version in ["v1", "v2"] {
-        let r = api.handle_event(&event(&format!("{version}-list-topics.json"))).await.unwrap();
+        let r = api.handle_lambda_event(&event(&format!("{version}-list-topics.json"))).await.unwrap();
         let topics: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
         assert_eq!(topics, json!([format!("{ID}.pin"), format!("{ID}.geo"), format!("{ID}.user")]));
-        let r = api.handle_event(&event(&format!("{version}-describe-topic.json"))).await.unwrap();
+        let r = api.handle_lambda_event(&event(&format!("{version}-describe-topic.json"))).await.unwrap();
         assert_eq!(r["statusCode"], 200, "{r}");
         assert!(r["body"].as_str().unwrap().contains(r#""partitions":[{"partition":0}]"#), "{r}");
-        let r = api.handle_event(&event(&format!("{version}-list-streams.json"))).await.unwrap();
+        let r = api.handle_lambda_event(&event(&format!("{version}-list-streams.json"))).await.unwrap();
         assert!(r["body"].as_str().unwrap().contains(&format!("streaming-{ID}-geo")), "{r}");
     }
     assert_eq!(api.handle("GET", "/nothing/here", None, b"").await.status, 404);
@@ -286,7 +287,7 @@ mod topics {
         let brokers = mock.bootstrap_servers();
         let cfg = config(&brokers);
         let too_many = TopicsSpec { replication_factor: Some(3), ..spec(1) };
-        let err = ensure_topics(&cfg, &brokers, &too_many).await.unwrap_err();
+        let err = ensure_topics(&cfg, &brokers, &too_many).await.unwrap_err().to_string();
         assert!(err.contains("more than the cluster's 2 brokers") && err.contains("TopicReplicationFactor"), "{err}");
     }
 
@@ -378,6 +379,16 @@ mod topics {
         let (_, sent) = rx.await.unwrap();
         assert_eq!(sent["Status"], "FAILED", "{sent}");
         assert!(sent["Reason"].as_str().unwrap().contains("CreateTopics"), "{sent}");
+
+        // The same request through the Lambda's entry (lambda_http passes it through).
+        let api = Ingest::new(cfg.clone()).await.unwrap();
+        let (url, rx) = response_url().await;
+        let answer = api.handle_lambda_event(&event("Create", &url, &[&pin], "1")).await.unwrap();
+        let (_, sent) = rx.await.unwrap();
+        assert_eq!((sent["Status"].as_str(), &answer), (Some("SUCCESS"), &sent), "{sent}");
+        // Neither an HTTP request nor a custom-resource request: an error that says so.
+        let err = api.handle_lambda_event(&serde_json::json!({"hello": 1})).await.unwrap_err().to_string();
+        assert!(err.contains("not an API Gateway, Function URL or custom-resource event"), "{err}");
 
         // Bad properties: FAILED without touching Kafka.
         let (url, rx) = response_url().await;

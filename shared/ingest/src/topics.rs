@@ -18,6 +18,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use serde_json::{json, Value};
 
 use crate::config::{IngestConfig, KafkaAuth};
+use crate::error::Error;
 use crate::kafka::{client_config, PinpipeContext};
 
 /// Whether `event` is a CloudFormation custom-resource request rather than an API request.
@@ -45,7 +46,11 @@ pub fn auto_replication(brokers: usize) -> i32 {
 
 impl TopicsSpec {
     /// Reads `ResourceProperties` (CloudFormation passes numbers as strings).
-    pub fn from_properties(p: &Value) -> Result<Self, String> {
+    pub fn from_properties(p: &Value) -> Result<Self, Error> {
+        Self::parse(p).map_err(Error::Topics)
+    }
+
+    fn parse(p: &Value) -> Result<Self, String> {
         let topics: Vec<String> = p
             .get("Topics")
             .and_then(Value::as_array)
@@ -104,13 +109,17 @@ pub async fn ensure_topics(
     cfg: &IngestConfig,
     brokers: &str,
     spec: &TopicsSpec,
-) -> Result<BTreeMap<String, TopicOutcome>, String> {
+) -> Result<BTreeMap<String, TopicOutcome>, Error> {
+    ensure(cfg, brokers, spec).await.map_err(Error::Kafka)
+}
+
+async fn ensure(cfg: &IngestConfig, brokers: &str, spec: &TopicsSpec) -> Result<BTreeMap<String, TopicOutcome>, String> {
     let (config, context) = client_config(cfg, brokers).map_err(|e| e.to_string())?;
     let admin: Arc<AdminClient<PinpipeContext>> = Arc::new(
         config.create_with_context(context).map_err(|e| format!("Kafka admin client for {brokers}: {e}"))?,
     );
     if cfg.kafka_auth == KafkaAuth::MskIam {
-        set_msk_iam_token(&admin).await?;
+        set_msk_iam_token(&admin, cfg.region.as_deref()).await?;
     }
     let timeout = cfg.produce_timeout;
     let opts = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
@@ -194,8 +203,8 @@ async fn partition_counts(
 
 /// rdkafka's admin client never polls the queue that carries OAUTHBEARER refresh requests
 /// (its producer does), so the MSK IAM token is set on it directly before its first request.
-async fn set_msk_iam_token(admin: &AdminClient<PinpipeContext>) -> Result<(), String> {
-    let region = std::env::var("AWS_REGION").map_err(|_| "PINPIPE_KAFKA_AUTH=msk-iam needs AWS_REGION".to_string())?;
+async fn set_msk_iam_token(admin: &AdminClient<PinpipeContext>, region: Option<&str>) -> Result<(), String> {
+    let region = region.ok_or("PINPIPE_KAFKA_AUTH=msk-iam needs AWS_REGION")?.to_string();
     let (token, lifetime_ms) = tokio::time::timeout(
         Duration::from_secs(10),
         aws_msk_iam_sasl_signer::generate_auth_token(aws_config::Region::new(region)),
@@ -230,7 +239,7 @@ async fn set_msk_iam_token(admin: &AdminClient<PinpipeContext>) -> Result<(), St
 
 /// Handles one custom-resource request and answers it on its ResponseURL; returns the answer.
 /// Err only when the answer itself could not be delivered (then CloudFormation times out).
-pub async fn handle_custom_resource(cfg: &IngestConfig, event: &Value) -> Result<Value, String> {
+pub async fn handle_custom_resource(cfg: &IngestConfig, event: &Value) -> Result<Value, Error> {
     let request_type = event.get("RequestType").and_then(Value::as_str).unwrap_or("");
     let logical_id = event.get("LogicalResourceId").and_then(Value::as_str).unwrap_or("");
     let spec = TopicsSpec::from_properties(event.get("ResourceProperties").unwrap_or(&Value::Null));
@@ -245,9 +254,9 @@ pub async fn handle_custom_resource(cfg: &IngestConfig, event: &Value) -> Result
     let outcome: Result<Value, String> = match request_type {
         "Delete" => Ok(json!({"Topics": "kept (delete never removes topics or their records)"})),
         "Create" | "Update" => match (&spec, cfg.kafka_brokers.as_deref()) {
-            (Err(e), _) => Err(e.clone()),
+            (Err(e), _) => Err(e.to_string()),
             (_, None) => Err("PINPIPE_KAFKA_BROKERS is not set on the function".into()),
-            (Ok(spec), Some(brokers)) => ensure_topics(cfg, brokers, spec).await.map(|outcomes| {
+            (Ok(spec), Some(brokers)) => ensure(cfg, brokers, spec).await.map(|outcomes| {
                 let summary: Vec<String> = outcomes.iter().map(|(t, o)| format!("{t}: {o}")).collect();
                 tracing::info!(topics = %summary.join("; "), "kafka topics ensured");
                 json!({"Topics": spec.topics.join(","), "Outcome": summary.join("; ")})
@@ -273,8 +282,11 @@ pub async fn handle_custom_resource(cfg: &IngestConfig, event: &Value) -> Result
             answer["Reason"] = reason.into();
         }
     }
-    let url = event.get("ResponseURL").and_then(Value::as_str).ok_or("the event has no ResponseURL")?;
-    send_answer(url, &answer).await?;
+    let url = event
+        .get("ResponseURL")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::Topics("the event has no ResponseURL".into()))?;
+    send_answer(url, &answer).await.map_err(Error::Topics)?;
     Ok(answer)
 }
 

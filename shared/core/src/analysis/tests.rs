@@ -225,7 +225,7 @@ fn parts_merged_equal_one_pass() {
         for p in 0..parts {
             let take = |df: &DataFrame| {
                 let mask: BooleanChunked =
-                    df.column("ind").unwrap().i64().unwrap().iter().map(|i| i.map(|i| crate::delta::part_of(i, parts) == p)).collect();
+                    df.column("ind").unwrap().i64().unwrap().iter().map(|i| i.map(|i| crate::analysis::read::part_of(i, parts) == p)).collect();
                 df.filter(&mask).unwrap()
             };
             let part = Partials::of(Inputs { pin: take(&all.pin), geo: take(&all.geo), user: take(&all.user) }).unwrap();

@@ -1,0 +1,180 @@
+//! What a table's log says beyond its files: txn watermarks (the exactly-once keys), the
+//! checkpoint hint, and per-commit actions and metadata.
+
+use std::collections::HashMap;
+
+use arrow::array::{
+    Array,
+    StringArray,
+};
+use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::DeltaTable;
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+
+use crate::error::{Error, Result};
+
+/// Commit metadata key under which each cleaning commit stores its quality counts.
+pub const QUALITY_KEY: &str = "pinpipe.quality";
+
+/// Commit metadata key under which a `pinpipe forget` commit stores the quality counts of the
+/// records it removed, which the totals then leave out.
+pub const QUALITY_FORGOTTEN_KEY: &str = "pinpipe.quality_forgotten";
+
+/// The exactly-once watermark stored for `app_id`, if any.
+pub async fn txn_version(table: &DeltaTable, name: &str, app_id: &str) -> Result<Option<i64>> {
+    table
+        .snapshot()
+        .map_err(|e| Error::delta(name, e))?
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(|e| Error::delta(name, e))
+}
+
+/// Every txn action of a table as of one snapshot (app id → latest version), read once per
+/// snapshot instead of one log replay per app id, and brought forward by reading only the
+/// commits since the last read.
+#[derive(Debug, Clone, Default)]
+pub struct Txns {
+    /// The table version these are as of.
+    version: Option<u64>,
+    map: HashMap<String, i64>,
+}
+
+impl Txns {
+    pub fn get(&self, app_id: &str) -> Option<i64> {
+        self.map.get(app_id).copied()
+    }
+    pub fn app_ids(&self) -> impl Iterator<Item = &str> {
+        self.map.keys().map(String::as_str)
+    }
+
+    /// Brings these up to the table's loaded version: the commits after the one last read,
+    /// or, the first time (or when those commits are gone), the last checkpoint and the
+    /// commits after it.
+    pub async fn update(&mut self, table: &DeltaTable, name: &str) -> Result<()> {
+        let Some(target) = table.version() else { return Ok(()) };
+        if self.version == Some(target) {
+            return Ok(());
+        }
+        if let Some(from) = self.version.filter(|v| *v < target) {
+            if let Some(txns) = commit_actions(table, name, from + 1..=target, "txn").await? {
+                add_txns(&mut self.map, txns);
+                self.version = Some(target);
+                return Ok(());
+            }
+        }
+        let mut map = HashMap::new();
+        // Single-file checkpoints (what deltalake writes) at or below our version.
+        let checkpoint = last_checkpoint(table, name).await?.filter(|c| c.single_file && c.version <= target);
+        let start = match checkpoint {
+            Some(c) => {
+                let path = object_store::path::Path::from(format!("_delta_log/{:020}.checkpoint.parquet", c.version));
+                let storage = |e| Error::Storage { location: format!("{name}/{path}"), source: e };
+                let store = table.log_store().object_store(None);
+                let bytes = store.get(&path).await.map_err(storage)?.bytes().await.map_err(storage)?;
+                add_checkpoint_txns(&mut map, bytes).map_err(|e| Error::input(format!("{name}/{path}"), e.to_string()))?;
+                c.version + 1
+            }
+            None => 0,
+        };
+        let txns = commit_actions(table, name, start..=target, "txn").await?.ok_or_else(|| {
+            Error::input(format!("{name}/_delta_log"), "a commit after the last checkpoint is missing")
+        })?;
+        add_txns(&mut map, txns);
+        *self = Txns { version: Some(target), map };
+        Ok(())
+    }
+}
+
+pub(crate) fn add_txns(map: &mut HashMap<String, i64>, txns: Vec<serde_json::Value>) {
+    for t in txns {
+        if let (Some(app), Some(version)) = (t["appId"].as_str(), t["version"].as_i64()) {
+            map.insert(app.to_string(), version);
+        }
+    }
+}
+
+/// The `_delta_log/_last_checkpoint` hint: the last checkpoint's version, and whether it is
+/// one file (deltalake's kind) rather than several parts.
+pub struct LastCheckpoint {
+    pub version: u64,
+    pub single_file: bool,
+}
+
+/// The table's last checkpoint, if it has one.
+pub async fn last_checkpoint(table: &DeltaTable, name: &str) -> Result<Option<LastCheckpoint>> {
+    let path = object_store::path::Path::from("_delta_log/_last_checkpoint");
+    let storage = |e| Error::Storage { location: format!("{name}/{path}"), source: e };
+    let bytes = match table.log_store().object_store(None).get(&path).await {
+        Ok(got) => got.bytes().await.map_err(storage)?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(storage(e)),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    Ok(v["version"].as_u64().map(|version| LastCheckpoint {
+        version,
+        single_file: v.get("parts").is_none_or(|p| p.is_null()),
+    }))
+}
+
+/// The `key` actions (`txn`, `commitInfo`, …) of the commits `versions`, in commit order, as
+/// JSON; `None` when one of those commits is gone (log cleanup). Only lines naming `key` are
+/// parsed.
+pub async fn commit_actions(
+    table: &DeltaTable,
+    name: &str,
+    versions: std::ops::RangeInclusive<u64>,
+    key: &str,
+) -> Result<Option<Vec<serde_json::Value>>> {
+    let needle = format!("\"{key}\"");
+    let mut out = Vec::new();
+    for v in versions {
+        let Some(commit) = table.log_store().read_commit_entry(v).await.map_err(|e| Error::delta(name, e))? else {
+            return Ok(None);
+        };
+        for line in commit.split(|b| *b == b'\n') {
+            if memchr::memmem::find(line, needle.as_bytes()).is_none() {
+                continue;
+            }
+            if let Ok(mut action) = serde_json::from_slice::<serde_json::Value>(line) {
+                if let Some(value) = action.get_mut(key).map(serde_json::Value::take) {
+                    out.push(value);
+                }
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+pub(crate) fn add_checkpoint_txns(map: &mut HashMap<String, i64>, bytes: bytes::Bytes) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    use arrow::array::{Int64Array, StructArray};
+    use deltalake::parquet::arrow::ProjectionMask;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let Some(txn) = builder.parquet_schema().root_schema().get_fields().iter().position(|f| f.name() == "txn") else {
+        return Ok(());
+    };
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [txn]);
+    for batch in builder.with_projection(mask).build()? {
+        let batch = batch?;
+        let Some(col) = batch.column_by_name("txn").and_then(|c| c.as_any().downcast_ref::<StructArray>()) else { continue };
+        let (Some(apps), Some(versions)) = (
+            col.column_by_name("appId").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+            col.column_by_name("version").and_then(|c| c.as_any().downcast_ref::<Int64Array>()),
+        ) else {
+            continue;
+        };
+        for i in 0..col.len() {
+            if col.is_valid(i) && apps.is_valid(i) && versions.is_valid(i) {
+                map.insert(apps.value(i).to_string(), versions.value(i));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Commit metadata values stored under `key` across the table's history, newest first.
+pub async fn history_metadata(table: &DeltaTable, name: &str, key: &str) -> Result<Vec<serde_json::Value>> {
+    let infos: Vec<_> = table.history(None).try_collect().await.map_err(|e| Error::delta(name, e))?;
+    Ok(infos.into_iter().filter_map(|mut ci| ci.info.remove(key)).collect())
+}

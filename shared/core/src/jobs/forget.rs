@@ -1,0 +1,326 @@
+//! `pinpipe forget`: erasing one person's posts (a privacy request) from everything pinpipe
+//! stores: the cleaned tables, the quarantine's raw records and the raw landing.
+//!
+//! The order makes a crashed run safe to run again and leaves nothing that could bring the
+//! records back:
+//! 1. the `ind`s are added to the ledger (`_pinpipe_forgotten.json` at the tables' root), which
+//!    every writer reads with its tables and obeys: a record with a forgotten `ind` is never
+//!    tabled or quarantined again, whether it comes from a redelivery, a replay or a rebuild;
+//! 2. each cleaned table loses those rows in one commit, which carries the quality counts of
+//!    the removed records (re-cleaned from the landing) so results.json adds up as if they
+//!    had never come;
+//! 3. the quarantine loses their raw records in one commit;
+//! 4. each landing line of theirs is overwritten with spaces of the same length: a blank line,
+//!    which keeps every other line's offset and the object's size (a redelivery never
+//!    replaces an object with a shorter one, so it cannot put the record back either).
+//!
+//! The files the commits replaced are deleted by the daily maintenance's vacuum once the
+//! tables' retention has passed, like any other removed file.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, BinaryArray, BooleanArray, Int64Array, RecordBatch, StringArray};
+use bytes::Bytes;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::Serialize;
+
+use crate::clean::{self, Quality};
+use crate::delta;
+use crate::error::{Error, Result};
+use crate::storage::landing;
+use crate::names::{Kind, PipelineId};
+use crate::record::RawRecord;
+use crate::storage::Location;
+use crate::record::loose_fields;
+use crate::writer::ledger::{add_to_ledger, is_forgotten};
+
+/// Whose posts to forget.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// These posts.
+    Inds(Vec<i64>),
+    /// Every post whose user record's `user_name` (contract §4) is this.
+    User(String),
+}
+
+/// What forget removed (with `dry_run`: would remove).
+#[derive(Debug, Default, Serialize)]
+pub struct ForgetReport {
+    pub dry_run: bool,
+    /// The posts forgotten.
+    pub inds: Vec<i64>,
+    /// Rows removed per table (the cleaned tables and the quarantine).
+    pub rows_removed: BTreeMap<String, u64>,
+    /// Data files replaced by files without those rows; vacuum deletes them after the
+    /// retention below.
+    pub files_replaced: usize,
+    pub landing_lines_blanked: u64,
+    pub landing_objects_rewritten: u64,
+    /// Whether the quality counts of the removed records could be taken from the landing
+    /// (without it, only row counts are corrected).
+    pub quality_adjusted_from_landing: bool,
+}
+
+/// What a record of someone's looks like.
+struct Matcher {
+    inds: BTreeSet<i64>,
+    user: Option<String>,
+}
+
+
+impl Matcher {
+    /// A record that did not decode (a quarantine entry): whose its text says it is.
+    fn raw(&self, bytes: &[u8]) -> bool {
+        let f = loose_fields(bytes);
+        f.ind.is_some_and(|i| self.inds.contains(&i))
+            || self.user.as_ref().is_some_and(|u| f.user_name().as_deref() == Some(u.as_str()))
+    }
+
+    /// For each record of `kind`: whether it is someone's, and its key when one can be told.
+    fn records(&self, kind: Kind, records: &[RawRecord]) -> Result<Vec<(bool, Option<i64>)>> {
+        let mut out: Vec<(bool, Option<i64>)> = vec![(false, None); records.len()];
+        let decoded = crate::clean::decode::decode(kind, records)?;
+        let quarantined: HashSet<usize> = decoded.quarantined.iter().map(|(i, _)| *i).collect();
+        for i in &quarantined {
+            out[*i] = (self.raw(&records[*i].bytes), loose_fields(&records[*i].bytes).ind);
+        }
+        let rows: Vec<usize> = (0..records.len()).filter(|i| !quarantined.contains(i)).collect();
+        let inds = decoded.frame.column("ind")?.i64()?.clone();
+        let names = match (&self.user, kind) {
+            (Some(_), Kind::User) => Some(clean::clean(kind, &decoded)?.0.column("user_name")?.str()?.clone()),
+            _ => None,
+        };
+        for (row, i) in rows.into_iter().enumerate() {
+            let ind = inds.get(row);
+            let by_name = match (&names, &self.user) {
+                (Some(n), Some(u)) => n.get(row) == Some(u.as_str()),
+                _ => false,
+            };
+            out[i] = (by_name || ind.is_some_and(|k| self.inds.contains(&k)), ind);
+        }
+        Ok(out)
+    }
+}
+
+/// The landing's pin, geo and user objects, listed once, then read one at a time.
+struct LandingObjects {
+    store: Arc<dyn object_store::ObjectStore>,
+    objects: Vec<(Kind, landing::SourcePartition, landing::LandingObject)>,
+}
+
+/// One landing object read whole: its body and, per line that holds a record, its offset,
+/// byte range (`landing::line_ranges`) and record.
+struct ObjectLines {
+    body: Bytes,
+    lines: Vec<(i64, std::ops::Range<usize>)>,
+    records: Vec<RawRecord>,
+}
+
+impl LandingObjects {
+    async fn list(landing: &Location) -> Result<LandingObjects> {
+        let scan = landing::scan(landing, landing::Layout::Files).await?;
+        let objects = scan
+            .sources
+            .into_iter()
+            .flat_map(|source| source.objects.clone().into_iter().map(move |o| (source.kind, source.clone(), o)))
+            .collect();
+        Ok(LandingObjects { store: landing.store()?, objects })
+    }
+
+    async fn read(&self, source: &landing::SourcePartition, object: &landing::LandingObject) -> Result<ObjectLines> {
+        let storage = |e| Error::Storage { location: object.key.to_string(), source: e };
+        let body = self.store.get(&object.key).await.map_err(storage)?.bytes().await.map_err(storage)?;
+        let (lines, _) = landing::line_ranges(&body, object.first);
+        let records = lines
+            .iter()
+            .map(|(offset, range)| RawRecord {
+                source: source.source.as_str().into(),
+                partition: source.partition.as_str().into(),
+                position: (*offset).into(),
+                bytes: landing::decode_line(body.slice(range.clone())),
+            })
+            .collect();
+        Ok(ObjectLines { body, lines, records })
+    }
+}
+
+/// Forgets `target`'s posts in the tables under `root` (and the landing, when given).
+pub async fn forget(root: &Location, id: &PipelineId, target: &Target, landing: Option<&Location>, dry_run: bool) -> Result<ForgetReport> {
+    let mut report = ForgetReport { dry_run, ..Default::default() };
+    let mut matcher = match target {
+        Target::Inds(inds) => Matcher { inds: inds.iter().copied().collect(), user: None },
+        Target::User(name) => Matcher { inds: BTreeSet::new(), user: Some(name.clone()) },
+    };
+    let objects = match landing {
+        Some(l) => Some(LandingObjects::list(l).await?),
+        None => None,
+    };
+    if matcher.user.is_some() {
+        find_user_inds(root, id, objects.as_ref(), &mut matcher).await?;
+    }
+    report.inds = matcher.inds.iter().copied().collect();
+    if matcher.inds.is_empty() && matcher.user.is_none() {
+        return Ok(report);
+    }
+    let matcher = Arc::new(matcher);
+
+    // The quality counts the removed records added, from their landing lines (each offset once).
+    let mut removed_quality: BTreeMap<Kind, Quality> = BTreeMap::new();
+    if let Some(objects) = &objects {
+        report.quality_adjusted_from_landing = true;
+        let mut seen = HashSet::<(String, i64)>::new();
+        let mut found = BTreeMap::<Kind, Vec<RawRecord>>::new();
+        for (kind, source, object) in &objects.objects {
+            let read = objects.read(source, object).await?;
+            let matched = tokio::task::block_in_place(|| matcher.records(*kind, &read.records))?;
+            for (((offset, _), rec), (hit, _)) in read.lines.iter().zip(read.records).zip(matched) {
+                if hit && seen.insert((source.app_id(), *offset)) {
+                    found.entry(*kind).or_default().push(rec);
+                }
+            }
+        }
+        for (kind, records) in found {
+            let decoded = crate::clean::decode::decode(kind, &records)?;
+            let (_, mut quality) = clean::clean(kind, &decoded)?;
+            // Quarantined ones are counted by the quarantine's rows, which go below.
+            quality.quarantined = 0;
+            removed_quality.insert(kind, quality);
+        }
+    }
+
+    if !dry_run {
+        add_to_ledger(root, &matcher.inds).await?;
+    }
+    for kind in Kind::ALL {
+        let name = id.table(kind);
+        let Some(mut table) = delta::open(root, &name).await? else { continue };
+        let inds = Arc::new(matcher.inds.clone());
+        let drop: delta::RowFilter = Arc::new(move |b: &RecordBatch| {
+            let col = b
+                .column_by_name("ind")
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                .ok_or_else(|| Error::Config("ind is not a 64-bit integer column".into()))?;
+            Ok(col.iter().map(|v| Some(v.is_some_and(|v| inds.contains(&v)))).collect::<BooleanArray>())
+        });
+        let quality = removed_quality.remove(&kind).unwrap_or_default();
+        let (rows, files) = delete_forgotten(&mut table, &name, &["ind"], drop, &matcher, dry_run, &|rows| {
+            let mut q = quality.clone();
+            q.rows.insert(kind.as_str().to_string(), rows);
+            q.rows.retain(|_, v| *v > 0);
+            q
+        })
+        .await?;
+        report.rows_removed.insert(name, rows);
+        report.files_replaced += files;
+    }
+    let q_name = id.quarantine_table();
+    if let Some(mut table) = delta::open(root, &q_name).await? {
+        let m = matcher.clone();
+        let drop: delta::RowFilter = Arc::new(move |b: &RecordBatch| {
+            let raw = b
+                .column_by_name("raw")
+                .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
+                .ok_or_else(|| Error::Config("the quarantine's raw column is not binary".into()))?;
+            let source = b.column_by_name("source").and_then(|c| c.as_any().downcast_ref::<StringArray>());
+            Ok((0..b.num_rows())
+                .map(|i| {
+                    let kind = source.filter(|s| s.is_valid(i)).and_then(|s| Kind::from_source_name(s.value(i)));
+                    let bytes = if raw.is_valid(i) { raw.value(i) } else { &[][..] };
+                    Some(m.raw(bytes) || kind.is_some_and(|k| is_forgotten(k, bytes, &m.inds)))
+                })
+                .collect::<BooleanArray>())
+        });
+        let (rows, files) =
+            delete_forgotten(&mut table, &q_name, &["source", "raw"], drop, &matcher, dry_run, &|_| Quality::default()).await?;
+        report.rows_removed.insert(q_name, rows);
+        report.files_replaced += files;
+    }
+
+    if let Some(objects) = &objects {
+        for (kind, source, object) in &objects.objects {
+            let read = objects.read(source, object).await?;
+            let matched = tokio::task::block_in_place(|| matcher.records(*kind, &read.records))?;
+            let mut blanked = read.body.to_vec();
+            let mut n = 0u64;
+            for ((_, range), (hit, _)) in read.lines.iter().zip(matched) {
+                if hit {
+                    blanked[range.clone()].fill(b' ');
+                    n += 1;
+                }
+            }
+            if n == 0 {
+                continue;
+            }
+            if !dry_run {
+                objects
+                    .store
+                    .put(&object.key, PutPayload::from(blanked))
+                    .await
+                    .map_err(|e| Error::Storage { location: object.key.to_string(), source: e })?;
+            }
+            report.landing_lines_blanked += n;
+            report.landing_objects_rewritten += 1;
+        }
+    }
+    tracing::info!(
+        inds = report.inds.len(),
+        rows = report.rows_removed.values().sum::<u64>(),
+        landing_lines = report.landing_lines_blanked,
+        dry_run,
+        "forgotten"
+    );
+    Ok(report)
+}
+
+/// The `ind`s of every post whose user record carries the target's name: in the user table,
+/// the quarantine and the landing's user lines.
+async fn find_user_inds(root: &Location, id: &PipelineId, objects: Option<&LandingObjects>, m: &mut Matcher) -> Result<()> {
+    let Some(user) = m.user.clone() else { return Ok(()) };
+    let name = id.table(Kind::User);
+    if let Some(table) = delta::open(root, &name).await? {
+        let frame = delta::read_frame(&table, &name).await?;
+        let inds = frame.column("ind")?.i64()?;
+        let names = frame.column("user_name")?.str()?;
+        for (i, n) in inds.iter().zip(names.iter()) {
+            if let (Some(i), Some(n)) = (i, n) {
+                if n == user {
+                    m.inds.insert(i);
+                }
+            }
+        }
+    }
+    for entry in crate::jobs::replay::quarantine_entries(root, id, None).await? {
+        let f = loose_fields(&entry.raw);
+        if f.user_name().as_deref() == Some(user.as_str()) {
+            m.inds.extend(f.ind);
+        }
+    }
+    if let Some(objects) = objects {
+        let by_name = Matcher { inds: BTreeSet::new(), user: Some(user) };
+        for (kind, source, object) in objects.objects.iter().filter(|(k, _, _)| *k == Kind::User) {
+            let read = objects.read(source, object).await?;
+            let matched = tokio::task::block_in_place(|| by_name.records(*kind, &read.records))?;
+            m.inds.extend(matched.into_iter().filter(|(hit, _)| *hit).filter_map(|(_, ind)| ind));
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the target's rows from one table, the commit carrying the quality counts they took.
+async fn delete_forgotten(
+    table: &mut deltalake::DeltaTable,
+    name: &str,
+    columns: &[&str],
+    drop: delta::RowFilter,
+    matcher: &Matcher,
+    dry_run: bool,
+    quality: &(dyn Fn(u64) -> Quality + Sync),
+) -> Result<(u64, usize)> {
+    let predicate = match &matcher.user {
+        Some(_) => format!("records of a forgotten user ({} posts)", matcher.inds.len()),
+        None => format!("ind IN ({} forgotten posts)", matcher.inds.len()),
+    };
+    let metadata = |rows| vec![(delta::QUALITY_FORGOTTEN_KEY.to_string(), serde_json::to_value(quality(rows)).unwrap_or_default())];
+    delta::delete_rows_retrying(table, name, columns, drop, &predicate, &metadata, dry_run).await
+}

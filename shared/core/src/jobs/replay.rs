@@ -1,0 +1,502 @@
+//! `pinpipe replay --from LOCATION`: re-drives the batches the MSK event-source mappings gave
+//! up on, from their S3 on-failure destination (infra/template.yaml, FailureBucket), through
+//! the Kafka sink's own exactly-once path. The offsets of a batch given up are an open gap in
+//! the tables (docs/exactly-once.md), so its records are tabled once, however often the
+//! replay runs, and the gap closes.
+//!
+//! `pinpipe replay --quarantine [--reason R]` re-drives quarantined records after a fix to the
+//! cleaning rules: those that now clean are tabled, each once, and leave the quarantine
+//! (`replay_quarantine`).
+//!
+//! Kinesis batches from the same destination are replayed too (`replay_kinesis`). Records
+//! above their shard's watermark go through the sink's own write. Records at or below it
+//! cannot be told from redeliveries by sequence number (contract rule), so each is decided by
+//! what the tables hold: a replay marker (a txn action per record) from an earlier replay,
+//! its quarantine entry at the same position, or a row of the same `ind` with the same
+//! cleaned content. What is found in none is tabled (or quarantined) once, with its marker in
+//! the same commit.
+
+use std::collections::BTreeMap;
+
+use aws_lambda_events::kafka::KafkaEvent;
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::jobs::config::Config;
+use crate::writer::coverage::Coverage;
+use crate::error::{Error, Result};
+use crate::jobs::handlers::KafkaSink;
+use crate::names::Kind;
+use crate::storage::Location;
+
+/// One failed batch found under the location.
+#[derive(Debug)]
+pub struct FailedBatch {
+    pub key: String,
+    pub event: FailedEvent,
+}
+
+/// The event a mapping gave up on.
+#[derive(Debug)]
+pub enum FailedEvent {
+    Kafka(KafkaEvent),
+    Kinesis(aws_lambda_events::kinesis::KinesisEvent),
+}
+
+/// What a replay did (or, with `dry_run`, would do), per topic-partition.
+#[derive(Debug, Default, Serialize)]
+pub struct ReplayReport {
+    pub dry_run: bool,
+    pub objects: usize,
+    pub records: u64,
+    /// Records the tables already held (a dry run counts them; a replay skips them).
+    pub already_present: u64,
+    /// Of those, Kinesis records at or below their shard's watermark found by content (a row
+    /// of the same `ind` and cleaned content, or their quarantine entry at the same position).
+    pub already_present_by_content: u64,
+    pub tabled: u64,
+    pub quarantined: u64,
+    /// Records of posts `pinpipe forget` erased: never tabled.
+    pub forgotten: u64,
+    /// topic-partition → (records in the failed batches, of which the tables already hold).
+    pub sources: BTreeMap<String, (u64, u64)>,
+}
+
+/// Reads one object of the failure destination: Lambda's invocation record, whose `payload`
+/// is the MSK event the function was given (an object, or that object as a JSON string); a
+/// bare MSK event is taken as it is.
+pub fn parse_failure_record(key: &str, bytes: &[u8]) -> Result<FailedBatch> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::input(key, format!("not JSON: {e}")))?;
+    let payload = match v.get("payload") {
+        Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| Error::input(key, format!("payload is not JSON: {e}")))?,
+        Some(p) => p.clone(),
+        None => v,
+    };
+    if payload.get("Records").is_some() {
+        let event =
+            serde_json::from_value(payload).map_err(|e| Error::input(key, format!("not a Kinesis event: {e}")))?;
+        return Ok(FailedBatch { key: key.to_string(), event: FailedEvent::Kinesis(event) });
+    }
+    if payload.get("records").is_none() {
+        return Err(Error::input(
+            key,
+            "no MSK or Kinesis event here (no `records` or `Records`, neither at the top nor under `payload`)",
+        ));
+    }
+    let event = serde_json::from_value(payload).map_err(|e| Error::input(key, format!("not an MSK event: {e}")))?;
+    Ok(FailedBatch { key: key.to_string(), event: FailedEvent::Kafka(event) })
+}
+
+/// Every object under `from` (a local folder or an s3:// prefix), sorted by key.
+pub async fn read_failures(from: &Location) -> Result<Vec<FailedBatch>> {
+    let store = from.store()?;
+    let mut metas: Vec<object_store::ObjectMeta> =
+        store.list(None).try_collect().await.map_err(|e| Error::Storage { location: from.display(), source: e })?;
+    metas.sort_by(|a, b| a.location.cmp(&b.location));
+    let mut out = Vec::new();
+    for m in metas {
+        let key = m.location.to_string();
+        let bytes = store
+            .get(&m.location)
+            .await
+            .map_err(|e| Error::Storage { location: key.clone(), source: e })?
+            .bytes()
+            .await
+            .map_err(|e| Error::Storage { location: key.clone(), source: e })?;
+        out.push(parse_failure_record(&key, &bytes)?);
+    }
+    Ok(out)
+}
+
+/// Replays (or, `dry_run`, only counts) the failed batches under `from` into the tables and
+/// landing of `cfg`.
+pub async fn replay_from(cfg: &Config, from: &Location, dry_run: bool) -> Result<ReplayReport> {
+    let batches = read_failures(from).await?;
+    let mut sink = KafkaSink::open(cfg).await?;
+    sink.tables.refresh().await?;
+    let mut report = ReplayReport { dry_run, objects: batches.len(), ..Default::default() };
+    for batch in batches {
+        match batch.event {
+            FailedEvent::Kafka(event) => replay_kafka(&mut sink, &batch.key, event, dry_run, &mut report).await?,
+            FailedEvent::Kinesis(event) => {
+                tracing::info!(object = %batch.key, dry_run, "replaying a failed Kinesis batch");
+                replay_kinesis(&mut sink.tables, event, dry_run, &mut report).await?
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn replay_kafka(sink: &mut KafkaSink, key: &str, event: KafkaEvent, dry_run: bool, report: &mut ReplayReport) -> Result<()> {
+    // What the tables hold of each topic-partition, read once per batch.
+    let mut held: BTreeMap<String, Coverage<i64>> = BTreeMap::new();
+    for record in event.records.values().flatten() {
+        let topic = record.topic.clone().unwrap_or_default();
+        let kind = Kind::from_source_name(&topic)
+            .ok_or_else(|| Error::input(key, format!("topic {topic:?} is not a pin, geo or user topic")))?;
+        let app_id = crate::storage::landing::app_id(&topic, &record.partition.to_string());
+        if !held.contains_key(&app_id) {
+            held.insert(app_id.clone(), sink.tables.coverage(kind, &app_id).await?);
+        }
+        let held = &held[&app_id];
+        let entry = report.sources.entry(app_id).or_default();
+        entry.0 += 1;
+        report.records += 1;
+        if held.holds(&record.offset) {
+            entry.1 += 1;
+            if dry_run {
+                report.already_present += 1;
+            }
+        }
+    }
+    if dry_run {
+        return Ok(());
+    }
+    tracing::info!(object = %key, "replaying a failed batch");
+    let r = sink.handle(event).await?;
+    report.tabled += r.tabled;
+    report.quarantined += r.quarantined;
+    report.already_present += r.already_present;
+    Ok(())
+}
+
+/// The marker a replayed Kinesis record leaves in its data table (a txn action).
+fn kinesis_marker(app_id: &str, seq: &crate::watermark::SequenceNumber) -> String {
+    format!("pinpipe-replay:{app_id}@{seq}")
+}
+
+/// Replays one Kinesis batch (see the module doc): above the watermark through the sink's
+/// write; at or below it, what no marker, quarantine entry or equal row shows is written once.
+async fn replay_kinesis(
+    tables: &mut crate::writer::Tables,
+    event: aws_lambda_events::kinesis::KinesisEvent,
+    dry_run: bool,
+    report: &mut ReplayReport,
+) -> Result<()> {
+    use crate::storage::landing::SourceRecords;
+    use crate::watermark::SequenceNumber;
+    let (_, by_kind) = crate::jobs::handlers::kinesis_sources(event)?;
+    for (kind, sources) in by_kind {
+        let mut above: Vec<SourceRecords<SequenceNumber>> = Vec::new();
+        let mut below: Vec<(crate::record::RawRecord, String)> = Vec::new();
+        for src in sources {
+            let held: Coverage<SequenceNumber> = tables.coverage(kind, &src.app_id).await?;
+            let mut up = SourceRecords::new(src.app_id.clone());
+            let entry = report.sources.entry(src.app_id.clone()).or_default();
+            for (rec, seq) in src.records.into_iter().zip(src.offsets) {
+                entry.0 += 1;
+                report.records += 1;
+                if held.holds(&seq) {
+                    below.push((rec, kinesis_marker(&src.app_id, &seq)));
+                } else {
+                    up.push(seq, rec);
+                }
+            }
+            if !up.records.is_empty() {
+                above.push(up);
+            }
+        }
+        if !above.is_empty() {
+            if dry_run {
+                report.tabled += above.iter().map(|s| s.records.len() as u64).sum::<u64>();
+            } else {
+                let r = tables.write(kind, above).await?;
+                report.tabled += r.tabled;
+                report.quarantined += r.quarantined;
+                report.already_present += r.skipped;
+                report.forgotten += r.forgotten;
+            }
+        }
+        if !below.is_empty() {
+            replay_below_watermark(tables, kind, below, dry_run, report).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Kinesis records at or below their shard's watermark, each with its marker.
+async fn replay_below_watermark(
+    tables: &mut crate::writer::Tables,
+    kind: Kind,
+    below: Vec<(crate::record::RawRecord, String)>,
+    dry_run: bool,
+    report: &mut ReplayReport,
+) -> Result<()> {
+    use std::collections::{HashMap, HashSet};
+    let mut fresh = Vec::new();
+    for (rec, marker) in below {
+        if tables.has_txn(kind, &marker).await? {
+            report.already_present += 1;
+        } else if tables.is_forgotten(kind, &rec.bytes) {
+            report.forgotten += 1;
+        } else {
+            fresh.push((rec, marker));
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let records: Vec<crate::record::RawRecord> = fresh.iter().map(|(r, _)| r.clone()).collect();
+    let (decoded, (frame, _)) = tokio::task::block_in_place(|| {
+        let d = crate::clean::decode::decode(kind, &records)?;
+        let cleaned = crate::clean::clean(kind, &d)?;
+        Ok::<_, polars::prelude::PolarsError>((d, cleaned))
+    })?;
+    let bad: HashMap<usize, crate::record::QuarantineEntry> = decoded.quarantined.into_iter().collect();
+    // Quarantine cases: their entry, if stored, sits at the same source, shard and position.
+    let stored: HashSet<(String, String, String)> = quarantine_entries(&tables.root, &tables.id, None)
+        .await?
+        .into_iter()
+        .map(|e| (e.source, e.partition, e.position))
+        .collect();
+    let mut markers = Vec::new();
+    let mut new_entries = Vec::new();
+    for (i, entry) in &bad {
+        if stored.contains(&(entry.source.clone(), entry.partition.clone(), entry.position.clone())) {
+            report.already_present += 1;
+            report.already_present_by_content += 1;
+        } else {
+            new_entries.push(entry.clone());
+            markers.push(fresh[*i].1.clone());
+        }
+    }
+    // Cleaned records: a row of the same ind with the same content is taken to be this record
+    // (each such row once).
+    let rows_of: Vec<usize> = (0..fresh.len()).filter(|i| !bad.contains_key(i)).collect();
+    let name = tables.id.table(kind);
+    let mut keep_rows: Vec<bool> = vec![true; rows_of.len()];
+    if !rows_of.is_empty() {
+        let table = crate::delta::open(&tables.root, &name)
+            .await?
+            .ok_or_else(|| Error::Config(format!("{name} vanished during the replay")))?;
+        let schema = crate::delta::arrow_schema(&table, &name)?;
+        let batch = crate::delta::frame_to_batch(&frame, schema.clone())?;
+        let inds: HashSet<i64> = frame.column("ind")?.i64()?.iter().flatten().collect();
+        let existing = crate::delta::rows_with_inds(&table, &name, std::sync::Arc::new(inds)).await?;
+        let fields: Vec<arrow::row::SortField> =
+            schema.fields().iter().map(|f| arrow::row::SortField::new(f.data_type().clone())).collect();
+        let converter = arrow::row::RowConverter::new(fields)?;
+        let mut present: HashMap<Vec<u8>, usize> = HashMap::new();
+        for b in &existing {
+            let rows = converter.convert_columns(b.columns())?;
+            for r in rows.iter() {
+                *present.entry(r.as_ref().to_vec()).or_default() += 1;
+            }
+        }
+        let new_rows = converter.convert_columns(batch.columns())?;
+        for (k, r) in new_rows.iter().enumerate() {
+            if let Some(n) = present.get_mut(r.as_ref()).filter(|n| **n > 0) {
+                *n -= 1;
+                keep_rows[k] = false;
+                report.already_present += 1;
+                report.already_present_by_content += 1;
+            }
+        }
+    }
+    let kept: Vec<usize> = keep_rows.iter().enumerate().filter(|(_, k)| **k).map(|(k, _)| k).collect();
+    markers.extend(kept.iter().map(|k| fresh[rows_of[*k]].1.clone()));
+    report.tabled += kept.len() as u64;
+    report.quarantined += new_entries.len() as u64;
+    if dry_run || markers.is_empty() {
+        return Ok(());
+    }
+    let mask: polars::prelude::BooleanChunked = keep_rows.iter().map(|k| Some(*k)).collect();
+    let rows = frame.filter(&mask)?;
+    let subset: Vec<crate::record::RawRecord> = kept.iter().map(|k| records[rows_of[*k]].clone()).collect();
+    let (_, mut quality) = tokio::task::block_in_place(|| {
+        let d = crate::clean::decode::decode(kind, &subset)?;
+        crate::clean::clean(kind, &d)
+    })?;
+    quality.quarantined = new_entries.len() as u64;
+    // Quarantine first, then the rows with every marker: a replay stopped in between finds
+    // the entries at their positions.
+    tables.append_quarantine(&new_entries).await?;
+    tables.append_marked(kind, &rows, &markers, &quality).await?;
+    Ok(())
+}
+
+/// What a quarantine replay did (or, with `dry_run`, would do).
+#[derive(Debug, Default, Serialize)]
+pub struct QuarantineReplayReport {
+    pub dry_run: bool,
+    /// Quarantine entries considered (those whose reason contains `--reason`, when given).
+    pub entries: u64,
+    /// Entries that clean under today's rules and were tabled now.
+    pub tabled: u64,
+    /// Entries an earlier replay had already tabled (it stopped before removing them from the
+    /// quarantine): removed now, not tabled again.
+    pub tabled_before: u64,
+    /// Entries that still do not clean: left in the quarantine as they are.
+    pub still_quarantined: u64,
+    /// Entries of posts `pinpipe forget` erased: left alone, never tabled.
+    pub forgotten: u64,
+    /// Entries removed from the quarantine (tabled now or before).
+    pub removed_from_quarantine: u64,
+    /// Per kind: entries tabled now.
+    pub per_kind: BTreeMap<String, u64>,
+}
+
+/// The txn action that says a quarantine entry's record is in the data table.
+fn quarantine_marker(e: &crate::record::QuarantineEntry) -> String {
+    format!("pinpipe-requarantine:{}-{}@{}", e.source, e.partition, e.position)
+}
+
+/// Reads the quarantine's entries (reason containing `reason`, when given).
+pub(crate) async fn quarantine_entries(root: &Location, id: &crate::names::PipelineId, reason: Option<&str>) -> Result<Vec<crate::record::QuarantineEntry>> {
+    use arrow::array::{Array, BinaryArray, StringArray};
+    let name = id.quarantine_table();
+    let Some(table) = crate::delta::open(root, &name).await? else { return Ok(vec![]) };
+    let mut out = Vec::new();
+    for b in crate::delta::read_batches(&table, &name).await? {
+        let text = |c: &str| {
+            b.column_by_name(c)
+                .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| Error::Config(format!("{name}: column {c} is not text")))
+        };
+        let (source, partition, position, why) = (text("source")?, text("partition")?, text("position")?, text("reason")?);
+        let raw = b
+            .column_by_name("raw")
+            .and_then(|a| a.as_any().downcast_ref::<BinaryArray>())
+            .ok_or_else(|| Error::Config(format!("{name}: column raw is not binary")))?;
+        let get = |a: &StringArray, i: usize| if a.is_valid(i) { a.value(i).to_string() } else { String::new() };
+        for i in 0..b.num_rows() {
+            let entry = crate::record::QuarantineEntry {
+                source: get(source, i),
+                partition: get(partition, i),
+                position: get(position, i),
+                reason: get(why, i),
+                raw: bytes::Bytes::copy_from_slice(if raw.is_valid(i) { raw.value(i) } else { &[] }),
+            };
+            if reason.is_none_or(|r| entry.reason.contains(r)) {
+                out.push(entry);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Re-drives quarantine entries through today's cleaning rules. An entry that now cleans is
+/// tabled in one commit with a marker per entry (a txn action), then removed from the
+/// quarantine in a second commit; a run stopped between the two is finished by the next,
+/// which finds the markers and only removes the entries. Entries that still do not clean stay.
+pub async fn replay_quarantine(
+    root: &Location,
+    id: &crate::names::PipelineId,
+    reason: Option<&str>,
+    dry_run: bool,
+) -> Result<QuarantineReplayReport> {
+    use crate::record::{Position, RawRecord};
+    let mut tables = crate::writer::Tables::open(root, id).await?;
+    let entries = quarantine_entries(root, id, reason).await?;
+    let mut report = QuarantineReplayReport { dry_run, entries: entries.len() as u64, ..Default::default() };
+    let mut by_kind: BTreeMap<Kind, Vec<crate::record::QuarantineEntry>> = BTreeMap::new();
+    for e in entries {
+        match Kind::from_source_name(&e.source) {
+            Some(kind) => by_kind.entry(kind).or_default().push(e),
+            None => report.still_quarantined += 1,
+        }
+    }
+    let mut done: std::collections::HashSet<(String, String, String)> = Default::default();
+    for (kind, entries) in by_kind {
+        let mut seen = std::collections::HashSet::new();
+        let mut fresh = Vec::new();
+        for e in entries {
+            if !seen.insert(quarantine_marker(&e)) {
+                continue;
+            }
+            if tables.is_forgotten(kind, &e.raw) {
+                report.forgotten += 1;
+            } else {
+                fresh.push(e);
+            }
+        }
+        let as_record = |e: &crate::record::QuarantineEntry| RawRecord {
+            source: e.source.as_str().into(),
+            partition: e.partition.as_str().into(),
+            position: Position::Text(e.position.as_str().into()),
+            bytes: e.raw.clone(),
+        };
+        let records: Vec<RawRecord> = fresh.iter().map(as_record).collect();
+        let decoded = tokio::task::block_in_place(|| crate::clean::decode::decode(kind, &records))?;
+        let still: std::collections::HashSet<usize> = decoded.quarantined.iter().map(|(i, _)| *i).collect();
+        report.still_quarantined += still.len() as u64;
+        let mut attempt = 1;
+        loop {
+            let mut new = Vec::new();
+            for (i, e) in fresh.iter().enumerate().filter(|(i, _)| !still.contains(i)) {
+                if tables.has_txn(kind, &quarantine_marker(e)).await? {
+                    if attempt == 1 {
+                        report.tabled_before += 1;
+                        done.insert((e.source.clone(), e.partition.clone(), e.position.clone()));
+                    }
+                } else {
+                    new.push(i);
+                }
+            }
+            if new.is_empty() || dry_run {
+                report.tabled += if dry_run { new.len() as u64 } else { 0 };
+                break;
+            }
+            let subset: Vec<RawRecord> = new.iter().map(|i| records[*i].clone()).collect();
+            let (frame, mut quality) = tokio::task::block_in_place(|| {
+                let d = crate::clean::decode::decode(kind, &subset)?;
+                crate::clean::clean(kind, &d)
+            })?;
+            quality.quarantined = 0;
+            let markers: Vec<String> = new.iter().map(|i| quarantine_marker(&fresh[*i])).collect();
+            match tables.append_marked(kind, &frame, &markers, &quality).await {
+                Ok(()) => {
+                    report.tabled += new.len() as u64;
+                    *report.per_kind.entry(kind.as_str().to_string()).or_default() += new.len() as u64;
+                    for i in new {
+                        let e = &fresh[i];
+                        done.insert((e.source.clone(), e.partition.clone(), e.position.clone()));
+                    }
+                    break;
+                }
+                Err(e) if e.is_conflict() && attempt < crate::delta::COMMIT_ATTEMPTS => {
+                    tracing::warn!(kind = kind.as_str(), attempt, error = %e, "quarantine replay lost a race: reading the table again");
+                    tables.reload(kind).await?;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if !dry_run && !done.is_empty() {
+        let name = id.quarantine_table();
+        if let Some(mut table) = crate::delta::open(root, &name).await? {
+            report.removed_from_quarantine = remove_entries(&mut table, &name, std::sync::Arc::new(done)).await?;
+        }
+    }
+    tracing::info!(entries = report.entries, tabled = report.tabled, tabled_before = report.tabled_before,
+        still_quarantined = report.still_quarantined, dry_run, "quarantine replayed");
+    Ok(report)
+}
+
+/// Deletes the quarantine rows whose (source, partition, position) is in `ids`, in one commit.
+async fn remove_entries(
+    table: &mut deltalake::DeltaTable,
+    name: &str,
+    ids: std::sync::Arc<std::collections::HashSet<(String, String, String)>>,
+) -> Result<u64> {
+    use arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
+    let drop: crate::delta::RowFilter = std::sync::Arc::new(move |b: &RecordBatch| {
+        let col = |c: &str| {
+            b.column_by_name(c)
+                .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| Error::Config(format!("quarantine column {c} is not text")))
+        };
+        let (s, p, o) = (col("source")?, col("partition")?, col("position")?);
+        let get = |a: &StringArray, i: usize| if a.is_valid(i) { a.value(i).to_string() } else { String::new() };
+        Ok((0..b.num_rows())
+            .map(|i| Some(ids.contains(&(get(s, i), get(p, i), get(o, i)))))
+            .collect::<BooleanArray>())
+    });
+    let none = |_| vec![];
+    let (rows, _) = crate::delta::delete_rows_retrying(table, name, &["source", "partition", "position"], drop,
+        "entries tabled by a quarantine replay", &none, false).await?;
+    Ok(rows)
+}

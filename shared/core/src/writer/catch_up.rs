@@ -1,0 +1,289 @@
+//! The landing catch-up: cleaning a landing (or a folder of JSON Lines files) into the tables
+//! through `Tables`, in chunks, skipping what the watermarks say is in.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::storage::landing::{self, Layout, SourceRecords};
+use crate::names::Kind;
+use crate::storage::Location;
+use super::coverage::Coverage;
+use super::tables::{InFlight, Tables, WriteReport};
+
+/// Raw bytes read per commit when cleaning a landing: bounds memory, not correctness.
+pub const CLEAN_CHUNK_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What `clean_landing` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CleanReport {
+    pub per_kind: BTreeMap<String, WriteReport>,
+    /// Files under the input whose kind could not be told (not pin/geo/user): not read.
+    pub skipped_files: Vec<String>,
+    /// Landing objects not read: their extent markers put them wholly inside what the tables
+    /// already hold.
+    pub objects_already_done: u64,
+    /// False when a deadline stopped the run between two commits: what was committed stays,
+    /// and the next run carries on from the watermarks (`clean_landing_until`).
+    pub complete: bool,
+}
+
+impl CleanReport {
+    pub fn total(&self) -> WriteReport {
+        let mut t = WriteReport::default();
+        for r in self.per_kind.values() {
+            t.add(r);
+        }
+        t
+    }
+}
+
+/// Commits a batch in flight and counts it under its kind.
+async fn finish_into(tables: &mut Tables, flight: InFlight, report: &mut CleanReport) -> Result<()> {
+    let kind = flight.kind().as_str().to_string();
+    let batch = tables.finish(flight).await?;
+    report.per_kind.entry(kind).or_default().add(&batch);
+    Ok(())
+}
+
+/// Cleans a landing or a folder of JSON Lines files (contract §3) into the tables (contract
+/// §4), skipping what is already there. `progress(done, total)` is called with raw bytes read.
+pub async fn clean_landing(
+    input: &Location,
+    tables: &mut Tables,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<CleanReport> {
+    clean_landing_until(input, Layout::Files, tables, CLEAN_CHUNK_BYTES, None, progress).await
+}
+
+/// Cleans the sinks' landing, committing about every `chunk_bytes` of raw input.
+pub async fn clean_landing_in_chunks(
+    input: &Location,
+    tables: &mut Tables,
+    chunk_bytes: u64,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<CleanReport> {
+    clean_landing_until(input, Layout::Sink, tables, chunk_bytes, None, progress).await
+}
+
+/// `clean_landing_in_chunks` that stops at the first commit after `deadline` (then
+/// `complete` is false): a catch-up too big for one Lambda invocation is carried on by the
+/// next one, which skips what the watermarks say is in.
+pub async fn clean_landing_until(
+    input: &Location,
+    layout: Layout,
+    tables: &mut Tables,
+    chunk_bytes: u64,
+    deadline: Option<std::time::Instant>,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<CleanReport> {
+    let past_deadline = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
+    let scan = landing::scan(input, layout).await?;
+    let store = input.store()?;
+    let mut report = CleanReport { skipped_files: scan.skipped.clone(), ..Default::default() };
+    let total: u64 = scan.sources.iter().flat_map(|s| &s.objects).map(|o| o.size).sum();
+    let mut done = 0u64;
+    progress(0, total);
+    // Pipelined: while one batch's Parquet files are written (tasks), the next is decoded
+    // and cleaned; commits stay in order. A source's next batch never repeats offsets handed
+    // to the previous one (`SourceRecords::take`), so watermarks lagging by one batch are safe.
+    let mut in_flight: Option<InFlight> = None;
+    let mut stopped = false;
+    'kinds: for kind in Kind::ALL {
+        let mut pending: Vec<SourceRecords> = Vec::new();
+        let mut pending_bytes = 0u64;
+        for source in scan.sources.iter().filter(|s| s.kind == kind) {
+            // Keys carry only an object's first offset, and a redelivery batched differently
+            // can rewrite an object so that it reaches past its successors: only an object
+            // whose extent marker bounds it inside what the table holds is skipped unread.
+            let held: Coverage<i64> = tables.coverage(kind, &source.app_id()).await?;
+            let (done_objs, to_read): (Vec<_>, Vec<_>) =
+                source.objects.iter().cloned().partition(|o| o.last.is_some_and(|l| held.holds_all(o.first, l)));
+            report.objects_already_done += done_objs.len() as u64;
+            done += done_objs.iter().map(|o| o.size).sum::<u64>();
+            let mut reader = landing::SourceReader::new(store.clone(), source, &to_read);
+            let mut current = SourceRecords::new(source.app_id());
+            while let Some((records, bytes)) = reader.next().await? {
+                for (offset, rec) in records {
+                    match rec {
+                        Some(rec) => current.push(offset, rec),
+                        None => current.push_blank(offset),
+                    }
+                }
+                pending_bytes += bytes;
+                done += bytes;
+                progress(done, total);
+                if pending_bytes >= chunk_bytes {
+                    pending.push(current.take());
+                    let staged = tables.stage(kind, std::mem::take(&mut pending)).await?;
+                    if let Some(previous) = in_flight.take() {
+                        finish_into(tables, previous, &mut report).await?;
+                    }
+                    in_flight = Some(tables.start(staged)?);
+                    pending_bytes = 0;
+                    // Stop only once this run has written something: a run that re-reads what
+                    // is already in (plain files have no extent markers) must get past it.
+                    let written = report.total();
+                    if past_deadline() && written.tabled + written.quarantined > 0 {
+                        stopped = true;
+                        break 'kinds;
+                    }
+                }
+            }
+            if !current.records.is_empty() || !current.blanks.is_empty() {
+                pending.push(current.take());
+            }
+        }
+        if !pending.is_empty() {
+            let staged = tables.stage(kind, pending).await?;
+            if let Some(previous) = in_flight.take() {
+                finish_into(tables, previous, &mut report).await?;
+            }
+            in_flight = Some(tables.start(staged)?);
+        }
+    }
+    if let Some(last) = in_flight.take() {
+        finish_into(tables, last, &mut report).await?;
+    }
+    for kind in Kind::ALL {
+        report.per_kind.entry(kind.as_str().to_string()).or_default();
+    }
+    report.complete = !stopped;
+    if report.complete {
+        progress(total, total);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use crate::delta;
+    use crate::record::RawRecord;
+    use crate::PipelineId;
+
+    fn source(lines: &[&str]) -> SourceRecords {
+        let mut s = SourceRecords::new(landing::app_id("t.user", "0"));
+        for (i, l) in lines.iter().enumerate() {
+            let rec = RawRecord {
+                source: "t.user".into(),
+                partition: "0".into(),
+                position: (i as i64).into(),
+                bytes: Bytes::copy_from_slice(l.as_bytes()),
+            };
+            s.push(i as i64, rec);
+        }
+        s
+    }
+
+    async fn count(root: &Location, name: &str) -> usize {
+        let t = delta::open(root, name).await.unwrap().unwrap();
+        delta::read_batches(&t, name).await.unwrap().iter().map(|b| b.num_rows()).sum()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn crash_between_the_two_commits_is_healed_by_redelivery() {
+        let (dir, root) = crate::storage::test_root("crash");
+        let id = PipelineId::new("t").unwrap();
+        let lines = [r#"{"ind":1}"#, "oops", r#"{"ind":2}"#, "[]", r#"{"ind":3}"#];
+        {
+            // The first attempt stores the quarantine, then "crashes" before the data commit.
+            let mut tables = Tables::open(&root, &id).await.unwrap();
+            tables.inject_crash_after_quarantine(true);
+            assert!(tables.write(Kind::User, vec![source(&lines)]).await.is_err());
+        }
+        assert_eq!(count(&root, "t_quarantine").await, 2);
+        assert_eq!(count(&root, "t_user_table").await, 0);
+        // Redelivery of the same batch: rows land once, quarantine is not doubled.
+        let mut tables = Tables::open(&root, &id).await.unwrap();
+        let report = tables.write(Kind::User, vec![source(&lines)]).await.unwrap();
+        assert_eq!((report.received, report.tabled, report.skipped), (5, 3, 0));
+        assert_eq!(count(&root, "t_quarantine").await, 2);
+        assert_eq!(count(&root, "t_user_table").await, 3);
+        // A third delivery finds everything in.
+        let report = tables.write(Kind::User, vec![source(&lines)]).await.unwrap();
+        assert_eq!((report.tabled, report.skipped), (0, 5));
+        assert_eq!(count(&root, "t_user_table").await + count(&root, "t_quarantine").await, lines.len());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The analysis reader (two passes, kept columns, whole rows only for repeated inds)
+    /// equals the greatest-row rule applied to the whole table.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn analysis_reader_equals_dedupe_of_the_whole_table() {
+        use polars::prelude::*;
+        let (dir, root) = crate::storage::test_root("reader");
+        let id = PipelineId::new("t").unwrap();
+        let mut tables = Tables::open(&root, &id).await.unwrap();
+        // Three files (partitions): inds 0-39 each once per file with differing content, so
+        // 0-19 repeat across files, plus inds only one file has.
+        for p in 0..3i64 {
+            let mut s = SourceRecords::new(landing::app_id("t.user", &p.to_string()));
+            for i in 0..40i64 {
+                let ind = if i < 20 { i } else { 100 * (p + 1) + i };
+                let line = format!(
+                    r#"{{"ind":{ind},"first_name":"N{}","last_name":"L","age":{},"date_joined":"2016-0{}-01 00:00:00"}}"#,
+                    (i + p) % 3, 20 + (i * 7 + p) % 40, 1 + (p + i) % 9
+                );
+                s.push(i, RawRecord { source: "t.user".into(), partition: p.to_string().into(), position: i.into(), bytes: Bytes::from(line) });
+            }
+            tables.write(Kind::User, vec![s]).await.unwrap();
+        }
+        let table = delta::open(&root, "t_user_table").await.unwrap().unwrap();
+        let keep = crate::analysis::columns_used(Kind::User);
+        let read = crate::analysis::read::read_for_analysis(&table, "t_user_table", keep).await.unwrap();
+        assert_eq!(read.rows_read, 120);
+        let whole = delta::read_frame(&table, "t_user_table").await.unwrap();
+        let sort = |df: DataFrame| df.sort(["ind"], SortMultipleOptions::default()).unwrap();
+        let expected = sort(
+            crate::analysis::dedupe(&whole).unwrap().select(keep.iter().map(|c| col(*c)).collect::<Vec<_>>()).collect().unwrap(),
+        );
+        let got = sort(read.frame);
+        assert_eq!(got.height(), 20 + 3 * 20);
+        assert!(got.equals_missing(&expected), "{got}\n{expected}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn pipelined_small_chunks_write_every_offset_once() {
+        let dir = std::env::temp_dir().join(format!("pinpipe-chunks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let landing = Location::parse(dir.join("landing").to_str().unwrap()).unwrap();
+        let root = Location::parse(dir.join("tables").to_str().unwrap()).unwrap();
+        let store = landing.store().unwrap();
+        let line = |i: i64| format!(r#"{{"ind":{i},"age":{}}}"#, 20 + i % 30).into_bytes();
+        // Objects overlap (0-9, 5-14, 12-19) and one record is poison.
+        for (first, n) in [(0i64, 10i64), (5, 10), (12, 8)] {
+            let lines: Vec<Vec<u8>> = (first..first + n).map(|i| if i == 7 { b"{oops".to_vec() } else { line(i) }).collect();
+            let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_slice()).collect();
+            landing::write_object(&store, "p.user", 0, first, &refs).await.unwrap();
+        }
+        let id = PipelineId::new("t").unwrap();
+        let mut tables = Tables::open(&root, &id).await.unwrap();
+        let report = clean_landing_in_chunks(&landing, &mut tables, 1, &|_, _| {}).await.unwrap();
+        let user = &report.per_kind["user"];
+        assert_eq!((user.tabled, user.quarantined), (19, 1));
+        assert_eq!(count(&root, "t_user_table").await, 19);
+        assert_eq!(count(&root, "t_quarantine").await, 1);
+        assert_eq!(tables.watermark(Kind::User, "p.user-0").await.unwrap(), Some(19));
+        let again = clean_landing_in_chunks(&landing, &mut tables, 1, &|_, _| {}).await.unwrap();
+        assert_eq!(again.per_kind["user"].tabled, 0);
+        assert_eq!(count(&root, "t_user_table").await + count(&root, "t_quarantine").await, 20);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_all_quarantined_batch_still_advances_the_data_watermark() {
+        let (dir, root) = crate::storage::test_root("allq");
+        let id = PipelineId::new("t").unwrap();
+        let mut tables = Tables::open(&root, &id).await.unwrap();
+        tables.write(Kind::User, vec![source(&["x", "y"])]).await.unwrap();
+        assert_eq!(tables.watermark(Kind::User, "t.user-0").await.unwrap(), Some(1));
+        let again = tables.write(Kind::User, vec![source(&["x", "y"])]).await.unwrap();
+        assert_eq!(again.skipped, 2);
+        assert_eq!(count(&root, "t_quarantine").await, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
