@@ -23,22 +23,23 @@ def test_the_tree_keeps_its_layers_and_crate_boundaries():
     assert "layers: ok" in p.stdout
 
 
-def test_an_upward_import_and_a_cycle_are_reported(tmp_path):
+def problems_with(tmp_path, file, line):
+    """The core's problems once `line` is added at the top of `file` (in a copy)."""
     src = tmp_path / "src"
     shutil.copytree(REPO / "shared" / "core" / "src", src)
-    open_rs = src / "delta" / "open.rs"
-    open_rs.write_text("use crate::jobs::handlers::KafkaSink;\n" + open_rs.read_text())
-    problems = load().core_problems(src)
+    f = src / file
+    f.write_text(line + "\n" + f.read_text())
+    return load().core_problems(src)
+
+
+def test_an_upward_import_and_a_cycle_are_reported(tmp_path):
+    problems = problems_with(tmp_path, "delta/open.rs", "use crate::jobs::handlers::KafkaSink;")
     assert any("delta/open.rs imports jobs/handlers.rs" in p and "higher layer" in p for p in problems), problems
     assert any(p.startswith("import cycle among:") and "delta/open.rs" in p for p in problems), problems
 
 
-def test_grouped_and_super_imports_count(tmp_path):
-    src = tmp_path / "src"
-    shutil.copytree(REPO / "shared" / "core" / "src", src)
-    f = src / "storage" / "landing.rs"
-    f.write_text("use crate::{error::Error, writer::{Tables, coverage}};\n" + f.read_text())
-    problems = load().core_problems(src)
+def test_grouped_imports_count(tmp_path):
+    problems = problems_with(tmp_path, "storage/landing.rs", "use crate::{error::Error, writer::{Tables, coverage}};")
     assert any("storage/landing.rs imports writer/mod.rs" in p for p in problems), problems
     assert any("storage/landing.rs imports writer/coverage.rs" in p for p in problems), problems
 
