@@ -39,7 +39,7 @@ pub async fn delete_rows(
         return Ok((deleted, touched.len()));
     }
     let schema = arrow_schema(table, name)?;
-    let mut actions = Vec::new();
+    let mut actions = vec![rewrite_fence(table)];
     for (path, remove, _) in &touched {
         let kept = rows_of_file(table, &schema, path, &drop, false).await?;
         let kept = arrow::compute::concat_batches(&schema, &kept)?;

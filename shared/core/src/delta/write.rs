@@ -19,6 +19,22 @@ use super::*;
 /// Attempts a writer makes at one commit before it gives up with a clear error.
 pub const COMMIT_ATTEMPTS: u32 = 8;
 
+/// The txn app id every rewrite commit carries (compaction, deletes, whole-table replaces).
+///
+/// Why: a rewrite removes files it read at some snapshot and adds their rewritten rows.
+/// delta-rs (without DataFusion) does not check such a commit against a concurrent rewrite
+/// of the same files (a compaction's removes are `dataChange=false` and are skipped), so two
+/// rewrites from one snapshot could both commit and leave rows twice, or bring a deleted row
+/// back. It does refuse a commit whose txn app id a concurrent commit also wrote
+/// (`ConcurrentTransaction`): with this fence the second rewrite fails, reads the table again
+/// and retries. Sink appends do not carry it, so they never wait on a rewrite.
+pub const REWRITE_FENCE: &str = "pinpipe-rewrite";
+
+/// The fence action for a rewrite of `table` as of its current snapshot.
+pub fn rewrite_fence(table: &DeltaTable) -> Action {
+    Action::Txn(Transaction::new(REWRITE_FENCE, table.version().map_or(0, |v| v as i64 + 1)))
+}
+
 /// Appends `batch` (if any rows) and the txn watermarks in one atomic commit.
 /// A commit with only txn actions still advances the watermark (all-quarantined batches).
 pub async fn append(
@@ -68,6 +84,7 @@ pub async fn replace(
         .into_iter()
         .map(|f| Action::Remove(f.remove_action(true)))
         .collect();
+    actions.push(rewrite_fence(table));
     actions.extend(start_files(table, name, batch)?.join().await?);
     commit(table, name, actions, CommitProperties::default().with_metadata(metadata), SaveMode::Overwrite).await
 }
