@@ -36,6 +36,9 @@ pub enum Error {
     /// Delta's); the writer stages the batch again against the newer table and retries.
     #[error("table {table}: another writer committed the same source positions first ({detail})")]
     Conflict { table: String, detail: String },
+    /// A table another engine changed in a way pinpipe cannot read or write correctly.
+    #[error("table {table} is not one pinpipe can use: {what}")]
+    Unsupported { table: String, what: String },
     /// A crash injected by the fault schedules (`Tables::inject_crash_after_quarantine`).
     #[cfg(any(test, feature = "fault-injection"))]
     #[error("injected crash between the quarantine and the data commit")]

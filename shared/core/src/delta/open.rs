@@ -23,7 +23,10 @@ pub async fn open(root: &Location, name: &str) -> Result<Option<DeltaTable>> {
         .map_err(|e| Error::delta(name, e))?
         .with_storage_options(storage::delta_storage_options());
     match builder.load().await {
-        Ok(t) => Ok(Some(t)),
+        Ok(t) => {
+            check_supported(&t, name)?;
+            Ok(Some(t))
+        }
         Err(DeltaTableError::NotATable(_)) => Ok(None),
         Err(e) => Err(Error::delta(name, e)),
     }
@@ -42,7 +45,41 @@ pub async fn update_if_newer(table: &mut DeltaTable, name: &str) -> Result<()> {
             Err(e) => return Err(Error::Storage { location: format!("{name}/{next}"), source: e }),
         }
     }
-    table.update_state().await.map_err(|e| Error::delta(name, e))
+    table.update_state().await.map_err(|e| Error::delta(name, e))?;
+    check_supported(table, name)
+}
+
+/// Refuses a table whose protocol or properties change what pinpipe reads or keeps, naming
+/// the feature. Why: pinpipe reads the tables' Parquet files itself and keeps its
+/// exactly-once state in txn actions, so
+/// - a reader feature (`deletionVectors`, `columnMapping`, `v2Checkpoint`, …) would make it
+///   read rows another engine deleted, or columns by the wrong names;
+/// - `delta.columnMapping.mode` does the same on older protocols;
+/// - `delta.setTransactionRetentionDuration` lets checkpoints drop txn actions: gaps would
+///   vanish (records lost) and an idle partition's watermark expire (its landing re-tabled).
+pub fn check_supported(table: &DeltaTable, name: &str) -> Result<()> {
+    let snapshot = table.snapshot().map_err(|e| Error::delta(name, e))?;
+    let unsupported = |what: String| Err(Error::Unsupported { table: name.to_string(), what });
+    let props = snapshot.table_config();
+    if let Some(d) = props.set_transaction_retention_duration {
+        return unsupported(format!(
+            "delta.setTransactionRetentionDuration is set ({} s): checkpoints would expire the txn actions that \
+             hold pinpipe's watermarks and gaps; unset the property (ALTER TABLE … UNSET TBLPROPERTIES)",
+            d.as_secs()
+        ));
+    }
+    if let Some(mode) = props.column_mapping_mode.map(|m| format!("{m:?}").to_lowercase()).filter(|m| m != "none") {
+        return unsupported(format!("delta.columnMapping.mode is {mode}: pinpipe reads columns by their names in the files"));
+    }
+    let protocol = snapshot.protocol();
+    if let Some(features) = protocol.reader_features().filter(|f| !f.is_empty()) {
+        let names: Vec<String> = features.iter().map(|f| f.to_string()).collect();
+        return unsupported(format!(
+            "the table's protocol has reader features [{}]: pinpipe reads the data files itself and would misread them",
+            names.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `root` holds a table `name` (its `_delta_log` has an object), without loading it.
