@@ -459,12 +459,14 @@ fn with_blanks(out: &mut Vec<(i64, Option<Bytes>)>, found: Vec<(i64, Bytes)>, fr
 
 /// Writes one landing object (idempotent: a redelivered batch rewrites the same key), after
 /// its extent marker (so a marker never says less than the object holds, even when the writer
-/// dies between the two). An object is never replaced by a shorter one: a redelivery
-/// re-batched smaller than the first delivery would otherwise drop the first one's later
-/// offsets from the landing. Kafka values
-/// are immutable and their encoding is fixed, so an existing object at least as large as the
-/// new body already holds it. (One writer lands a partition at a time, as event-source
-/// mappings deliver; two operators' replays racing on one key could still shrink it.)
+/// dies between the two). An object is never replaced by one covering fewer offsets: a
+/// redelivery re-batched smaller than the first delivery would otherwise drop the first one's
+/// later offsets from the landing. Kafka values are immutable, so an existing object with at
+/// least as many lines already holds every offset of the new one. Lines are counted, not
+/// bytes: a forgotten record is an empty line in a sink's body but a line of spaces after
+/// `pinpipe forget`, so a body with more offsets can be the smaller one. (One writer lands a
+/// partition at a time, as event-source mappings deliver; two operators' replays racing on
+/// one key could still shrink it.)
 pub async fn write_object(
     store: &Arc<dyn ObjectStore>,
     topic: &str,
@@ -494,9 +496,15 @@ pub async fn write_object_with_blanks(
         body.push(b'\n');
     }
     let storage = |e| Error::Storage { location: key.to_string(), source: e };
-    match store.head(&key).await {
-        Ok(existing) if existing.size >= body.len() as u64 => return Ok(key),
-        Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+    // Only a redelivery finds an object here; it is read to count the offsets it covers.
+    match store.get(&key).await {
+        Ok(got) => {
+            let existing = got.bytes().await.map_err(storage)?;
+            if line_count(&existing) >= values.len() {
+                return Ok(key);
+            }
+        }
+        Err(object_store::Error::NotFound { .. }) => {}
         Err(e) => return Err(storage(e)),
     }
     let last = first_offset + values.len().max(1) as i64 - 1;
@@ -509,9 +517,34 @@ pub async fn write_object_with_blanks(
     Ok(key)
 }
 
+/// Lines in a landing object: one per offset (a last line without its newline counts).
+fn line_count(bytes: &[u8]) -> usize {
+    let newlines = memchr::memchr_iter(b'\n', bytes).count();
+    newlines + usize::from(bytes.last().is_some_and(|b| *b != b'\n'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Item: a redelivery covering more offsets replaces the object even when its body is
+    /// smaller in bytes (records forgotten since land as empty lines).
+    #[tokio::test]
+    async fn a_redelivery_with_more_offsets_but_fewer_bytes_replaces_the_object() {
+        let (dir, loc) = crate::storage::test_root("more-offsets");
+        let store = loc.store().unwrap();
+        let long = format!(r#"{{"ind":1,"first_name":"{}"}}"#, "x".repeat(200));
+        write_object(&store, "a.user", 0, 0, &[long.as_bytes(), long.as_bytes()]).await.unwrap();
+        // Offsets 0 and 1 forgotten since (blank), offset 2 new: 4 bytes against 400.
+        let key = write_object_with_blanks(&store, "a.user", 0, 0, &[None, None, Some(b"{}")]).await.unwrap();
+        let body = store.get(&key).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&body[..], b"\n\n{}\n", "offset 2 was dropped from the landing");
+        // A smaller redelivery (fewer offsets) still leaves the object alone.
+        write_object(&store, "a.user", 0, 0, &[long.as_bytes()]).await.unwrap();
+        assert_eq!(line_count(&store.get(&key).await.unwrap().bytes().await.unwrap()), 3);
+        assert_eq!((line_count(b""), line_count(b"a"), line_count(b"a\n"), line_count(b"\n\nb")), (0, 1, 1, 3));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn keys_round_trip() {
