@@ -183,6 +183,27 @@ mod tests {
         delta::read_batches(&t, name).await.unwrap().iter().map(|b| b.num_rows()).sum()
     }
 
+    /// Item: a forget that writes its ledger after a sink staged a batch (and deletes what it
+    /// finds) must not see the batch's rows of the forgotten post committed after it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_forget_between_staging_and_commit_keeps_its_post_out() {
+        let (dir, root) = crate::storage::test_root("forget-race");
+        let id = PipelineId::new("t").unwrap();
+        let mut tables = Tables::open(&root, &id).await.unwrap();
+        let lines = [r#"{"ind":1,"first_name":"Ann"}"#, r#"{"ind":7,"first_name":"Bo"}"#, r#"{"ind":8,"first_name":"Cy"}"#];
+        let staged = tables.stage(Kind::User, vec![source(&lines)]).await.unwrap();
+        let flight = tables.start(staged).unwrap();
+        super::super::ledger::add_to_ledger(&root, &[7].into()).await.unwrap();
+        let report = tables.finish(flight).await.unwrap();
+        assert_eq!((report.tabled, report.forgotten), (2, 1), "{report:?}");
+        let table = delta::open(&root, "t_user_table").await.unwrap().unwrap();
+        let frame = delta::read_frame(&table, "t_user_table").await.unwrap();
+        let mut inds: Vec<i64> = frame.column("ind").unwrap().i64().unwrap().into_no_null_iter().collect();
+        inds.sort_unstable();
+        assert_eq!(inds, vec![1, 8]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn crash_between_the_two_commits_is_healed_by_redelivery() {
         let (dir, root) = crate::storage::test_root("crash");

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -21,19 +21,44 @@ struct Ledger {
     inds: BTreeSet<i64>,
 }
 
+/// The ledger as a writer last read it: the forgotten `ind`s and the object's ETag (`None`:
+/// there was no ledger).
+#[derive(Debug, Default, Clone)]
+pub struct LedgerState {
+    pub inds: BTreeSet<i64>,
+    etag: Option<String>,
+}
+
 /// The forgotten `ind`s (none when there is no ledger yet).
 pub async fn load_ledger(root: &Location) -> Result<BTreeSet<i64>> {
+    Ok(load(root).await?.inds)
+}
+
+/// The ledger with its ETag.
+pub async fn load(root: &Location) -> Result<LedgerState> {
+    Ok(reload(root, &LedgerState::default()).await?.unwrap_or_default())
+}
+
+/// The ledger again, or `None` when it is unchanged since `known`: a conditional GET
+/// (If-None-Match), so an unchanged ledger costs no body and no parse, however large it is.
+pub async fn reload(root: &Location, known: &LedgerState) -> Result<Option<LedgerState>> {
     let store = root.store()?;
     let path = Path::from(LEDGER);
     let storage = |e| Error::Storage { location: root.join(LEDGER).display(), source: e };
-    let bytes = match store.get(&path).await {
-        Ok(got) => got.bytes().await.map_err(storage)?,
-        Err(object_store::Error::NotFound { .. }) => return Ok(BTreeSet::new()),
+    let opts = GetOptions { if_none_match: known.etag.clone(), ..Default::default() };
+    let got = match store.get_opts(&path, opts).await {
+        Ok(got) => got,
+        Err(object_store::Error::NotModified { .. }) => return Ok(None),
+        Err(object_store::Error::NotFound { .. }) => {
+            return Ok((known.etag.is_some() || !known.inds.is_empty()).then(LedgerState::default));
+        }
         Err(e) => return Err(storage(e)),
     };
+    let etag = got.meta.e_tag.clone();
+    let bytes = got.bytes().await.map_err(storage)?;
     let ledger: Ledger = serde_json::from_slice(&bytes)
         .map_err(|e| Error::input(root.join(LEDGER).display(), format!("not a forget ledger: {e}")))?;
-    Ok(ledger.inds)
+    Ok(Some(LedgerState { inds: ledger.inds, etag }))
 }
 
 pub(crate) async fn add_to_ledger(root: &Location, inds: &BTreeSet<i64>) -> Result<()> {

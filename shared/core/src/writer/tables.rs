@@ -61,9 +61,9 @@ pub struct Tables {
     quarantine: DeltaTable,
     /// Txn actions per table name, kept up to date with each table's loaded snapshot.
     txns: HashMap<String, delta::Txns>,
-    /// Posts erased by `pinpipe forget` (its ledger, read at open and each `refresh`): their
-    /// records are never written again.
-    forgotten: std::collections::BTreeSet<i64>,
+    /// Posts erased by `pinpipe forget` (its ledger, read at open, at each `refresh` and
+    /// again before each commit): their records are never written again.
+    ledger: ledger::LedgerState,
     /// Fault injection for the fault schedules: every commit stops with an error right after
     /// its quarantine commit, as a writer that crashes there would.
     #[cfg(any(test, feature = "fault-injection"))]
@@ -88,14 +88,14 @@ impl Tables {
         }
         let quarantine =
             delta::open_or_create(root, &id.quarantine_table(), delta::quarantine_schema()).await?;
-        let forgotten = ledger::load_ledger(root).await?;
+        let ledger = ledger::load(root).await?;
         Ok(Tables {
             root: root.clone(),
             id: id.clone(),
             data,
             quarantine,
             txns: HashMap::new(),
-            forgotten,
+            ledger,
             #[cfg(any(test, feature = "fault-injection"))]
             crash_after_quarantine: false,
         })
@@ -173,7 +173,9 @@ impl Tables {
         for kind in Kind::ALL {
             self.refresh_kind(kind).await?;
         }
-        self.forgotten = ledger::load_ledger(&self.root).await?;
+        if let Some(now) = ledger::reload(&self.root, &self.ledger).await? {
+            self.ledger = now;
+        }
         Ok(())
     }
 
@@ -240,7 +242,7 @@ impl Tables {
 
     /// Whether a record belongs to a post `pinpipe forget` erased.
     pub fn is_forgotten(&self, kind: Kind, bytes: &[u8]) -> bool {
-        !self.forgotten.is_empty() && ledger::is_forgotten(kind, bytes, &self.forgotten)
+        !self.ledger.inds.is_empty() && ledger::is_forgotten(kind, bytes, &self.ledger.inds)
     }
 
     /// Writes records of one kind, grouped by source partition in offset order, exactly once.
@@ -308,6 +310,19 @@ impl Tables {
                 self.refresh_quarantine().await?;
             }
             let d_name = self.id.table(kind);
+            // A forget that wrote its ledger after this batch was staged may already have
+            // deleted what it found: the batch is staged again without its posts, or they
+            // would be committed after the delete and stay.
+            if let Some(now) = ledger::reload(&self.root, &self.ledger).await? {
+                let grew = !now.inds.is_subset(&self.ledger.inds);
+                self.ledger = now;
+                if grew {
+                    return Err(crate::Error::Conflict {
+                        table: d_name.clone(),
+                        detail: "the forget ledger changed since the batch was staged".into(),
+                    });
+                }
+            }
             let q_name = self.id.quarantine_table();
             let mut d_txns = Vec::new();
             let mut q_txns = Vec::new();
