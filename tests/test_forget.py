@@ -105,8 +105,11 @@ def test_forget_a_user_everywhere_on_local_disk(tmp_path):
     dry = json.loads(run("--id", ID, "forget", "--user", target, "--tables", t1, "--landing", land, "--dry-run",
                          env=env).stdout)
     assert rows_by_table(t1) == before, "a dry run wrote"
-    report = json.loads(run("--id", ID, "forget", "--user", target, "--tables", t1, "--landing", land,
-                            env=env).stdout)
+    # A second pass after a short wait (the deployed default waits the functions' timeout).
+    p = run("--id", ID, "forget", "--user", target, "--tables", t1, "--landing", land, "--settle", 0.2, env=env)
+    report = json.loads(p.stdout)
+    assert (report["passes"], report["certain"]) == (2, True), report
+    assert "not yet certain" not in p.stderr
     assert sorted(report["inds"]) == sorted(inds) == sorted(dry["inds"])
     assert report["rows_removed"] == dry["rows_removed"]
     assert report["rows_removed"][f"{ID}_quarantine"] == 2
@@ -197,7 +200,9 @@ def test_forget_by_ind_on_s3_and_replay_does_not_bring_it_back(tmp_path, moto_s3
     s3.put_object(Bucket="fg-failures", Key="aws/lambda/esm/0/a",
                   Body=json.dumps({"payload": msk_event(batch(range(5, 10)))}).encode())
 
-    report = json.loads(run("--id", ID, "forget", "--ind", 2, "--ind", 7, "--ind", 12, env=env).stdout)
+    p = run("--id", ID, "forget", "--ind", 2, "--ind", 7, "--ind", 12, "--settle", 0, env=env)
+    report = json.loads(p.stdout)
+    assert (report["passes"], report["certain"]) == (1, False) and "not yet certain" in p.stderr, (report, p.stderr)
     assert report["rows_removed"][f"{ID}_user_table"] == 2 and report["landing_lines_blanked"] == 2, report
     assert sorted(r["ind"] for r in read_table(tables, f"{ID}_user_table", opts)) == [0, 1, 3, 4, 10, 11, 13, 14]
     for obj in s3.list_objects_v2(Bucket="fg-data", Prefix="topics/")["Contents"]:

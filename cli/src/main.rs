@@ -189,6 +189,11 @@ struct ForgetArgs {
     /// Only count what would be removed.
     #[arg(long)]
     dry_run: bool,
+    /// Seconds to wait after a pass before the next, until one finds nothing left: at least
+    /// the longest run of a function that writes the tables (the sinks' 300 s, the scheduled
+    /// catch-up's 900 s). 0: one pass, and the output says it is not yet certain.
+    #[arg(long, default_value_t = 900.0, value_name = "SECONDS")]
+    settle: f64,
 }
 
 #[derive(Args)]
@@ -475,12 +480,22 @@ async fn cmd_forget(id: &PipelineId, a: ForgetArgs) -> Result<()> {
         None => Target::Inds(a.ind),
     };
     let spinner = ui::spinner("forgetting");
-    let report = forget::forget(&tables, id, &target, landing.as_ref(), a.dry_run).await?;
+    let settle = std::time::Duration::try_from_secs_f64(a.settle.max(0.0)).context("--settle is not a number of seconds")?;
+    if !a.dry_run && !settle.is_zero() {
+        spinner.set_message(format!("forgetting (then again after {} s, until a pass finds nothing)", settle.as_secs()));
+    }
+    let report = forget::forget_settled(&tables, id, &target, landing.as_ref(), a.dry_run, settle, 5).await?;
     spinner.finish_and_clear();
     println!("{}", serde_json::to_string_pretty(&report)?);
     if report.inds.is_empty() {
         eprintln!("nothing (left) to forget: check --id, --tables and the spelling of --user");
-    } else if !a.dry_run {
+    } else if !a.dry_run && !report.certain {
+        eprintln!(
+            "not yet certain: a sink that read the ledger just before this forget may still commit rows of these \
+             posts. Run the same forget again after the functions' timeout (900 s), or use --settle 900."
+        );
+    }
+    if !report.inds.is_empty() && !a.dry_run {
         eprintln!(
             "forgotten. The replaced table files stay for readers of older table versions until the daily \
              maintenance's vacuum deletes them (PINPIPE_VACUUM_RETENTION_HOURS, {} h by default); \

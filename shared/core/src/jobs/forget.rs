@@ -60,6 +60,64 @@ pub struct ForgetReport {
     /// Whether the quality counts of the removed records could be taken from the landing
     /// (without it, only row counts are corrected).
     pub quality_adjusted_from_landing: bool,
+    /// Passes made: the first, then one after each wait (`forget_settled`) until one found
+    /// nothing left.
+    pub passes: u32,
+    /// Whether a pass made at least the wait after the ledger was written found nothing: no
+    /// writer that read the ledger before it changed can still commit these posts' rows.
+    pub certain: bool,
+}
+
+impl ForgetReport {
+    /// Rows removed and landing lines blanked by this report's passes.
+    pub fn found(&self) -> u64 {
+        self.rows_removed.values().sum::<u64>() + self.landing_lines_blanked
+    }
+
+    fn add(&mut self, later: &ForgetReport) {
+        for (table, rows) in &later.rows_removed {
+            *self.rows_removed.entry(table.clone()).or_default() += rows;
+        }
+        self.files_replaced += later.files_replaced;
+        self.landing_lines_blanked += later.landing_lines_blanked;
+        self.landing_objects_rewritten += later.landing_objects_rewritten;
+    }
+}
+
+/// `forget`, then, after each `settle` wait, again for the same posts until a pass finds
+/// nothing left (at most `max_passes` passes). Why: a writer that read the ledger just
+/// before this forget wrote it may still commit these posts' rows (each checks the ledger
+/// right before its commit, which leaves only the moment between that check and the commit);
+/// one pass made longer after the ledger than any writer runs (the functions' timeout) finds
+/// them. With `settle` zero or a dry run: one pass, not certain.
+pub async fn forget_settled(
+    root: &Location,
+    id: &PipelineId,
+    target: &Target,
+    landing: Option<&Location>,
+    dry_run: bool,
+    settle: std::time::Duration,
+    max_passes: u32,
+) -> Result<ForgetReport> {
+    let mut total = forget(root, id, target, landing, dry_run).await?;
+    total.passes = 1;
+    if dry_run || settle.is_zero() || total.inds.is_empty() {
+        return Ok(total);
+    }
+    let again = Target::Inds(total.inds.clone());
+    while total.passes < max_passes.max(2) {
+        tracing::info!(seconds = settle.as_secs_f64(), pass = total.passes + 1, "waiting for writers that read the ledger before it changed");
+        tokio::time::sleep(settle).await;
+        let pass = forget(root, id, &again, landing, false).await?;
+        total.passes += 1;
+        total.add(&pass);
+        if pass.found() == 0 {
+            total.certain = true;
+            break;
+        }
+        tracing::warn!(found = pass.found(), "rows of forgotten posts were committed after the first pass; removed");
+    }
+    Ok(total)
 }
 
 /// What a record of someone's looks like.
@@ -323,4 +381,68 @@ async fn delete_forgotten(
     };
     let metadata = |rows| vec![(delta::QUALITY_FORGOTTEN_KEY.to_string(), serde_json::to_value(quality(rows)).unwrap_or_default())];
     delta::delete_rows_retrying(table, name, columns, drop, &predicate, &metadata, dry_run).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::landing::SourceRecords;
+    use crate::writer::Tables;
+
+    fn users(inds: &[i64], from: i64) -> SourceRecords {
+        let lines: Vec<(i64, RawRecord)> = inds
+            .iter()
+            .enumerate()
+            .map(|(i, ind)| {
+                let o = from + i as i64;
+                let line = format!(r#"{{"ind":{ind},"first_name":"F{ind}","last_name":"L"}}"#);
+                (o, RawRecord { source: "t.user".into(), partition: "0".into(), position: o.into(), bytes: line.into_bytes().into() })
+            })
+            .collect();
+        let mut s = SourceRecords::new(crate::storage::landing::app_id("t.user", "0"));
+        for (o, r) in lines {
+            s.push(o, r);
+        }
+        s
+    }
+
+    async fn user_inds(root: &Location) -> Vec<i64> {
+        let table = delta::open(root, "t_user_table").await.unwrap().unwrap();
+        let frame = delta::read_frame(&table, "t_user_table").await.unwrap();
+        let mut inds: Vec<i64> = frame.column("ind").unwrap().i64().unwrap().into_no_null_iter().collect();
+        inds.sort_unstable();
+        inds
+    }
+
+    /// Item: a row committed after forget's first pass (by a writer that read the ledger
+    /// before it changed) is removed by a later pass, and only then is forget certain.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_row_committed_after_the_first_pass_is_removed_by_a_later_one() {
+        let (dir, root) = crate::storage::test_root("forget-settle");
+        let id = PipelineId::new("t").unwrap();
+        Tables::open(&root, &id).await.unwrap().write(Kind::User, vec![users(&[1, 7], 0)]).await.unwrap();
+        // A writer that commits ind 7 again while forget waits, without the ledger's check
+        // (as a commit already under way when the ledger changed would).
+        let late = {
+            let root = root.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                let decoded = crate::clean::decode::decode(Kind::User, &users(&[7], 2).records).unwrap();
+                let (frame, _) = clean::clean(Kind::User, &decoded).unwrap();
+                let mut table = delta::open(&root, "t_user_table").await.unwrap().unwrap();
+                let batch = delta::frame_to_batch(&frame, delta::arrow_schema(&table, "t_user_table").unwrap()).unwrap();
+                delta::append(&mut table, "t_user_table", Some(batch), &[], vec![]).await.unwrap();
+            })
+        };
+        let settle = std::time::Duration::from_millis(400);
+        let report = forget_settled(&root, &id, &Target::Inds(vec![7]), None, false, settle, 5).await.unwrap();
+        late.await.unwrap();
+        assert_eq!((report.passes, report.certain), (3, true), "{report:?}");
+        assert_eq!(report.rows_removed["t_user_table"], 2);
+        assert_eq!(user_inds(&root).await, vec![1]);
+        // Without a wait: one pass, not certain.
+        let once = forget_settled(&root, &id, &Target::Inds(vec![1]), None, false, std::time::Duration::ZERO, 5).await.unwrap();
+        assert_eq!((once.passes, once.certain), (1, false));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
