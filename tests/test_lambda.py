@@ -2,6 +2,7 @@
 import json
 
 import boto3
+from deltalake import DeltaTable
 
 from conftest import REPO, read_table, run, write_object
 
@@ -64,6 +65,13 @@ def test_scheduled_analysis_catches_up_analyzes_and_reruns_identically(tmp_path,
     assert len(pins) == 550
     out_rows = read_table("s3://sched/tables", f"{ID}_top_country", storage_options=opts)
     assert len(out_rows) == 1 and out_rows[0]["run_time"].isoformat().startswith(event_time[:19])
+    # Each run replaces the output tables' files; the replaced ones were vacuumed (retention 0
+    # here), so each output folder holds only the files its current version reads.
+    for name in first["outputs"]:
+        table = f"{ID}_{name}"
+        active = {u.rsplit("/", 1)[-1] for u in DeltaTable(f"s3://sched/tables/{table}", storage_options=opts).file_uris()}
+        stored = {k.rsplit("/", 1)[-1] for k in objects(s3, "sched", f"tables/{table}/") if k.endswith(".parquet")}
+        assert stored == active, (table, stored - active)
 
 
 def test_invoke_reports_missing_configuration(tmp_path):

@@ -172,6 +172,14 @@ async fn analyze_and_report(
 ) -> Result<(std::collections::BTreeMap<String, usize>, Vec<String>)> {
     let run = run::analyze(&cfg.tables, &cfg.id, run_time, cfg.analysis_part_rows).await?;
     run.write_tables(&cfg.tables).await?;
+    // Each run replaces every output table's files: the replaced ones are vacuumed here once
+    // past retention, or they would pile up a day's worth at a time.
+    for spec in OUTPUTS.iter() {
+        let name = cfg.id.output_table(spec.name);
+        if let Some(table) = delta::open(&cfg.tables, &name).await? {
+            maintenance::vacuum(table, &name, cfg.maintenance.vacuum_retention_hours).await?;
+        }
+    }
     let mut reports = Vec::new();
     if let Some(root) = &cfg.reports {
         let store = root.store()?;
