@@ -31,7 +31,8 @@ fi
 
 bash scripts/lint-infra.sh
 cargo build --locked -p pinpipe-cli
-cargo test --locked --workspace
+# The fault schedules' unit test runs 40 schedules by default; the test command runs 1,000.
+PINPIPE_SCHEDULES="${PINPIPE_SCHEDULES:-1000}" cargo test --locked --workspace
 # Lints as errors where the toolchain has clippy (rustup's default profile does; it cannot be
 # fetched here when missing, so then this step says so and is skipped).
 if cargo clippy --version >/dev/null 2>&1; then
