@@ -254,6 +254,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     ui::init_logging(cli.log_format);
+    pinpipe_ingest::install_tls_provider();
     // EMF metric lines, as the Lambdas write them (`pinpipe invoke`): PINPIPE_METRICS=emf.
     pinpipe_core::metrics::configure(pinpipe_core::metrics::setting(
         std::env::var("PINPIPE_METRICS").ok().as_deref(),

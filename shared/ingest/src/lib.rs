@@ -19,5 +19,12 @@ pub use api::{Ingest, Reply};
 pub use config::IngestConfig;
 pub use error::Error;
 
+/// Makes the AWS SDK's TLS provider (rustls with aws-lc-rs) the process default, which the
+/// HTTPS clients outside the SDK (reqwest) then use: one crypto library in the binary, not
+/// two. Idempotent; call it before building such a client.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests;

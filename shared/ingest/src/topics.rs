@@ -293,6 +293,7 @@ pub async fn handle_custom_resource(cfg: &IngestConfig, event: &Value) -> Result
 /// PUTs the answer to the pre-signed URL (an empty Content-Type, as the signature expects),
 /// retrying a few times: an undelivered answer leaves the stack waiting for an hour.
 async fn send_answer(url: &str, answer: &Value) -> Result<(), String> {
+    crate::install_tls_provider();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
     let body = answer.to_string();
     let mut last = String::new();
