@@ -204,6 +204,44 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// A Kinesis batch of one shard: sequence numbers `seqs`, the record at `bad` malformed.
+    fn kinesis(seqs: &[u64], bad: u64) -> SourceRecords<crate::watermark::SequenceNumber> {
+        use crate::watermark::SequenceNumber;
+        let records = seqs.iter().map(|s| {
+            let text = format!("4959{s:052}");
+            let body = if *s == bad { "{not json".to_string() } else { format!(r#"{{"ind":{s},"first_name":"K"}}"#) };
+            (SequenceNumber::parse(&text).unwrap(), crate::record::Position::Text(text.into()), Bytes::from(body))
+        });
+        SourceRecords::from_records("streaming-t-user", "shardId-000000000000", records)
+    }
+
+    /// Item: Kinesis quarantine coverage is a mark without holes. Batch Y commits its
+    /// quarantine and crashes before its rows; batch X (lower sequence numbers, given up
+    /// earlier) is then written: its bad record is below the quarantine's mark but not in
+    /// the quarantine, and must be quarantined, not dropped as held. Y's redelivery then
+    /// writes its rows and no second quarantine entry.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_kinesis_bad_record_below_the_quarantine_mark_is_still_quarantined() {
+        let (dir, root) = crate::storage::test_root("kinesis-q-hole");
+        let id = PipelineId::new("t").unwrap();
+        let mut tables = Tables::open(&root, &id).await.unwrap();
+        tables.inject_crash_after_quarantine(true);
+        assert!(tables.write(Kind::User, vec![kinesis(&[200, 201, 202], 201)]).await.is_err());
+        tables.inject_crash_after_quarantine(false);
+        let x = tables.write(Kind::User, vec![kinesis(&[100, 101, 102], 101)]).await.unwrap();
+        assert_eq!((x.tabled, x.quarantined), (2, 1), "{x:?}");
+        let y = tables.write(Kind::User, vec![kinesis(&[200, 201, 202], 201)]).await.unwrap();
+        assert_eq!(y.tabled, 2, "{y:?}");
+        let q = delta::open(&root, "t_quarantine").await.unwrap().unwrap();
+        let frame = delta::read_frame(&q, "t_quarantine").await.unwrap();
+        let mut positions: Vec<String> =
+            frame.column("position").unwrap().str().unwrap().iter().flatten().map(|p| p[p.len() - 3..].to_string()).collect();
+        positions.sort();
+        assert_eq!(positions, vec!["101", "201"]);
+        assert_eq!(count(&root, "t_user_table").await, 4);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn crash_between_the_two_commits_is_healed_by_redelivery() {
         let (dir, root) = crate::storage::test_root("crash");

@@ -107,6 +107,22 @@ impl Tables {
         self.crash_after_quarantine = on;
     }
 
+    /// Every (source, partition, position) the quarantine holds, read from its files.
+    async fn quarantine_positions(&self, q_name: &str) -> Result<std::collections::HashSet<(String, String, String)>> {
+        use arrow::array::{Array, StringArray};
+        let mut out = std::collections::HashSet::new();
+        for b in delta::read_batches(&self.quarantine, q_name).await? {
+            let col = |n: &str| b.column_by_name(n).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+            let (Some(s), Some(p), Some(o)) = (col("source"), col("partition"), col("position")) else { continue };
+            for i in 0..b.num_rows() {
+                if s.is_valid(i) && p.is_valid(i) && o.is_valid(i) {
+                    out.insert((s.value(i).to_string(), p.value(i).to_string(), o.value(i).to_string()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn data_mut(&mut self, kind: Kind) -> &mut DeltaTable {
         self.data.get_mut(&kind).expect("all kinds are opened in Tables::open")
     }
@@ -328,6 +344,7 @@ impl Tables {
             let mut q_txns = Vec::new();
             let mut entries = Vec::new();
             let mut gaps_opened = 0;
+            let mut q_held: Option<std::collections::HashSet<(String, String, String)>> = None;
             for (si, positions) in covered.iter().enumerate() {
                 let app_id = &batch.sources[si].app_id;
                 let d_now: Coverage<M> = self.coverage_in(Some(kind), app_id).await?;
@@ -339,7 +356,22 @@ impl Tables {
                 if quarantine.iter().any(|(owner, _, _)| *owner == si) {
                     let q_now: Coverage<M> = self.coverage_in(None, app_id).await?;
                     for (owner, position, entry) in &quarantine {
-                        if *owner == si && !q_now.holds(position) {
+                        if *owner != si {
+                            continue;
+                        }
+                        // Sequence numbers have no gaps to mark a hole below the quarantine's
+                        // mark (a batch given up, then a later one that committed its
+                        // quarantine and crashed): there the entry itself is looked up.
+                        let held = q_now.holds(position)
+                            && (position.offset().is_some() || {
+                                if q_held.is_none() {
+                                    q_held = Some(self.quarantine_positions(&q_name).await?);
+                                }
+                                q_held.as_ref().is_some_and(|h| {
+                                    h.contains(&(entry.source.clone(), entry.partition.clone(), entry.position.clone()))
+                                })
+                            });
+                        if !held {
                             entries.push(entry.clone());
                         }
                     }
