@@ -169,10 +169,26 @@ pub(super) fn lambda_init_ms_with(lambda: &Path, env: &[(&str, String)]) -> Resu
         .env("AWS_REGION", "us-east-1")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", lambda.display()))?;
-    let (mut conn, _) = listener.accept()?;
+    // Wait for its first request, unless it exits first (a configuration error) or takes
+    // longer than any cold start should.
+    listener.set_nonblocking(true)?;
+    let mut conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+        if child.try_wait()?.is_some() || started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            bail!("{} did not ask for an event: {}", lambda.display(), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    };
+    conn.set_nonblocking(false)?;
     let mut buf = [0u8; 256];
     let n = conn.read(&mut buf)?;
     let ms = started.elapsed().as_secs_f64() * 1e3;

@@ -20,11 +20,12 @@ pub(super) fn lambdas(id: &PipelineId, dir: Option<PathBuf>, reference: Option<P
     };
     let mock = rdkafka::mocking::MockCluster::new(1).context("starting librdkafka's mock cluster")?;
     let work = tempdir("pinpipe-bench-lambdas")?;
-    let env = |tables: &Path| -> Vec<(&'static str, String)> {
+    let env = |work: &Path| -> Vec<(&'static str, String)> {
         vec![
             ("PINPIPE_ID", id.as_str().to_string()),
             ("PINPIPE_KAFKA_BROKERS", mock.bootstrap_servers()),
-            ("PINPIPE_TABLES", tables.display().to_string()),
+            ("PINPIPE_TABLES", work.join("tables").display().to_string()),
+            ("PINPIPE_LANDING", work.join("landing").display().to_string()),
             ("AWS_ACCESS_KEY_ID", "bench".into()),
             ("AWS_SECRET_ACCESS_KEY", "bench".into()),
             ("AWS_EC2_METADATA_DISABLED", "true".into()),
