@@ -139,7 +139,7 @@ pub(super) async fn ingest(id: &PipelineId, posts: u64, batch_size: usize, concu
     if lambda.exists() {
         let mut times = Vec::new();
         for _ in 0..5 {
-            times.push(lambda_init_ms(&lambda, id, &bootstrap)?);
+            times.push(lambda_init_ms(&lambda, &[("PINPIPE_ID", id.as_str().to_string()), ("PINPIPE_KAFKA_BROKERS", bootstrap.clone())])?);
         }
         times.sort_by(f64::total_cmp);
         println!("ingest-api Lambda init (process start -> first /invocation/next): median {:.1} ms, min {:.1} ms, max {:.1} ms",
@@ -150,13 +150,9 @@ pub(super) async fn ingest(id: &PipelineId, posts: u64, batch_size: usize, concu
     Ok(())
 }
 
-/// Starts the Lambda binary against a stand-in Runtime API socket and times its first request.
-pub(super) fn lambda_init_ms(lambda: &Path, id: &PipelineId, bootstrap: &str) -> Result<f64> {
-    lambda_init_ms_with(lambda, &[("PINPIPE_ID", id.as_str().to_string()), ("PINPIPE_KAFKA_BROKERS", bootstrap.to_string())])
-}
-
-/// `lambda_init_ms` with the function's own environment `env` (beside Lambda's).
-pub(super) fn lambda_init_ms_with(lambda: &Path, env: &[(&str, String)]) -> Result<f64> {
+/// Starts a Lambda binary with the function's own environment `env` (beside Lambda's) against
+/// a stand-in Runtime API socket and times its first request.
+pub(super) fn lambda_init_ms(lambda: &Path, env: &[(&str, String)]) -> Result<f64> {
     use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;

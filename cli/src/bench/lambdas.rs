@@ -44,15 +44,15 @@ pub(super) fn lambdas(id: &PipelineId, dir: Option<PathBuf>, reference: Option<P
         // One untimed start each first: the sinks create their tables on their first start,
         // which a deployed function does once, not at every cold start.
         let (ours_env, theirs_env) = (env(&work.join("ours")), env(&work.join("theirs")));
-        lambda_init_ms_with(&ours, &ours_env)?;
+        lambda_init_ms(&ours, &ours_env)?;
         if let Some(t) = &theirs {
-            lambda_init_ms_with(t, &theirs_env)?;
+            lambda_init_ms(t, &theirs_env)?;
         }
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for _ in 0..runs {
-            a.push(lambda_init_ms_with(&ours, &ours_env)?);
+            a.push(lambda_init_ms(&ours, &ours_env)?);
             if let Some(t) = &theirs {
-                b.push(lambda_init_ms_with(t, &theirs_env)?);
+                b.push(lambda_init_ms(t, &theirs_env)?);
             }
         }
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len() as f64 / 1e6).unwrap_or(f64::NAN);

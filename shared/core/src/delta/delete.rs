@@ -101,13 +101,18 @@ pub(crate) async fn rows_of_file(
     Ok(out)
 }
 
+/// Marks the rows whose `ind` is in `inds` (it reads the `ind` column alone).
+pub fn ind_in(name: &str, inds: Arc<std::collections::HashSet<i64>>) -> RowFilter {
+    let table_path = object_store::path::Path::from(name);
+    Arc::new(move |b: &RecordBatch| {
+        Ok(ind_column(b, &table_path)?.iter().map(|i| Some(i.is_some_and(|i| inds.contains(&i)))).collect())
+    })
+}
+
 /// The table's rows whose `ind` is in `inds`, as batches of the table's own schema: every
 /// file is read with `ind` alone, and only files holding one of them are read whole.
 pub async fn rows_with_inds(table: &DeltaTable, name: &str, inds: Arc<std::collections::HashSet<i64>>) -> Result<Vec<RecordBatch>> {
-    let table_path = object_store::path::Path::from(name);
-    let select: RowFilter = Arc::new(move |b: &RecordBatch| {
-        Ok(ind_column(b, &table_path)?.iter().map(|i| Some(i.is_some_and(|i| inds.contains(&i)))).collect())
-    });
+    let select = ind_in(name, inds);
     let schema = arrow_schema(table, name)?;
     let mut rows = Vec::new();
     for (path, _, n) in marked_per_file(table, name, &["ind"], select.clone()).await? {

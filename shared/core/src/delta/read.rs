@@ -164,3 +164,15 @@ pub(crate) fn ind_column<'a>(batch: &'a RecordBatch, path: &object_store::path::
         .and_then(|c| c.as_any().downcast_ref::<arrow::array::Int64Array>())
         .ok_or_else(|| Error::input(path.to_string(), "ind is not a 64-bit integer column"))
 }
+
+/// The sorted `ind`s of a table's live rows (for tests' assertions).
+#[cfg(test)]
+pub(crate) async fn live_inds(root: &crate::storage::Location, name: &str) -> Vec<i64> {
+    let table = open(root, name).await.expect("table opens").expect("table exists");
+    let mut inds: Vec<i64> = Vec::new();
+    for b in read_batches(&table, name).await.expect("table reads") {
+        inds.extend(ind_column(&b, &object_store::path::Path::from(name)).expect("ind column").values().iter().copied());
+    }
+    inds.sort_unstable();
+    inds
+}

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, BinaryArray, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, BinaryArray, BooleanArray, RecordBatch, StringArray};
 use bytes::Bytes;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::Serialize;
@@ -253,14 +253,7 @@ pub async fn forget(root: &Location, id: &PipelineId, target: &Target, landing: 
     for kind in Kind::ALL {
         let name = id.table(kind);
         let Some(mut table) = delta::open(root, &name).await? else { continue };
-        let inds = Arc::new(matcher.inds.clone());
-        let drop: delta::RowFilter = Arc::new(move |b: &RecordBatch| {
-            let col = b
-                .column_by_name("ind")
-                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-                .ok_or_else(|| Error::Config("ind is not a 64-bit integer column".into()))?;
-            Ok(col.iter().map(|v| Some(v.is_some_and(|v| inds.contains(&v)))).collect::<BooleanArray>())
-        });
+        let drop = delta::ind_in(&name, Arc::new(matcher.inds.iter().copied().collect()));
         let quality = removed_quality.remove(&kind).unwrap_or_default();
         let (rows, files) = delete_forgotten(&mut table, &name, &["ind"], drop, &matcher, dry_run, &|rows| {
             let mut q = quality.clone();
@@ -406,14 +399,6 @@ mod tests {
         s
     }
 
-    async fn user_inds(root: &Location) -> Vec<i64> {
-        let table = delta::open(root, "t_user_table").await.unwrap().unwrap();
-        let frame = delta::read_frame(&table, "t_user_table").await.unwrap();
-        let mut inds: Vec<i64> = frame.column("ind").unwrap().i64().unwrap().into_no_null_iter().collect();
-        inds.sort_unstable();
-        inds
-    }
-
     /// Item: a row committed after forget's first pass (by a writer that read the ledger
     /// before it changed) is removed by a later pass, and only then is forget certain.
     #[tokio::test(flavor = "multi_thread")]
@@ -439,7 +424,7 @@ mod tests {
         late.await.unwrap();
         assert_eq!((report.passes, report.certain), (3, true), "{report:?}");
         assert_eq!(report.rows_removed["t_user_table"], 2);
-        assert_eq!(user_inds(&root).await, vec![1]);
+        assert_eq!(delta::live_inds(&root, "t_user_table").await, vec![1]);
         // Without a wait: one pass, not certain.
         let once = forget_settled(&root, &id, &Target::Inds(vec![1]), None, false, std::time::Duration::ZERO, 5).await.unwrap();
         assert_eq!((once.passes, once.certain), (1, false));

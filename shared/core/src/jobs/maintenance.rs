@@ -269,23 +269,11 @@ mod tests {
         rows
     }
 
-    fn inds(batches: &[deltalake::arrow::array::RecordBatch]) -> Vec<i64> {
-        use deltalake::arrow::array::{Array, Int64Array};
-        let mut out: Vec<i64> = Vec::new();
-        for b in batches {
-            let col = b.column_by_name("ind").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
-            out.extend((0..col.len()).map(|i| col.value(i)));
-        }
-        out.sort_unstable();
-        out
-    }
-
     /// Item: a delete that read its snapshot before a compaction committed must not commit
     /// over it (it would remove a file the compaction already folded into another, leaving
     /// the deleted row there and the file's other rows twice).
     #[tokio::test(flavor = "multi_thread")]
     async fn a_rewrite_racing_compaction_from_the_same_snapshot_does_not_commit() {
-        use deltalake::arrow::array::{BooleanArray, Int64Array};
         let (dir, root) = crate::storage::test_root("fence");
         let id = PipelineId::new("t").unwrap();
         let mut tables = Tables::open(&root, &id).await.unwrap();
@@ -297,19 +285,15 @@ mod tests {
         let mut maintainer = delta::open(&root, &name).await.unwrap().unwrap();
         assert_eq!(compact(&mut maintainer, &name, 1 << 30, 2).await.unwrap().0, 8);
 
-        let drop: delta::RowFilter = std::sync::Arc::new(|b: &deltalake::arrow::array::RecordBatch| {
-            let ind = b.column_by_name("ind").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
-            Ok(BooleanArray::from_iter(ind.iter().map(|i| Some(i == Some(3)))))
-        });
+        let drop = delta::ind_in(&name, std::sync::Arc::new([3].into()));
         let none = |_: u64| Vec::new();
         let stale = delta::delete_rows(&mut forgetter, &name, &["ind"], drop.clone(), "ind = 3".into(), &none, false).await;
         assert!(stale.as_ref().is_err_and(|e| e.is_conflict()), "the stale delete committed: {stale:?}");
         let (deleted, _) =
             delta::delete_rows_retrying(&mut forgetter, &name, &["ind"], drop, "ind = 3", &none, false).await.unwrap();
         assert_eq!(deleted, 1);
-        let table = delta::open(&root, &name).await.unwrap().unwrap();
         let want: Vec<i64> = (0..16).filter(|i| *i != 3).collect();
-        assert_eq!(inds(&delta::read_batches(&table, &name).await.unwrap()), want);
+        assert_eq!(delta::live_inds(&root, &name).await, want);
 
         // And the other way round: a compaction that read before a delete committed is skipped.
         let mut late = delta::open(&root, &name).await.unwrap().unwrap();
@@ -318,15 +302,11 @@ mod tests {
         writer.write(Kind::User, vec![batch("t.user-0", 18, 2)]).await.unwrap();
         late.update_state().await.unwrap();
         let mut forgetter = delta::open(&root, &name).await.unwrap().unwrap();
-        let drop16: delta::RowFilter = std::sync::Arc::new(|b: &deltalake::arrow::array::RecordBatch| {
-            let ind = b.column_by_name("ind").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
-            Ok(BooleanArray::from_iter(ind.iter().map(|i| Some(i == Some(16)))))
-        });
+        let drop16 = delta::ind_in(&name, std::sync::Arc::new([16].into()));
         delta::delete_rows(&mut forgetter, &name, &["ind"], drop16, "ind = 16".into(), &none, false).await.unwrap();
         assert_eq!(compact(&mut late, &name, 1 << 30, 2).await.unwrap(), (0, 0), "a stale compaction committed");
-        let table = delta::open(&root, &name).await.unwrap().unwrap();
         let want: Vec<i64> = (0..20).filter(|i| *i != 3 && *i != 16).collect();
-        assert_eq!(inds(&delta::read_batches(&table, &name).await.unwrap()), want);
+        assert_eq!(delta::live_inds(&root, &name).await, want);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -189,6 +189,8 @@ impl Tables {
         for kind in Kind::ALL {
             self.refresh_kind(kind).await?;
         }
+        // Staging with the newest ledger keeps the commit's own check (in `finish`) from
+        // turning every batch after a forget into a conflict and a second staging.
         if let Some(now) = ledger::reload(&self.root, &self.ledger).await? {
             self.ledger = now;
         }
