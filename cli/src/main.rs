@@ -59,7 +59,7 @@ enum Command {
     Replay(ReplayArgs),
     /// Erase one person's posts (a privacy request): their pin, geo and user records leave the
     /// cleaned tables, the quarantine and the raw landing, and no writer tables them again.
-    /// What it cannot reach (Kafka/Kinesis retention, logs, old versions) is in the README.
+    /// What it cannot reach (Kafka/Kinesis retention, logs, old versions) is listed in docs/operations.md.
     Forget(ForgetArgs),
     /// Run the whole pipeline end to end on generated data (no cloud account needed).
     Demo(DemoArgs),
