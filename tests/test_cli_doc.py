@@ -1,6 +1,5 @@
 """docs/cli.md is what `pinpipe <command> --help` prints, for every command and subcommand."""
 import importlib.util
-import subprocess
 
 from conftest import REPO, BIN
 
@@ -21,7 +20,8 @@ def test_cli_md_matches_help():
 
 def test_every_command_has_a_section():
     # The generator finds subcommands by parsing help; a parse that missed them would make
-    # the first test pass on an empty page, so the list is checked against clap's own.
+    # the first test pass on a page without them, so the parse is checked against commands
+    # known to exist. (render() already fails on a --help that exits non-zero.)
     gen = load_generator()
     top = gen.subcommands(gen.help_text(str(BIN), []))
     assert {"generate", "clean", "analyze", "demo", "bench", "forget", "replay", "gaps"} <= set(top)
@@ -30,7 +30,5 @@ def test_every_command_has_a_section():
     page = (REPO / "docs" / "cli.md").read_text()
     for name in top:
         assert f"## `pinpipe {name}`" in page
-        p = subprocess.run([str(BIN), name, "--help"], capture_output=True, text=True, timeout=60)
-        assert p.returncode == 0
     for name in bench:
         assert f"## `pinpipe bench {name}`" in page

@@ -169,9 +169,10 @@ pub(crate) fn ind_column<'a>(batch: &'a RecordBatch, path: &object_store::path::
 #[cfg(test)]
 pub(crate) async fn live_inds(root: &crate::storage::Location, name: &str) -> Vec<i64> {
     let table = open(root, name).await.expect("table opens").expect("table exists");
+    let path = object_store::path::Path::from(name);
     let mut inds: Vec<i64> = Vec::new();
     for b in read_batches(&table, name).await.expect("table reads") {
-        inds.extend(ind_column(&b, &object_store::path::Path::from(name)).expect("ind column").values().iter().copied());
+        inds.extend(ind_column(&b, &path).expect("ind column").values().iter().copied());
     }
     inds.sort_unstable();
     inds

@@ -250,10 +250,11 @@ pub async fn forget(root: &Location, id: &PipelineId, target: &Target, landing: 
     if !dry_run {
         add_to_ledger(root, &matcher.inds).await?;
     }
+    let forgotten: Arc<HashSet<i64>> = Arc::new(matcher.inds.iter().copied().collect());
     for kind in Kind::ALL {
         let name = id.table(kind);
         let Some(mut table) = delta::open(root, &name).await? else { continue };
-        let drop = delta::ind_in(&name, Arc::new(matcher.inds.iter().copied().collect()));
+        let drop = delta::ind_in(&name, forgotten.clone());
         let quality = removed_quality.remove(&kind).unwrap_or_default();
         let (rows, files) = delete_forgotten(&mut table, &name, &["ind"], drop, &matcher, dry_run, &|rows| {
             let mut q = quality.clone();
