@@ -93,6 +93,23 @@ def check(n, src):
         ok &= status == "ok"
         print(f"{status}: landing topics/{topic}: {objects} objects, offsets 0..{landed - 1} "
               f"({landed} records, expected {n // 2})")
+    # Raw landing (Kinesis path): every record of the stream half landed once by sequence
+    # number, with the same bytes wherever a redelivery landed it again.
+    for k in KINDS:
+        stream = f"streaming-{PID}-{k}"
+        by_seq, objects = {}, 0
+        for page in c.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"kinesis/{stream}/"):
+            for o in page.get("Contents", []):
+                objects += 1
+                body = c.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
+                for line in body.splitlines():
+                    key = (o["Key"].split("/")[2], line.split(b" ", 1)[0])
+                    if by_seq.setdefault(key, line) != line:
+                        ok = False
+                        print(f"FAIL: {key} of {stream} landed twice with different bytes")
+        status = "ok" if len(by_seq) == n // 2 else "FAIL"
+        ok &= status == "ok"
+        print(f"{status}: landing kinesis/{stream}: {objects} objects, {len(by_seq)} records (expected {n // 2})")
     return 0 if ok else 1
 
 

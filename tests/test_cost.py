@@ -77,3 +77,57 @@ def test_quantities_match_the_template():
         item, qty = by_item["CloudWatch alarm metrics"]
         assert qty == metrics and f"({alarms} alarms)" in item, (section, item, qty, alarms, metrics)
         assert by_item["Kinesis shard-hours"][1] == streams * shards * 730, section
+
+
+def test_kinesis_sink_s3_requests_per_invocation_are_what_the_page_assumes(tmp_path, moto_s3):
+    """A warm Kinesis sink's S3 requests per invocation, counted at a proxy in front of moto, are
+    at most the PUT-class and GET-class counts docs/cost.md prices (LIST is PUT-class, HEAD is
+    GET-class). The difference between six events and one in one container is five warm ones."""
+    import base64
+    import collections
+    import json
+    import urllib.parse
+
+    import boto3
+
+    from conftest import run
+    from faulty_proxy import FaultyProxy
+
+    m = re.search(r"about (\d+) PUT-class and (\d+) GET-class S3 requests each \(the raw", COST.read_text().replace("\n  ", " "))
+    assert m, "docs/cost.md no longer states the Kinesis sink's S3 requests per invocation"
+    assumed_put, assumed_get = int(m.group(1)), int(m.group(2))
+    boto3.client("s3", endpoint_url=moto_s3["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="test",
+                 aws_secret_access_key="test").create_bucket(Bucket="cost")
+    proxy = FaultyProxy(moto_s3["AWS_ENDPOINT_URL"])
+    counts = collections.Counter()
+
+    def count(method, path, _headers, _body):
+        listing = method == "GET" and "list-type" in urllib.parse.parse_qs(urllib.parse.urlparse(path).query)
+        counts["put" if method in ("PUT", "POST") or listing else "get" if method in ("GET", "HEAD") else method] += 1
+    proxy.deny = count
+    env = dict(moto_s3, AWS_ENDPOINT_URL=proxy.endpoint, PINPIPE_ID="c", PINPIPE_TABLES="s3://cost/tables",
+               PINPIPE_LANDING="s3://cost")
+
+    def event(i):
+        seqs = [49590338271490256608559692538361571095921575989136588898 + 1000 * i + j for j in range(100)]
+        path = tmp_path / f"e{i}.json"
+        path.write_text(json.dumps({"Records": [{
+            "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "p", "sequenceNumber": str(s),
+                        "data": base64.b64encode(json.dumps({"ind": s % 10**6, "first_name": "A", "age": 30}).encode()).decode(),
+                        "approximateArrivalTimestamp": 1705247984.5},
+            "eventSource": "aws:kinesis", "eventID": f"shardId-000000000000:{s}", "eventName": "aws:kinesis:record",
+            "awsRegion": "us-east-1", "eventSourceARN": "arn:aws:kinesis:us-east-1:1:stream/streaming-c-user"} for s in seqs]}))
+        return path
+
+    run("invoke", "kinesis-sink", "--event", event(0), env=env)  # the tables exist, as in a deployed stack
+
+    def requests(events):
+        counts.clear()
+        out = run("invoke", "kinesis-sink", *[a for e in events for a in ("--event", e)], env=env).stdout
+        responses = [json.loads(out)] if len(events) == 1 else [json.loads(line) for line in out.splitlines()]
+        assert [r["tabled"] for r in responses] == [100] * len(events), out
+        return counts.copy()
+    one, six = requests([event(1)]), requests([event(i) for i in range(10, 16)])
+    put, get = (six["put"] - one["put"]) / 5, (six["get"] - one["get"]) / 5
+    assert put <= assumed_put and get <= assumed_get, (put, get, assumed_put, assumed_get)
+    proxy.close()

@@ -155,6 +155,11 @@ def test_every_function_does_its_work_with_only_its_policy(enforcing_moto, tmp_p
     kin = json.loads(run("invoke", "kinesis-sink", "--event", REPO / "events" / "kinesis-batch.json",
                          env=as_fn("KinesisSinkFunction")).stdout)
     assert kin["batchItemFailures"] == [], kin
+    ana = creds["BatchAnalysisFunction"]
+    kin_landed = [o["Key"] for o in boto3.client(
+        "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ana["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=ana["AWS_SECRET_ACCESS_KEY"]).list_objects_v2(Bucket=bucket, Prefix="kinesis/")["Contents"]]
+    assert any(k.endswith(".json") for k in kin_landed) and any("/_extent/" in k for k in kin_landed), kin_landed
     daily_run(expect_tables=True)
     # A scan of a folder of files lists the root when it has no topics/: with the analysis'
     # key that is refused, which is why the catch-up never does it.
@@ -170,7 +175,7 @@ def test_every_function_does_its_work_with_only_its_policy(enforcing_moto, tmp_p
     daily_run(expect_tables=True)
     assert denied == [], f"a function listed outside its prefixes: {denied}"
 
-    # Calls outside a policy are refused: the Kinesis sink reads no landing, the analysis
+    # Calls outside a policy are refused: the Kinesis sink reads no Kafka landing, the analysis
     # writes none, and nobody lists the bucket's root.
     kin_s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
                           aws_access_key_id=creds["KinesisSinkFunction"]["AWS_ACCESS_KEY_ID"],

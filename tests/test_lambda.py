@@ -211,7 +211,7 @@ def test_kinesis_sink_cleans_the_sample_batch_exactly_once(tmp_path, moto_s3):
     import base64
     s3 = s3_client(moto_s3)
     s3.create_bucket(Bucket="kin")
-    env = dict(moto_s3, PINPIPE_ID=ID, PINPIPE_TABLES="s3://kin/tables")
+    env = dict(moto_s3, PINPIPE_ID=ID, PINPIPE_TABLES="s3://kin/tables", PINPIPE_LANDING="s3://kin")
     records = json.loads(KINESIS_EVENT.read_text())["Records"]
     responses = [json.loads(run("invoke", "kinesis-sink", "--event", KINESIS_EVENT, env=env).stdout) for _ in range(3)]
     assert [(r["tabled"], r["quarantined"], r["at_or_below_watermark"], r["batchItemFailures"]) for r in responses] == \
@@ -230,13 +230,19 @@ def test_kinesis_sink_cleans_the_sample_batch_exactly_once(tmp_path, moto_s3):
     assert by_pos[poison["sequenceNumber"]]["partition"] == "shardId-000000000000"
     assert "key" in by_pos[float_key["sequenceNumber"]]["reason"]
     assert {q["source"] for q in quarantine} == {f"streaming-{ID}-user"}
+    # Every record was landed raw first, by position, one object per shard and delivery.
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="kin", Prefix="kinesis/")["Contents"]]
+    objects = [k for k in keys if not k.startswith("kinesis/_extent/")]
+    assert len(objects) == 1 and objects[0].startswith(f"kinesis/streaming-{ID}-user/shard=shardId-000000000000/056-"), keys
+    body = s3.get_object(Bucket="kin", Key=objects[0])["Body"].read().decode()
+    assert [line.split(" ", 1)[0] for line in body.splitlines()] == [r["kinesis"]["sequenceNumber"] for r in records]
 
 
 def test_kinesis_partial_s3_outage_reports_batch_item_failures_and_the_retry_writes_once(tmp_path, faulty_s3):
     env_s3, proxy = faulty_s3
     s3 = s3_client(env_s3)
     s3.create_bucket(Bucket="kinfail")
-    env = dict(env_s3, PINPIPE_ID="k", PINPIPE_TABLES="s3://kinfail/tables")
+    env = dict(env_s3, PINPIPE_ID="k", PINPIPE_TABLES="s3://kinfail/tables", PINPIPE_LANDING="s3://kinfail")
     seqs = [49590338271490256608559692538361571095921575989136588898 + 10**20 * i for i in range(6)]
     ev = kinesis_event("streaming-k-pin", "shardId-000000000000", seqs[:3], 100)
     ev["Records"] += kinesis_event("streaming-k-user", "shardId-000000000001", seqs[3:], 200)["Records"]
@@ -245,11 +251,16 @@ def test_kinesis_partial_s3_outage_reports_batch_item_failures_and_the_retry_wri
     empty = tmp_path / "empty"
     empty.mkdir()
     run("--id", "k", "clean", "--input", empty, "--output", "s3://kinfail/tables", env=env_s3)  # creates the tables
+    # The user stream's landing is refused: its records are reported, none is tabled.
+    proxy.fail = lambda method, p: method in ("PUT", "POST") and "/kinesis/streaming-k-user/" in p
+    unlanded = json.loads(run("invoke", "kinesis-sink", "--event", path, env=env).stdout)
+    assert unlanded["tabled"] == 3 and unlanded["failed"] == 3, unlanded
+    assert [f["itemIdentifier"] for f in unlanded["batchItemFailures"]] == [str(s) for s in seqs[3:]]
     # Part of S3 fails: every write under the user table is refused, the pin table works.
     proxy.fail = lambda method, p: method in ("PUT", "POST") and "/k_user_table/" in p
     first = json.loads(run("invoke", "kinesis-sink", "--event", path, env=env).stdout)
     assert proxy.refused > 0
-    assert first["tabled"] == 3 and first["failed"] == 3
+    assert first["tabled"] == 0 and first["failed"] == 3 and first["at_or_below_watermark"] == 3, first
     assert [f["itemIdentifier"] for f in first["batchItemFailures"]] == [str(s) for s in seqs[3:]]
     opts = {k: v for k, v in env_s3.items() if k.startswith("AWS_")}
     # The outage ends; Lambda retries: the users land once, the pins are not written again.
@@ -267,9 +278,9 @@ def test_kinesis_shards_commit_concurrently_and_lose_nothing(tmp_path, moto_s3):
     from conftest import BIN
     s3 = s3_client(moto_s3)
     s3.create_bucket(Bucket="kconc")
-    env = {**os.environ, **moto_s3, "PINPIPE_ID": "kc", "PINPIPE_TABLES": "s3://kconc/tables"}
+    env = {**os.environ, **moto_s3, "PINPIPE_ID": "kc", "PINPIPE_TABLES": "s3://kconc/tables", "PINPIPE_LANDING": "s3://kconc"}
     run("invoke", "kinesis-sink", "--event", KINESIS_EVENT, env={**moto_s3, "PINPIPE_ID": "kc",
-        "PINPIPE_TABLES": "s3://kconc/tables"}, check=False)
+        "PINPIPE_TABLES": "s3://kconc/tables", "PINPIPE_LANDING": "s3://kconc"}, check=False)
     files = []
     for shard in range(4):
         p = tmp_path / f"shard{shard}.json"

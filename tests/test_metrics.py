@@ -66,7 +66,7 @@ def test_kafka_sink_metrics_count_the_batch(tmp_path):
 
 
 def test_kinesis_sink_metrics_count_the_batch(tmp_path):
-    env = {"PINPIPE_ID": ID, "PINPIPE_TABLES": str(tmp_path / "t"), "PINPIPE_METRICS": "emf"}
+    env = {"PINPIPE_ID": ID, "PINPIPE_TABLES": str(tmp_path / "t"), "PINPIPE_LANDING": str(tmp_path / "l"), "PINPIPE_METRICS": "emf"}
     event_path = REPO / "events" / "kinesis-batch.json"
     records = json.loads(event_path.read_text())["Records"]
     p = run("invoke", "kinesis-sink", "--event", event_path, env=env)

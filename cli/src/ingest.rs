@@ -614,7 +614,7 @@ pub struct ConsumeArgs {
     /// Root of the Delta tables.
     #[arg(long, env = "PINPIPE_TABLES")]
     pub tables: String,
-    /// Root of the raw landing (the Kafka sink lands raw batches there).
+    /// Root of the raw landing, where both sinks land raw batches (topics/, kinesis/); needed.
     #[arg(long, env = "PINPIPE_LANDING")]
     pub landing: Option<String>,
     /// Records per sink invocation at most.

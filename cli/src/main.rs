@@ -216,9 +216,10 @@ struct InvokeArgs {
     /// The function whose handler runs.
     #[arg(value_enum)]
     function: Function,
-    /// The event JSON file (samples in events/).
-    #[arg(long)]
-    event: PathBuf,
+    /// The event JSON file (samples in events/). Repeated (`--event a.json --event b.json`),
+    /// they run one after another in the same warm container, each response on its own line.
+    #[arg(long, required = true)]
+    event: Vec<PathBuf>,
 }
 
 /// Lambdas that `invoke` can run.
@@ -543,37 +544,53 @@ async fn cmd_gaps(id: &PipelineId, a: GapsArgs) -> Result<()> {
 }
 
 async fn cmd_invoke(a: InvokeArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&a.event).with_context(|| format!("reading event {}", a.event.display()))?;
-    let not_a = |what: &str| format!("{} is not {what}", a.event.display());
     let sink_config = pinpipe_core::jobs::config::Config::from_env;
-    let response = match a.function {
-        Function::IngestApi => {
-            let event: serde_json::Value = serde_json::from_str(&text).with_context(|| not_a("JSON"))?;
-            let ingest = pinpipe_ingest::Ingest::new(pinpipe_ingest::IngestConfig::from_env()?).await?;
-            ingest.handle_lambda_event(&event).await.map_err(|e| anyhow::anyhow!("{}: {e}", not_a("an API Gateway or CloudFormation custom-resource event")))?
-        }
-        Function::KafkaSink => {
-            let event = serde_json::from_str(&text).with_context(|| not_a("an MSK (Kafka) event"))?;
-            let mut sink = pinpipe_core::jobs::handlers::KafkaSink::open(&sink_config()?).await?;
-            serde_json::to_value(sink.handle(event).await?)?
-        }
-        Function::KinesisSink => {
-            let event = serde_json::from_str(&text).with_context(|| not_a("a Kinesis event"))?;
-            let mut sink = pinpipe_core::jobs::handlers::KinesisSink::open(&sink_config()?).await?;
-            serde_json::to_value(sink.handle(event).await?)?
-        }
-        Function::BatchAnalysis => {
-            let event: serde_json::Value = serde_json::from_str(&text).with_context(|| not_a("JSON"))?;
-            if pinpipe_core::jobs::handlers::is_step_request(&event) {
-                let step = serde_json::from_value(event).with_context(|| not_a("a step request ({\"step\", \"time\"})"))?;
-                serde_json::to_value(pinpipe_core::jobs::handlers::batch_analysis_step(&sink_config()?, step).await?)?
-            } else {
-                let event = serde_json::from_value(event).with_context(|| not_a("an EventBridge event"))?;
-                serde_json::to_value(pinpipe_core::jobs::handlers::batch_analysis(&sink_config()?, event).await?)?
-            }
-        }
+    // One container for every event: clients are made once, as Lambda reuses a warm one.
+    enum Handler {
+        Ingest(Box<pinpipe_ingest::Ingest>),
+        Kafka(Box<pinpipe_core::jobs::handlers::KafkaSink>),
+        Kinesis(Box<pinpipe_core::jobs::handlers::KinesisSink>),
+        Analysis(Box<pinpipe_core::jobs::config::Config>),
+    }
+    let mut handler = match a.function {
+        Function::IngestApi => Handler::Ingest(Box::new(pinpipe_ingest::Ingest::new(pinpipe_ingest::IngestConfig::from_env()?).await?)),
+        Function::KafkaSink => Handler::Kafka(Box::new(pinpipe_core::jobs::handlers::KafkaSink::open(&sink_config()?).await?)),
+        Function::KinesisSink => Handler::Kinesis(Box::new(pinpipe_core::jobs::handlers::KinesisSink::open(&sink_config()?).await?)),
+        Function::BatchAnalysis => Handler::Analysis(Box::new(sink_config()?)),
     };
-    println!("{}", serde_json::to_string_pretty(&response)?);
+    for path in &a.event {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading event {}", path.display()))?;
+        let not_a = |what: &str| format!("{} is not {what}", path.display());
+        let response = match &mut handler {
+            Handler::Ingest(ingest) => {
+                let event: serde_json::Value = serde_json::from_str(&text).with_context(|| not_a("JSON"))?;
+                ingest.handle_lambda_event(&event).await.map_err(|e| anyhow::anyhow!("{}: {e}", not_a("an API Gateway or CloudFormation custom-resource event")))?
+            }
+            Handler::Kafka(sink) => {
+                let event = serde_json::from_str(&text).with_context(|| not_a("an MSK (Kafka) event"))?;
+                serde_json::to_value(sink.handle(event).await?)?
+            }
+            Handler::Kinesis(sink) => {
+                let event = serde_json::from_str(&text).with_context(|| not_a("a Kinesis event"))?;
+                serde_json::to_value(sink.handle(event).await?)?
+            }
+            Handler::Analysis(cfg) => {
+                let event: serde_json::Value = serde_json::from_str(&text).with_context(|| not_a("JSON"))?;
+                if pinpipe_core::jobs::handlers::is_step_request(&event) {
+                    let step = serde_json::from_value(event).with_context(|| not_a("a step request ({\"step\", \"time\"})"))?;
+                    serde_json::to_value(pinpipe_core::jobs::handlers::batch_analysis_step(cfg, step).await?)?
+                } else {
+                    let event = serde_json::from_value(event).with_context(|| not_a("an EventBridge event"))?;
+                    serde_json::to_value(pinpipe_core::jobs::handlers::batch_analysis(cfg, event).await?)?
+                }
+            }
+        };
+        if a.event.len() == 1 {
+            println!("{}", serde_json::to_string_pretty(&response)?);
+        } else {
+            println!("{}", serde_json::to_string(&response)?);
+        }
+    }
     Ok(())
 }
 

@@ -1,5 +1,6 @@
-//! The Kinesis sink Lambda: configuration and table handles are made once per container;
-//! each batch runs `KinesisSink::handle`, whose response carries `batchItemFailures`.
+//! The Kinesis sink Lambda: configuration, table handles and the landing store are made once
+//! per container; each batch runs `KinesisSink::handle`, whose response carries
+//! `batchItemFailures`.
 
 use aws_lambda_events::kinesis::KinesisEvent;
 use lambda_runtime::{service_fn, Error, LambdaEvent};

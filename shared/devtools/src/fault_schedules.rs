@@ -3,7 +3,8 @@
 //! and between the quarantine and the data commit, two writers racing at their stage and
 //! commit points, catch-ups from the landing, and compaction + vacuum in between. After every schedule each
 //! offset's record is in exactly one of the table and the quarantine, once; no gap stays
-//! open; and rebuilding from the landing gives the same tables.
+//! open; and rebuilding from the landing gives the same tables. Each seed then runs a Kinesis
+//! schedule too (`kinesis_schedules`).
 //!
 //! Deterministic per seed: a failure prints its seed, which replays it. Run by the unit test
 //! below (1,000 schedules; `PINPIPE_SCHEDULES=N`, `PINPIPE_SCHEDULE_SEED=S`) and by
@@ -38,7 +39,7 @@ pub enum ScheduleError {
     Harness(String),
 }
 
-fn err(e: impl std::fmt::Display) -> ScheduleError {
+pub(crate) fn err(e: impl std::fmt::Display) -> ScheduleError {
     ScheduleError::Harness(e.to_string())
 }
 
@@ -115,7 +116,7 @@ fn random_offsets(rng: &mut Pcg64Mcg, n: i64) -> Vec<i64> {
 }
 
 /// (ind of every data row, (partition, position, raw) of every quarantine row).
-async fn contents(root: &Location, id: &PipelineId) -> Result<Expected, ScheduleError> {
+pub(crate) async fn contents(root: &Location, id: &PipelineId) -> Result<Expected, ScheduleError> {
     use arrow::array::{Array, Int64Array, StringArray};
     let mut inds = Vec::new();
     if let Some(t) = delta::open(root, &id.table(Kind::User)).await.map_err(err)? {
@@ -298,17 +299,24 @@ pub async fn run_schedules(seeds: Vec<u64>, root: &str, keep: bool) -> Result<Ve
             tokio::spawn(async move {
                 let outcome = async {
                     let work = Work::under(&root, seed)?;
+                    let kinesis = crate::kinesis_schedules::KinesisWork::under(&root, seed)?;
                     match (&*template, &local) {
                         (Some(t), Some(dir)) => {
-                            let _ = std::fs::remove_dir_all(dir.join(seed.to_string()));
-                            copy_dir(t, &dir.join(seed.to_string()).join("tables")).map_err(err)?;
-                            copy_dir(t, &dir.join(seed.to_string()).join("rebuilt")).map_err(err)?;
+                            let at = dir.join(seed.to_string());
+                            let _ = std::fs::remove_dir_all(&at);
+                            for folder in ["tables", "rebuilt", "kinesis/tables", "kinesis/rebuilt"] {
+                                copy_dir(t, &at.join(folder)).map_err(err)?;
+                            }
                         }
                         _ => {
                             Tables::open(&work.tables, &id).await.map_err(err)?;
+                            Tables::open(&kinesis.tables, &id).await.map_err(err)?;
                         }
                     }
                     let expected = run_schedule(seed, &work).await?;
+                    crate::kinesis_schedules::run_kinesis_schedule(seed, &kinesis)
+                        .await
+                        .map_err(|e| ScheduleError::Violated(format!("Kinesis schedule: {e}")))?;
                     if keep {
                         let at = Location::parse(&format!("{root}/{seed}")).map_err(err)?.store().map_err(err)?;
                         let body = serde_json::to_vec(&expected).map_err(err)?;

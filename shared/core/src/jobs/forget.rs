@@ -161,41 +161,88 @@ impl Matcher {
     }
 }
 
-/// The landing's pin, geo and user objects, listed once, then read one at a time.
+/// The landing's pin, geo and user objects (Kafka and Kinesis), listed once, then read one
+/// at a time.
 struct LandingObjects {
     store: Arc<dyn object_store::ObjectStore>,
-    objects: Vec<(Kind, landing::SourcePartition, landing::LandingObject)>,
+    objects: Vec<LandingEntry>,
 }
 
-/// One landing object read whole: its body and, per line that holds a record, its offset,
-/// byte range (`landing::line_ranges`) and record.
+/// One landing object and the source it belongs to.
+struct LandingEntry {
+    kind: Kind,
+    source: String,
+    partition: String,
+    key: object_store::path::Path,
+    /// Offset of line 0 (Kafka layout); unused for Kinesis objects, whose lines name their
+    /// positions.
+    first: i64,
+    kinesis: bool,
+}
+
+impl LandingEntry {
+    fn app_id(&self) -> String {
+        landing::app_id(&self.source, &self.partition)
+    }
+}
+
+/// One landing object read whole: its body and, per line that holds a record, its position,
+/// the byte range of its value and its record.
 struct ObjectLines {
     body: Bytes,
-    lines: Vec<(i64, std::ops::Range<usize>)>,
+    lines: Vec<(String, std::ops::Range<usize>)>,
     records: Vec<RawRecord>,
 }
 
 impl LandingObjects {
     async fn list(landing: &Location) -> Result<LandingObjects> {
         let scan = landing::scan(landing, landing::Layout::Files).await?;
-        let objects = scan
+        let store = landing.store()?;
+        let mut objects: Vec<LandingEntry> = scan
             .sources
             .into_iter()
-            .flat_map(|source| source.objects.clone().into_iter().map(move |o| (source.kind, source.clone(), o)))
+            .flat_map(|s| {
+                s.objects.into_iter().map(move |o| LandingEntry {
+                    kind: s.kind,
+                    source: s.source.clone(),
+                    partition: s.partition.clone(),
+                    key: o.key,
+                    first: o.first,
+                    kinesis: false,
+                })
+            })
             .collect();
-        Ok(LandingObjects { store: landing.store()?, objects })
+        let (shards, _) = crate::storage::kinesis_landing::scan(&store).await?;
+        objects.extend(shards.into_iter().flat_map(|s| {
+            s.objects.into_iter().map(move |o| LandingEntry {
+                kind: s.kind,
+                source: s.stream.clone(),
+                partition: s.shard.clone(),
+                key: o.key,
+                first: 0,
+                kinesis: true,
+            })
+        }));
+        Ok(LandingObjects { store, objects })
     }
 
-    async fn read(&self, source: &landing::SourcePartition, object: &landing::LandingObject) -> Result<ObjectLines> {
+    async fn read(&self, object: &LandingEntry) -> Result<ObjectLines> {
         let storage = |e| Error::Storage { location: object.key.to_string(), source: e };
         let body = self.store.get(&object.key).await.map_err(storage)?.bytes().await.map_err(storage)?;
-        let (lines, _) = landing::line_ranges(&body, object.first);
+        let lines: Vec<(String, std::ops::Range<usize>)> = if object.kinesis {
+            crate::storage::kinesis_landing::lines(object.key.as_ref(), &body)?
+                .into_iter()
+                .filter_map(|(seq, range)| Some((seq.to_string(), range?)))
+                .collect()
+        } else {
+            landing::line_ranges(&body, object.first).0.into_iter().map(|(o, r)| (o.to_string(), r)).collect()
+        };
         let records = lines
             .iter()
-            .map(|(offset, range)| RawRecord {
-                source: source.source.as_str().into(),
-                partition: source.partition.as_str().into(),
-                position: (*offset).into(),
+            .map(|(position, range)| RawRecord {
+                source: object.source.as_str().into(),
+                partition: object.partition.as_str().into(),
+                position: crate::record::Position::Text(position.as_str().into()),
                 bytes: landing::decode_line(body.slice(range.clone())),
             })
             .collect();
@@ -227,14 +274,14 @@ pub async fn forget(root: &Location, id: &PipelineId, target: &Target, landing: 
     let mut removed_quality: BTreeMap<Kind, Quality> = BTreeMap::new();
     if let Some(objects) = &objects {
         report.quality_adjusted_from_landing = true;
-        let mut seen = HashSet::<(String, i64)>::new();
+        let mut seen = HashSet::<(String, String)>::new();
         let mut found = BTreeMap::<Kind, Vec<RawRecord>>::new();
-        for (kind, source, object) in &objects.objects {
-            let read = objects.read(source, object).await?;
-            let matched = tokio::task::block_in_place(|| matcher.records(*kind, &read.records))?;
-            for (((offset, _), rec), (hit, _)) in read.lines.iter().zip(read.records).zip(matched) {
-                if hit && seen.insert((source.app_id(), *offset)) {
-                    found.entry(*kind).or_default().push(rec);
+        for object in &objects.objects {
+            let read = objects.read(object).await?;
+            let matched = tokio::task::block_in_place(|| matcher.records(object.kind, &read.records))?;
+            for (((position, _), rec), (hit, _)) in read.lines.iter().zip(read.records).zip(matched) {
+                if hit && seen.insert((object.app_id(), position.clone())) {
+                    found.entry(object.kind).or_default().push(rec);
                 }
             }
         }
@@ -290,9 +337,9 @@ pub async fn forget(root: &Location, id: &PipelineId, target: &Target, landing: 
     }
 
     if let Some(objects) = &objects {
-        for (kind, source, object) in &objects.objects {
-            let read = objects.read(source, object).await?;
-            let matched = tokio::task::block_in_place(|| matcher.records(*kind, &read.records))?;
+        for object in &objects.objects {
+            let read = objects.read(object).await?;
+            let matched = tokio::task::block_in_place(|| matcher.records(object.kind, &read.records))?;
             let mut blanked = read.body.to_vec();
             let mut n = 0u64;
             for ((_, range), (hit, _)) in read.lines.iter().zip(matched) {
@@ -350,9 +397,9 @@ async fn find_user_inds(root: &Location, id: &PipelineId, objects: Option<&Landi
     }
     if let Some(objects) = objects {
         let by_name = Matcher { inds: BTreeSet::new(), user: Some(user) };
-        for (kind, source, object) in objects.objects.iter().filter(|(k, _, _)| *k == Kind::User) {
-            let read = objects.read(source, object).await?;
-            let matched = tokio::task::block_in_place(|| by_name.records(*kind, &read.records))?;
+        for object in objects.objects.iter().filter(|o| o.kind == Kind::User) {
+            let read = objects.read(object).await?;
+            let matched = tokio::task::block_in_place(|| by_name.records(object.kind, &read.records))?;
             m.inds.extend(matched.into_iter().filter(|(hit, _)| *hit).filter_map(|(_, ind)| ind));
         }
     }

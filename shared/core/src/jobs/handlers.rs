@@ -229,7 +229,7 @@ pub struct KafkaSink {
 impl KafkaSink {
     pub async fn open(cfg: &Config) -> Result<Self> {
         let landing = cfg.landing.as_ref().ok_or_else(|| {
-            crate::Error::Config("PINPIPE_LANDING is not set: the Kafka sink lands raw batches there".into())
+            crate::Error::Config("PINPIPE_LANDING (--landing) is not set: the Kafka sink lands raw batches there (topics/)".into())
         })?;
         Ok(KafkaSink { tables: Tables::open(&cfg.tables, &cfg.id).await?, landing: landing.store()? })
     }
@@ -395,20 +395,24 @@ pub fn kinesis_sources(event: aws_lambda_events::kinesis::KinesisEvent) -> Resul
     Ok((received, by_kind))
 }
 
-/// The Kinesis sink's clients, made once per container: the table handles.
+/// The Kinesis sink's clients, made once per container: the table handles and the landing.
 pub struct KinesisSink {
     pub tables: Tables,
+    landing: std::sync::Arc<dyn object_store::ObjectStore>,
 }
 
 impl KinesisSink {
     pub async fn open(cfg: &Config) -> Result<Self> {
-        Ok(KinesisSink { tables: Tables::open(&cfg.tables, &cfg.id).await? })
+        let landing = cfg.landing.as_ref().ok_or_else(|| {
+            crate::Error::Config("PINPIPE_LANDING (--landing) is not set: the Kinesis sink lands raw batches there (kinesis/)".into())
+        })?;
+        Ok(KinesisSink { tables: Tables::open(&cfg.tables, &cfg.id).await?, landing: landing.store()? })
     }
 
-    /// One Kinesis batch: each (stream, shard) in sequence-number order, cleaned into the
-    /// stream's table exactly once (key: see `watermark::SequenceNumber`). A kind whose write
-    /// fails is reported in `batchItemFailures`, so only its records are retried; the rest of
-    /// the batch stays written, and a retry skips whatever an earlier attempt stored.
+    /// One Kinesis batch: each (stream, shard) landed raw, then cleaned into the stream's
+    /// table exactly once (`land_and_write_kinesis`). A kind whose landing or write fails is
+    /// reported in `batchItemFailures`, so only its records are retried; the rest of the batch
+    /// stays written, and a retry skips whatever an earlier attempt stored.
     pub async fn handle(&mut self, event: aws_lambda_events::kinesis::KinesisEvent) -> Result<KinesisSinkResponse> {
         self.tables.refresh().await?;
         let mut response = KinesisSinkResponse::default();
@@ -418,7 +422,7 @@ impl KinesisSink {
             let ids: Vec<String> =
                 sources.iter().flat_map(|s| s.records.iter().map(|r| r.position.to_string())).collect();
             let started = std::time::Instant::now();
-            let written = self.tables.write(kind, sources).await;
+            let written = land_and_write_kinesis(&mut self.tables, &self.landing, kind, sources).await;
             let (tabled, quarantined, below, failed) = match &written {
                 Ok(r) => (r.tabled, r.quarantined, r.skipped, 0),
                 Err(_) => (0, 0, 0, ids.len() as u64),
@@ -449,4 +453,70 @@ impl KinesisSink {
             at_or_below_watermark = response.at_or_below_watermark, failed = response.failed, "kinesis batch done");
         Ok(response)
     }
+}
+
+/// Lands each shard's records above its watermark under `kinesis/` (a forgotten post's as a
+/// position without a record), then tables everything the shard's landing holds above the
+/// watermark, in position order: this batch, and any earlier delivery that was landed but
+/// not tabled (a batch the mapping gave up on after landing it). So the watermark never
+/// passes a landed record that is not in the tables, which is what lets a replay decide by
+/// position alone (`storage::kinesis_landing`).
+pub async fn land_and_write_kinesis(
+    tables: &mut Tables,
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    kind: Kind,
+    sources: Vec<crate::storage::landing::SourceRecords<crate::watermark::SequenceNumber>>,
+) -> Result<WriteReport> {
+    use crate::storage::kinesis_landing as kl;
+    use crate::storage::landing::SourceRecords;
+    use crate::watermark::SequenceNumber;
+    let mut out = Vec::new();
+    let mut redelivered = 0u64;
+    for src in sources {
+        let Some(first) = src.records.first() else { continue };
+        let (stream, shard) = (first.source.clone(), first.partition.clone());
+        let mark: Option<SequenceNumber> = tables.mark(kind, &src.app_id).await?;
+        let fresh: Vec<(SequenceNumber, &crate::record::RawRecord)> =
+            src.offsets.iter().zip(&src.records).filter(|(s, _)| mark.is_none_or(|m| **s > m)).map(|(s, r)| (*s, r)).collect();
+        redelivered += (src.records.len() - fresh.len()) as u64;
+        let lines: Vec<(SequenceNumber, Option<&[u8]>)> =
+            fresh.iter().map(|(s, r)| (*s, (!tables.is_forgotten(kind, &r.bytes)).then_some(r.bytes.as_ref()))).collect();
+        let own = kl::write(store, &stream, &shard, &lines).await?;
+        // Everything landed past the watermark, this batch's object from memory.
+        let mut positions: std::collections::BTreeMap<SequenceNumber, Option<bytes::Bytes>> = Default::default();
+        // Objects this call did not write are read whole (one an earlier, longer delivery left
+        // may reach past this batch): the watermark must not stop inside an object, or the
+        // rest of it would sit below the next batch untabled.
+        for (first, _) in kl::extents_after(store, &stream, &shard, mark.as_ref()).await? {
+            let key = kl::object_key(&stream, &shard, &first);
+            if own.written.contains(&key) {
+                continue;
+            }
+            if !own.found.contains(&key) {
+                tracing::warn!(object = %key, "tabling a landed Kinesis delivery that was never tabled");
+            }
+            match kl::read(store, &key).await {
+                Ok(read) => {
+                    for (s, b) in read {
+                        positions.entry(s).or_insert(b);
+                    }
+                }
+                // Expired by the bucket's lifecycle before anything tabled it: nothing left to read.
+                Err(crate::Error::Storage { source: object_store::Error::NotFound { .. }, .. }) => {
+                    tracing::error!(object = %key, "a landed Kinesis delivery expired before it was tabled; its records are lost");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for (s, r) in fresh {
+            positions.insert(s, Some(r.bytes.clone()));
+        }
+        let mut records = SourceRecords::new(src.app_id.clone());
+        kl::push_all(&mut records, &stream, &shard, positions.into_iter().collect());
+        out.push(records);
+    }
+    let mut report = tables.write(kind, out).await?;
+    report.received += redelivered;
+    report.skipped += redelivered;
+    Ok(report)
 }

@@ -6,3 +6,6 @@ pub mod forget;
 pub mod handlers;
 pub mod maintenance;
 pub mod replay;
+
+#[cfg(test)]
+mod kinesis_tests;

@@ -8,13 +8,10 @@
 //! cleaning rules: those that now clean are tabled, each once, and leave the quarantine
 //! (`replay_quarantine`).
 //!
-//! Kinesis batches from the same destination are replayed too (`replay_kinesis`). Records
-//! above their shard's watermark go through the sink's own write. Records at or below it
-//! cannot be told from redeliveries by sequence number (contract rule), so each is decided by
-//! what the tables hold: a replay marker (a txn action per record) from an earlier replay,
-//! its quarantine entry at the same position, or a row of the same `ind` with the same
-//! cleaned content. What is found in none is tabled (or quarantined) once, with its marker in
-//! the same commit.
+//! Kinesis batches from the same destination are replayed too (`replay_kinesis`), by
+//! position: records above their shard's watermark go through the sink's own landing and
+//! write; records at or below it are in the tables exactly when the shard's landing holds
+//! them (`replay_below_watermark`).
 
 use std::collections::BTreeMap;
 
@@ -53,9 +50,6 @@ pub struct ReplayReport {
     pub records: u64,
     /// Records the tables already held (a dry run counts them; a replay skips them).
     pub already_present: u64,
-    /// Of those, Kinesis records at or below their shard's watermark found by content (a row
-    /// of the same `ind` and cleaned content, or their quarantine entry at the same position).
-    pub already_present_by_content: u64,
     pub tabled: u64,
     pub quarantined: u64,
     /// Records of posts `pinpipe forget` erased: never tabled.
@@ -115,6 +109,7 @@ pub async fn read_failures(from: &Location) -> Result<Vec<FailedBatch>> {
 pub async fn replay_from(cfg: &Config, from: &Location, dry_run: bool) -> Result<ReplayReport> {
     let batches = read_failures(from).await?;
     let mut sink = KafkaSink::open(cfg).await?;
+    let landing = cfg.landing.as_ref().ok_or_else(|| Error::Config("a replay needs the landing (--landing)".into()))?.store()?;
     sink.tables.refresh().await?;
     let mut report = ReplayReport { dry_run, objects: batches.len(), ..Default::default() };
     for batch in batches {
@@ -122,7 +117,7 @@ pub async fn replay_from(cfg: &Config, from: &Location, dry_run: bool) -> Result
             FailedEvent::Kafka(event) => replay_kafka(&mut sink, &batch.key, event, dry_run, &mut report).await?,
             FailedEvent::Kinesis(event) => {
                 tracing::info!(object = %batch.key, dry_run, "replaying a failed Kinesis batch");
-                replay_kinesis(&mut sink.tables, event, dry_run, &mut report).await?
+                replay_kinesis(&mut sink.tables, &landing, event, dry_run, &mut report).await?
             }
         }
     }
@@ -162,15 +157,18 @@ async fn replay_kafka(sink: &mut KafkaSink, key: &str, event: KafkaEvent, dry_ru
     Ok(())
 }
 
-/// The marker a replayed Kinesis record leaves in its data table (a txn action).
-fn kinesis_marker(app_id: &str, seq: &crate::watermark::SequenceNumber) -> String {
-    format!("pinpipe-replay:{app_id}@{seq}")
+/// The marker a replay leaves in the data table when it tables a shard's records below the
+/// watermark (a txn action, one per replayed run, named by the run's first position).
+fn kinesis_marker(app_id: &str, first: &crate::watermark::SequenceNumber) -> String {
+    format!("pinpipe-replay:{app_id}@{first}")
 }
 
-/// Replays one Kinesis batch (see the module doc): above the watermark through the sink's
-/// write; at or below it, what no marker, quarantine entry or equal row shows is written once.
+/// Replays one Kinesis batch (see the module doc), shard by shard: records above the watermark
+/// through the sink's own landing and write; those at or below it by position
+/// (`replay_below_watermark`).
 async fn replay_kinesis(
     tables: &mut crate::writer::Tables,
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
     event: aws_lambda_events::kinesis::KinesisEvent,
     dry_run: bool,
     report: &mut ReplayReport,
@@ -180,19 +178,22 @@ async fn replay_kinesis(
     let (_, by_kind) = crate::jobs::handlers::kinesis_sources(event)?;
     for (kind, sources) in by_kind {
         let mut above: Vec<SourceRecords<SequenceNumber>> = Vec::new();
-        let mut below: Vec<(crate::record::RawRecord, String)> = Vec::new();
         for src in sources {
-            let held: Coverage<SequenceNumber> = tables.coverage(kind, &src.app_id).await?;
+            let mark: Option<SequenceNumber> = tables.mark(kind, &src.app_id).await?;
             let mut up = SourceRecords::new(src.app_id.clone());
+            let mut below = Vec::new();
             let entry = report.sources.entry(src.app_id.clone()).or_default();
             for (rec, seq) in src.records.into_iter().zip(src.offsets) {
                 entry.0 += 1;
                 report.records += 1;
-                if held.holds(&seq) {
-                    below.push((rec, kinesis_marker(&src.app_id, &seq)));
+                if mark.is_some_and(|m| seq <= m) {
+                    below.push((seq, rec));
                 } else {
                     up.push(seq, rec);
                 }
+            }
+            if !below.is_empty() {
+                replay_below_watermark(tables, store, kind, &src.app_id, below, dry_run, report).await?;
             }
             if !up.records.is_empty() {
                 above.push(up);
@@ -202,118 +203,83 @@ async fn replay_kinesis(
             if dry_run {
                 report.tabled += above.iter().map(|s| s.records.len() as u64).sum::<u64>();
             } else {
-                let r = tables.write(kind, above).await?;
+                let r = crate::jobs::handlers::land_and_write_kinesis(tables, store, kind, above).await?;
                 report.tabled += r.tabled;
                 report.quarantined += r.quarantined;
                 report.already_present += r.skipped;
                 report.forgotten += r.forgotten;
             }
         }
-        if !below.is_empty() {
-            replay_below_watermark(tables, kind, below, dry_run, report).await?;
-        }
     }
     Ok(())
 }
 
-/// Kinesis records at or below their shard's watermark, each with its marker.
+/// One shard's records at or below its watermark, in position order. The sink tables nothing
+/// it has not landed and never moves the watermark past a landed record it has not tabled, so
+/// a record the shard's landing holds is in (tabled, quarantined or forgotten) and one it
+/// does not hold never was: a delivery given up before it could be landed. Those are tabled
+/// once, with a marker, and then landed; a replay stopped in between finds the marker and
+/// only lands them. Nothing is decided by content, so a post sent twice stays two rows.
 async fn replay_below_watermark(
     tables: &mut crate::writer::Tables,
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
     kind: Kind,
-    below: Vec<(crate::record::RawRecord, String)>,
+    app_id: &str,
+    below: Vec<(crate::watermark::SequenceNumber, crate::record::RawRecord)>,
     dry_run: bool,
     report: &mut ReplayReport,
 ) -> Result<()> {
+    use crate::storage::kinesis_landing as kl;
     use std::collections::{HashMap, HashSet};
-    let mut fresh = Vec::new();
-    for (rec, marker) in below {
-        if tables.has_txn(kind, &marker).await? {
-            report.already_present += 1;
-        } else if tables.is_forgotten(kind, &rec.bytes) {
-            report.forgotten += 1;
-        } else {
-            fresh.push((rec, marker));
-        }
-    }
-    if fresh.is_empty() {
-        return Ok(());
-    }
-    let records: Vec<crate::record::RawRecord> = fresh.iter().map(|(r, _)| r.clone()).collect();
-    let (decoded, (frame, _)) = tokio::task::block_in_place(|| {
-        let d = crate::clean::decode::decode(kind, &records)?;
-        let cleaned = crate::clean::clean(kind, &d)?;
-        Ok::<_, polars::prelude::PolarsError>((d, cleaned))
-    })?;
-    let bad: HashMap<usize, crate::record::QuarantineEntry> = decoded.quarantined.into_iter().collect();
-    // Quarantine cases: their entry, if stored, sits at the same source, shard and position.
-    let stored: HashSet<(String, String, String)> = quarantine_entries(&tables.root, &tables.id, None)
-        .await?
-        .into_iter()
-        .map(|e| (e.source, e.partition, e.position))
-        .collect();
-    let mut markers = Vec::new();
-    let mut new_entries = Vec::new();
-    for (i, entry) in &bad {
-        if stored.contains(&(entry.source.clone(), entry.partition.clone(), entry.position.clone())) {
-            report.already_present += 1;
-            report.already_present_by_content += 1;
-        } else {
-            new_entries.push(entry.clone());
-            markers.push(fresh[*i].1.clone());
-        }
-    }
-    // Cleaned records: a row of the same ind with the same content is taken to be this record
-    // (each such row once).
-    let rows_of: Vec<usize> = (0..fresh.len()).filter(|i| !bad.contains_key(i)).collect();
-    let name = tables.id.table(kind);
-    let mut keep_rows: Vec<bool> = vec![true; rows_of.len()];
-    if !rows_of.is_empty() {
-        let table = crate::delta::open(&tables.root, &name)
+    let Some((_, first)) = below.first() else { return Ok(()) };
+    let (stream, shard) = (first.source.clone(), first.partition.clone());
+    let landed = kl::landed_ranges(store, &stream, &shard).await?;
+    let held = below.len();
+    let fresh: Vec<(crate::watermark::SequenceNumber, crate::record::RawRecord)> =
+        below.into_iter().filter(|(s, _)| !kl::covered(&landed, s)).collect();
+    report.already_present += (held - fresh.len()) as u64;
+    let Some((fresh_first, _)) = fresh.first() else { return Ok(()) };
+    let marker = kinesis_marker(app_id, fresh_first);
+    let lines: Vec<(crate::watermark::SequenceNumber, Option<&[u8]>)> =
+        fresh.iter().map(|(s, r)| (*s, (!tables.is_forgotten(kind, &r.bytes)).then_some(r.bytes.as_ref()))).collect();
+    if tables.has_txn(kind, &marker).await? {
+        // Tabled by a replay that stopped before landing them.
+        report.already_present += fresh.len() as u64;
+    } else {
+        let forgotten = lines.iter().filter(|(_, v)| v.is_none()).count();
+        report.forgotten += forgotten as u64;
+        let records: Vec<crate::record::RawRecord> =
+            fresh.iter().filter(|(_, r)| !tables.is_forgotten(kind, &r.bytes)).map(|(_, r)| r.clone()).collect();
+        let (decoded, (frame, mut quality)) = tokio::task::block_in_place(|| {
+            let d = crate::clean::decode::decode(kind, &records)?;
+            let cleaned = crate::clean::clean(kind, &d)?;
+            Ok::<_, polars::prelude::PolarsError>((d, cleaned))
+        })?;
+        let bad: HashMap<usize, crate::record::QuarantineEntry> = decoded.quarantined.into_iter().collect();
+        // A replay stopped after its quarantine commit left these entries: found by position.
+        let stored: HashSet<(String, String, String)> = quarantine_entries(&tables.root, &tables.id, None)
             .await?
-            .ok_or_else(|| Error::Config(format!("{name} vanished during the replay")))?;
-        let schema = crate::delta::arrow_schema(&table, &name)?;
-        let batch = crate::delta::frame_to_batch(&frame, schema.clone())?;
-        let inds: HashSet<i64> = frame.column("ind")?.i64()?.iter().flatten().collect();
-        let existing = crate::delta::rows_with_inds(&table, &name, std::sync::Arc::new(inds)).await?;
-        let fields: Vec<arrow::row::SortField> =
-            schema.fields().iter().map(|f| arrow::row::SortField::new(f.data_type().clone())).collect();
-        let converter = arrow::row::RowConverter::new(fields)?;
-        let mut present: HashMap<Vec<u8>, usize> = HashMap::new();
-        for b in &existing {
-            let rows = converter.convert_columns(b.columns())?;
-            for r in rows.iter() {
-                *present.entry(r.as_ref().to_vec()).or_default() += 1;
-            }
+            .into_iter()
+            .map(|e| (e.source, e.partition, e.position))
+            .collect();
+        let new_entries: Vec<crate::record::QuarantineEntry> = bad
+            .into_values()
+            .filter(|e| !stored.contains(&(e.source.clone(), e.partition.clone(), e.position.clone())))
+            .collect();
+        report.tabled += frame.height() as u64;
+        report.quarantined += new_entries.len() as u64;
+        if dry_run {
+            return Ok(());
         }
-        let new_rows = converter.convert_columns(batch.columns())?;
-        for (k, r) in new_rows.iter().enumerate() {
-            if let Some(n) = present.get_mut(r.as_ref()).filter(|n| **n > 0) {
-                *n -= 1;
-                keep_rows[k] = false;
-                report.already_present += 1;
-                report.already_present_by_content += 1;
-            }
-        }
+        quality.quarantined = new_entries.len() as u64;
+        // Quarantine first, then the rows with the marker: a replay stopped in between finds
+        // the entries at their positions.
+        tables.append_quarantine(&new_entries).await?;
+        tables.append_marked(kind, &frame, &[marker], &quality).await?;
     }
-    let kept: Vec<usize> = keep_rows.iter().enumerate().filter(|(_, k)| **k).map(|(k, _)| k).collect();
-    markers.extend(kept.iter().map(|k| fresh[rows_of[*k]].1.clone()));
-    report.tabled += kept.len() as u64;
-    report.quarantined += new_entries.len() as u64;
-    if dry_run || markers.is_empty() {
-        return Ok(());
+    if !dry_run {
+        kl::write(store, &stream, &shard, &lines).await?;
     }
-    let mask: polars::prelude::BooleanChunked = keep_rows.iter().map(|k| Some(*k)).collect();
-    let rows = frame.filter(&mask)?;
-    let subset: Vec<crate::record::RawRecord> = kept.iter().map(|k| records[rows_of[*k]].clone()).collect();
-    let (_, mut quality) = tokio::task::block_in_place(|| {
-        let d = crate::clean::decode::decode(kind, &subset)?;
-        crate::clean::clean(kind, &d)
-    })?;
-    quality.quarantined = new_entries.len() as u64;
-    // Quarantine first, then the rows with every marker: a replay stopped in between finds
-    // the entries at their positions.
-    tables.append_quarantine(&new_entries).await?;
-    tables.append_marked(kind, &rows, &markers, &quality).await?;
     Ok(())
 }
 

@@ -138,7 +138,9 @@ pub async fn scan(root: &Location, layout: Layout) -> Result<Scan> {
     // `topics/` alone; only a landing without one is listed whole, for JSON Lines files.
     let mut metas = list(Some(Path::from("topics"))).await?;
     if metas.is_empty() && layout == Layout::Files {
-        metas = list(None).await?;
+        // The Kinesis landing beside it is read by `kinesis_landing::scan`.
+        let kinesis = format!("{}/", crate::storage::kinesis_landing::ROOT);
+        metas = list(None).await?.into_iter().filter(|m| !m.location.as_ref().starts_with(&kinesis)).collect();
     }
     let mut grouped: BTreeMap<(String, String), SourcePartition> = BTreeMap::new();
     let mut extents: BTreeMap<(String, String, i64), i64> = BTreeMap::new();

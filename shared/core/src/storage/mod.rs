@@ -13,6 +13,7 @@ use url::Url;
 
 use crate::error::{Error, Result};
 
+pub mod kinesis_landing;
 pub mod landing;
 pub mod local_store;
 

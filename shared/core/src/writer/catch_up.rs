@@ -6,7 +6,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::error::Result;
+use std::sync::Arc;
+
+use crate::storage::kinesis_landing;
 use crate::storage::landing::{self, Layout, SourceRecords};
+use crate::watermark::SequenceNumber;
 use crate::names::Kind;
 use crate::storage::Location;
 use super::coverage::Coverage;
@@ -81,8 +85,11 @@ pub async fn clean_landing_until(
     let past_deadline = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
     let scan = landing::scan(input, layout).await?;
     let store = input.store()?;
+    let (kinesis, kinesis_skipped) = kinesis_landing::scan(&store).await?;
     let mut report = CleanReport { skipped_files: scan.skipped.clone(), ..Default::default() };
-    let total: u64 = scan.sources.iter().flat_map(|s| &s.objects).map(|o| o.size).sum();
+    report.skipped_files.extend(kinesis_skipped);
+    let total: u64 = scan.sources.iter().flat_map(|s| &s.objects).map(|o| o.size).sum::<u64>()
+        + kinesis.iter().flat_map(|s| &s.objects).map(|o| o.size).sum::<u64>();
     let mut done = 0u64;
     progress(0, total);
     // Pipelined: while one batch's Parquet files are written (tasks), the next is decoded
@@ -145,6 +152,37 @@ pub async fn clean_landing_until(
     }
     if let Some(last) = in_flight.take() {
         finish_into(tables, last, &mut report).await?;
+    }
+    // The Kinesis landing, shard by shard in position order, committing at object ends.
+    'shards: for shard in kinesis.iter().filter(|_| !stopped) {
+        let held: Option<SequenceNumber> = tables.mark(shard.kind, &shard.app_id()).await?;
+        let (stream, name): (Arc<str>, Arc<str>) = (shard.stream.as_str().into(), shard.shard.as_str().into());
+        let mut current = SourceRecords::new(shard.app_id());
+        let mut pending_bytes = 0u64;
+        let objects = shard.objects.len();
+        for (i, object) in shard.objects.iter().enumerate() {
+            done += object.size;
+            // No marker: a write that stopped half way, not landed (kinesis_landing).
+            let Some(last) = object.last else { continue };
+            if held.is_some_and(|h| last <= h) {
+                report.objects_already_done += 1;
+            } else {
+                kinesis_landing::push_all(&mut current, &stream, &name, kinesis_landing::read(&store, &object.key).await?);
+                pending_bytes += object.size;
+                progress(done, total);
+            }
+            let has_records = !current.records.is_empty() || !current.blanks.is_empty();
+            if has_records && (pending_bytes >= chunk_bytes || i + 1 == objects) {
+                let written = tables.write(shard.kind, vec![current.take()]).await?;
+                report.per_kind.entry(shard.kind.as_str().to_string()).or_default().add(&written);
+                pending_bytes = 0;
+                let total_written = report.total();
+                if past_deadline() && total_written.tabled + total_written.quarantined > 0 {
+                    stopped = true;
+                    break 'shards;
+                }
+            }
+        }
     }
     for kind in Kind::ALL {
         report.per_kind.entry(kind.as_str().to_string()).or_default();

@@ -1,0 +1,209 @@
+//! The Kinesis path end to end on real tables and a real landing: landed before tabled,
+//! replayed and rebuilt by position.
+
+use aws_lambda_events::kinesis::KinesisEvent;
+use object_store::ObjectStoreExt;
+
+use crate::jobs::config::Config;
+use crate::jobs::handlers::KinesisSink;
+use crate::names::PipelineId;
+use crate::storage::{kinesis_landing, Location};
+use crate::writer::Tables;
+
+const STREAM: &str = "streaming-k-user";
+const SHARD: &str = "shardId-000000000000";
+
+fn seq(n: u64) -> String {
+    format!("4959{n:052}")
+}
+
+fn user(ind: i64) -> String {
+    format!(r#"{{"ind":{ind},"first_name":"Ann","last_name":"Lee","age":30,"date_joined":"2016-01-01 00:00:00"}}"#)
+}
+
+/// A Kinesis event of one shard: (sequence number, data) pairs.
+fn event(records: &[(u64, String)]) -> KinesisEvent {
+    let records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|(n, data)| {
+            let v = serde_json::json!({
+                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "p", "sequenceNumber": seq(*n),
+                    "data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data),
+                    "approximateArrivalTimestamp": 1705247984.638},
+                "eventSource": "aws:kinesis", "eventVersion": "1.0",
+                "eventID": format!("{SHARD}:{}", seq(*n)), "eventName": "aws:kinesis:record",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": format!("arn:aws:kinesis:us-east-1:123456789012:stream/{STREAM}"),
+            });
+            v
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({"Records": records})).expect("a Kinesis event")
+}
+
+struct Setup {
+    dir: std::path::PathBuf,
+    cfg: Config,
+}
+
+fn setup(tag: &str) -> Setup {
+    let (dir, _) = crate::storage::test_root(tag);
+    let at = |p: &str| Location::parse(dir.join(p).to_str().expect("utf-8")).expect("location");
+    let mut cfg = Config::new(PipelineId::new("k").expect("id"), at("tables"));
+    cfg.landing = Some(at("landing"));
+    Setup { dir, cfg }
+}
+
+async fn inds(root: &Location) -> Vec<i64> {
+    crate::delta::live_inds(root, "k_user_table").await
+}
+
+/// Writes a failed batch where `replay --from` reads them (Lambda's invocation record).
+fn failure_folder(dir: &std::path::Path, events: &[&KinesisEvent]) -> Location {
+    let folder = dir.join("failures");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    for (i, e) in events.iter().enumerate() {
+        let body = serde_json::json!({"requestContext": {"condition": "RetriesExhausted"}, "payload": e});
+        std::fs::write(folder.join(format!("{i:03}.json")), body.to_string()).expect("write");
+    }
+    Location::parse(folder.to_str().expect("utf-8")).expect("location")
+}
+
+/// Item: a given-up batch holding a re-post (the same bytes as a row already tabled) is
+/// tabled by a replay, because replay decides by position; a second replay adds nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_repost_below_the_watermark_is_tabled_once() {
+    let s = setup("kin-repost");
+    let mut sink = KinesisSink::open(&s.cfg).await.unwrap();
+    sink.handle(event(&[(100, user(1))])).await.unwrap();
+    // Batch X (seq 200, the same post sent again) was given up before it could be landed.
+    let x = event(&[(200, user(1)), (201, user(2))]);
+    sink.handle(event(&[(300, user(3))])).await.unwrap();
+    assert_eq!(inds(&s.cfg.tables).await, vec![1, 3]);
+    let from = failure_folder(&s.dir, &[&x]);
+    let r = crate::jobs::replay::replay_from(&s.cfg, &from, false).await.unwrap();
+    assert_eq!((r.tabled, r.already_present), (2, 0), "{r:?}");
+    assert_eq!(inds(&s.cfg.tables).await, vec![1, 1, 2, 3]);
+    let again = crate::jobs::replay::replay_from(&s.cfg, &from, false).await.unwrap();
+    assert_eq!((again.tabled, again.already_present), (0, 2), "{again:?}");
+    assert_eq!(inds(&s.cfg.tables).await, vec![1, 1, 2, 3]);
+    // The redelivery of a batch the sink did table is found in the landing, not re-tabled.
+    let dup = failure_folder(&s.dir, &[&event(&[(100, user(1))])]);
+    let r = crate::jobs::replay::replay_from(&s.cfg, &dup, false).await.unwrap();
+    assert_eq!((r.tabled, r.already_present), (0, 1), "{r:?}");
+    assert_eq!(inds(&s.cfg.tables).await, vec![1, 1, 2, 3]);
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// Item: a replay that tabled a run below the watermark and stopped before landing it
+/// (its marker is in the table) only lands it when run again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_stopped_before_landing_is_finished_without_a_second_copy() {
+    let s = setup("kin-replay-stop");
+    let mut sink = KinesisSink::open(&s.cfg).await.unwrap();
+    sink.handle(event(&[(100, user(1))])).await.unwrap();
+    sink.handle(event(&[(300, user(3))])).await.unwrap();
+    let x = event(&[(200, user(2))]);
+    let from = failure_folder(&s.dir, &[&x]);
+    crate::jobs::replay::replay_from(&s.cfg, &from, false).await.unwrap();
+    // Remove what the replay landed, as if it had stopped between its commit and its landing.
+    let store = s.cfg.landing.as_ref().unwrap().store().unwrap();
+    let at = crate::watermark::SequenceNumber::parse(&seq(200)).unwrap();
+    let key = kinesis_landing::object_key(STREAM, SHARD, &at);
+    store.delete(&key).await.unwrap();
+    store.delete(&kinesis_landing::extent_key(STREAM, SHARD, &at, &at)).await.unwrap();
+    let r = crate::jobs::replay::replay_from(&s.cfg, &from, false).await.unwrap();
+    assert_eq!((r.tabled, r.already_present), (0, 1), "{r:?}");
+    assert_eq!(inds(&s.cfg.tables).await, vec![1, 2, 3]);
+    assert!(kinesis_landing::read(&store, &key).await.is_ok(), "the second run lands the record");
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// Item: a delivery landed but never tabled (given up after landing) is tabled by the next
+/// batch of its shard, before the watermark passes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_landed_but_untabled_delivery_is_tabled_by_the_next_batch() {
+    let s = setup("kin-landed");
+    let store = s.cfg.landing.as_ref().unwrap().store().unwrap();
+    let mut sink = KinesisSink::open(&s.cfg).await.unwrap();
+    sink.handle(event(&[(100, user(1))])).await.unwrap();
+    let two = user(2);
+    let sq = crate::watermark::SequenceNumber::parse(&seq(200)).unwrap();
+    kinesis_landing::write(&store, STREAM, SHARD, &[(sq, Some(two.as_bytes()))]).await.unwrap();
+    let r = sink.handle(event(&[(300, user(3))])).await.unwrap();
+    assert_eq!(r.tabled, 2, "{r:?}");
+    assert_eq!(inds(&s.cfg.tables).await, vec![1, 2, 3]);
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// Item: the Kinesis landing rebuilds the tables by position: every landed record once
+/// (a re-post twice), a forgotten one never, redeliveries and replays not doubled.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kinesis_landing_rebuilds_the_same_tables() {
+    let s = setup("kin-rebuild");
+    let mut sink = KinesisSink::open(&s.cfg).await.unwrap();
+    sink.handle(event(&[(100, user(1)), (101, user(2)), (102, "{oops".into())])).await.unwrap();
+    sink.handle(event(&[(100, user(1)), (101, user(2)), (102, "{oops".into()), (103, user(1))])).await.unwrap();
+    sink.handle(event(&[(400, user(4))])).await.unwrap();
+    let from = failure_folder(&s.dir, &[&event(&[(200, user(5)), (201, user(6))])]);
+    crate::jobs::replay::replay_from(&s.cfg, &from, false).await.unwrap();
+    let target = crate::jobs::forget::Target::Inds(vec![6]);
+    crate::jobs::forget::forget(&s.cfg.tables, &s.cfg.id, &target, s.cfg.landing.as_ref(), false).await.unwrap();
+    let live = inds(&s.cfg.tables).await;
+    assert_eq!(live, vec![1, 1, 2, 4, 5]);
+    let fresh = Location::parse(s.dir.join("rebuilt").to_str().unwrap()).unwrap();
+    let mut tables = Tables::open(&fresh, &s.cfg.id).await.unwrap();
+    let r = crate::writer::clean_landing(s.cfg.landing.as_ref().unwrap(), &mut tables, &|_, _| {}).await.unwrap();
+    assert!(r.skipped_files.is_empty(), "{:?}", r.skipped_files);
+    assert_eq!(r.per_kind["user"].quarantined, 1, "{r:?}");
+    assert_eq!(inds(&fresh).await, live);
+    // Caught up again: nothing new.
+    let again = crate::writer::clean_landing(s.cfg.landing.as_ref().unwrap(), &mut tables, &|_, _| {}).await.unwrap();
+    assert_eq!(again.total().tabled + again.total().quarantined, 0, "{again:?}");
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// Item: a retry split smaller than the delivery that landed first (bisection) tables the
+/// whole landed object, so the watermark never stops inside it; a replay of the rest then
+/// finds it in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bisected_retry_tables_the_whole_landed_object() {
+    let s = setup("kin-bisect");
+    let store = s.cfg.landing.as_ref().unwrap().store().unwrap();
+    let mut sink = KinesisSink::open(&s.cfg).await.unwrap();
+    // [100..103] landed, then the invocation failed; the retry carries [100..101] only.
+    let all: Vec<(u64, String)> = (100..104).map(|n| (n, user(n as i64))).collect();
+    let lines: Vec<(crate::watermark::SequenceNumber, Option<&[u8]>)> = all
+        .iter()
+        .map(|(n, d)| (crate::watermark::SequenceNumber::parse(&seq(*n)).unwrap(), Some(d.as_bytes())))
+        .collect();
+    kinesis_landing::write(&store, STREAM, SHARD, &lines).await.unwrap();
+    let r = sink.handle(event(&all[..2])).await.unwrap();
+    assert_eq!(r.tabled, 4, "{r:?}");
+    // The second half is given up later; a replay finds it landed and tabled.
+    let from = failure_folder(&s.dir, &[&event(&all[2..])]);
+    let again = crate::jobs::replay::replay_from(&s.cfg, &from, false).await.unwrap();
+    assert_eq!((again.tabled, again.already_present), (0, 2), "{again:?}");
+    assert_eq!(inds(&s.cfg.tables).await, vec![100, 101, 102, 103]);
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// Item: the landing's objects expire (lifecycle) but their markers stay, so a replay of an
+/// old failure object whose records were tabled still finds them landed and adds nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_after_the_landing_expired_still_decides_by_position() {
+    let s = setup("kin-expired");
+    let store = s.cfg.landing.as_ref().unwrap().store().unwrap();
+    let mut sink = KinesisSink::open(&s.cfg).await.unwrap();
+    let tabled = event(&[(100, user(1)), (101, user(2))]);
+    sink.handle(tabled.clone()).await.unwrap();
+    sink.handle(event(&[(300, user(3))])).await.unwrap();
+    for o in kinesis_landing::shard_objects(&store, STREAM, SHARD).await.unwrap() {
+        store.delete(&o.key).await.unwrap();
+    }
+    let from = failure_folder(&s.dir, &[&tabled, &event(&[(200, user(9))])]);
+    let r = crate::jobs::replay::replay_from(&s.cfg, &from, false).await.unwrap();
+    assert_eq!((r.tabled, r.already_present), (1, 2), "{r:?}");
+    assert_eq!(inds(&s.cfg.tables).await, vec![1, 2, 3, 9]);
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
