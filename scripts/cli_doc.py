@@ -29,12 +29,19 @@ def help_text(binary: str, path: list[str]) -> str:
 
 
 def subcommands(text: str) -> list[str]:
-    """The names listed under `Commands:`, without clap's own `help`."""
-    m = re.search(r"^Commands:\n((?:  .*\n|\n)*?)(?:\S|\Z)", text, re.M)
-    if not m:
-        return []
-    names = [line.split()[0] for line in m.group(1).splitlines() if line.startswith("  ") and not line.startswith("   ")]
+    """The command names a help lists (under `Commands:`, or the main help's grouped
+    headings), without clap's own `help`."""
+    names, heading = [], None
+    for line in text.splitlines():
+        if line and not line.startswith(" "):
+            heading = line if line.endswith(":") and not line.startswith(("Usage", "Options", "Arguments")) else None
+        elif heading and re.match(r"^  [a-z][a-z0-9-]*(  +\S|$)", line):
+            names.append(line.split()[0])
     return [n for n in names if n != "help"]
+
+
+# Commands hidden from the main help (test harnesses), documented all the same.
+HIDDEN = ["fault-schedules"]
 
 
 def render(binary: str) -> str:
@@ -45,7 +52,7 @@ def render(binary: str) -> str:
         text = help_text(binary, path)
         title = " ".join(["pinpipe", *path])
         out.append(f"\n## `{title}`\n\n```text\n{text}```\n")
-        todo[:0] = [path + [s] for s in subcommands(text)]
+        todo[:0] = [path + [s] for s in subcommands(text) + (HIDDEN if not path else [])]
     return "".join(out)
 
 

@@ -33,7 +33,7 @@ bash scripts/stack.sh up >"$WORK/stack.env"
 source "$WORK/stack.env"
 echo "e2e: N=$N, chaos=$CHAOS, broker: $(cat "$PINPIPE_STACK/broker-kind"), work dir $WORK"
 
-"$PINPIPE" generate --rows $((2 * N)) --seed 11 --out "$WORK/src" >/dev/null
+"$PINPIPE" generate --posts $((2 * N)) --seed 11 --out "$WORK/src" >/dev/null
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 API="http://127.0.0.1:$PORT"
 "$PINPIPE" serve --listen "127.0.0.1:$PORT" --kafka "$PINPIPE_KAFKA_BROKERS" --produce-timeout-ms 3000 >"$WORK/serve.log" 2>&1 &
@@ -98,7 +98,7 @@ ok = c["tabled"] == 0 and c["quarantined"] == 0
 print(f"{'ok' if ok else 'FAIL'}: scheduled analysis catch-up added {c['tabled']} rows ({c['skipped']} already present)")
 sys.exit(0 if ok else 1)
 PY
-"$PINPIPE" --id ref clean --input "$WORK/src" --output "$WORK/ref-tables" >/dev/null
+"$PINPIPE" --id ref clean --landing "$WORK/src" --tables "$WORK/ref-tables" >/dev/null
 "$PINPIPE" --id ref analyze --tables "$WORK/ref-tables" --out "$WORK/ref" >/dev/null
 python3 scripts/e2e_check.py same "$WORK/ref" || status=1
 

@@ -128,8 +128,8 @@ def test_cleaning_rules_land_in_real_tables(tmp_path):
         {"ind": 1, "first_name": "Abigail", "last_name": "Ali", "age": "20", "date_joined": "2015-10-24 11:23:51Z"},
         {"ind": 2, "first_name": "", "last_name": "Ali", "age": 20.5, "date_joined": "24/10/2015"},
     ])
-    out = run("clean", "--input", landing, "--output", tables).stdout
-    assert "warnings: 4 unparseable" in out
+    err = run("clean", "--input", landing, "--output", tables).stderr
+    assert "warning: 4 unparseable" in err
     pins = {r["ind"]: r for r in read_table(tables, "demo_pin_table")}
     assert pins[1]["follower_count"] == 1500
     assert pins[1]["save_location"] == "/data/travel"

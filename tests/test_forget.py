@@ -106,7 +106,7 @@ def test_forget_a_user_everywhere_on_local_disk(tmp_path):
                          env=env).stdout)
     assert rows_by_table(t1) == before, "a dry run wrote"
     # A second pass after a short wait (the deployed default waits the functions' timeout).
-    p = run("--id", ID, "forget", "--user", target, "--tables", t1, "--landing", land, "--settle", 0.2, env=env)
+    p = run("--id", ID, "forget", "--user", target, "--tables", t1, "--landing", land, "--settle-ms", 200, env=env)
     report = json.loads(p.stdout)
     assert (report["passes"], report["certain"]) == (2, True), report
     assert "not yet certain" not in p.stderr
@@ -200,7 +200,7 @@ def test_forget_by_ind_on_s3_and_replay_does_not_bring_it_back(tmp_path, moto_s3
     s3.put_object(Bucket="fg-failures", Key="aws/lambda/esm/0/a",
                   Body=json.dumps({"payload": msk_event(batch(range(5, 10)))}).encode())
 
-    p = run("--id", ID, "forget", "--ind", 2, "--ind", 7, "--ind", 12, "--settle", 0, env=env)
+    p = run("--id", ID, "forget", "--ind", 2, "--ind", 7, "--ind", 12, "--settle-ms", 0, env=env)
     report = json.loads(p.stdout)
     assert (report["passes"], report["certain"]) == (1, False) and "not yet certain" in p.stderr, (report, p.stderr)
     assert report["rows_removed"][f"{ID}_user_table"] == 2 and report["landing_lines_blanked"] == 2, report

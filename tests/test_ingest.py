@@ -75,7 +75,7 @@ def test_stream_requests_like_the_old_script_are_stored_and_read_back(tmp_path, 
     tables = tmp_path / "tables"
     env = {"AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
     out = run("--id", "kx", "consume", "--kinesis", kinesis_local, "--tables", tables, "--landing", tmp_path / "landing",
-              "--idle-exit", 1, env=env).stdout
+              "--idle-exit-ms", 1000, env=env).stdout
     assert "3 records received: 3 tabled" in out, out
     rows = {r["ind"]: r for r in read_table(tables, "kx_user_table")}
     assert rows[2864]["user_name"] == "Dylan Holmes" and rows[2863]["age"] == 32

@@ -28,11 +28,12 @@ pub struct ServeArgs {
     /// Kafka bootstrap servers (without it the Kafka routes answer 503).
     #[arg(long, env = "PINPIPE_KAFKA_BROKERS")]
     pub kafka: Option<String>,
-    /// Kafka authentication: plaintext or msk-iam.
-    #[arg(long, env = "PINPIPE_KAFKA_AUTH", default_value = "plaintext")]
-    pub kafka_auth: String,
-    /// Serve the Kinesis routes (endpoint from AWS_ENDPOINT_URL_KINESIS / AWS_ENDPOINT_URL).
-    #[arg(long, env = "PINPIPE_KINESIS", default_value = "on")]
+    /// Kafka authentication: msk-iam is TLS + SASL OAUTHBEARER with the default AWS credentials.
+    #[arg(long, value_enum, env = "PINPIPE_KAFKA_AUTH", default_value = "plaintext")]
+    pub kafka_auth: KafkaAuthArg,
+    /// Kinesis, as in `consume`: on (endpoint from AWS_ENDPOINT_URL_KINESIS / AWS_ENDPOINT_URL),
+    /// an endpoint URL, or off (the Kinesis routes answer 503).
+    #[arg(long, env = "PINPIPE_KINESIS", default_value = "on", value_name = "on|off|ENDPOINT")]
     pub kinesis: String,
     /// Longest a request waits for the broker or Kinesis before answering 503.
     #[arg(long, env = "PINPIPE_PRODUCE_TIMEOUT_MS", default_value_t = 10_000)]
@@ -43,12 +44,28 @@ pub struct ServeArgs {
     pub kafka_linger_ms: u32,
 }
 
+/// `--kafka-auth` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum KafkaAuthArg {
+    Plaintext,
+    MskIam,
+}
+
+impl KafkaAuthArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            KafkaAuthArg::Plaintext => "plaintext",
+            KafkaAuthArg::MskIam => "msk-iam",
+        }
+    }
+}
+
 impl ServeArgs {
     pub fn config(&self, id: &PipelineId) -> Result<IngestConfig> {
         let (id, kafka, auth, kinesis, timeout, linger) = (
             id.as_str().to_string(),
             self.kafka.clone(),
-            self.kafka_auth.clone(),
+            self.kafka_auth.as_str().to_string(),
             self.kinesis.clone(),
             self.produce_timeout_ms,
             self.kafka_linger_ms,
@@ -142,9 +159,9 @@ pub struct EmulateArgs {
     pub source: Option<PathBuf>,
     /// Generate N posts in memory instead (up to 200,000 are made before sending starts, so
     /// the timing is the API's alone; more are made while sending).
-    #[arg(long)]
+    #[arg(long = "posts", visible_alias = "rows", value_name = "N")]
     pub rows: Option<u64>,
-    /// Seed for --rows.
+    /// Seed for --posts.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Send only the first N posts (default: all).
@@ -175,9 +192,6 @@ pub struct EmulateArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-    /// Print the summary as one JSON object (for scripts and `pinpipe bench ingest`).
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Where posts come from: three records (pin, geo, user) per post.
@@ -225,7 +239,7 @@ fn load_posts(a: &EmulateArgs) -> Result<Posts> {
         let files = generate::block(&cfg, a.skip, a.skip + wanted).map(|buf| jsonl_records(Bytes::from(buf)));
         return Ok(Posts::Pregenerated { skip: a.skip, files });
     }
-    let dir = a.source.as_ref().context("give --source DIR or --rows N")?;
+    let dir = a.source.as_ref().context("give --source DIR or --posts N")?;
     let mut files: [Vec<Bytes>; 3] = Default::default();
     for (kind, out) in Kind::ALL.iter().zip(files.iter_mut()) {
         let path = dir.join(format!("{}.jsonl", kind.as_str()));
@@ -607,9 +621,9 @@ pub struct ConsumeArgs {
     /// Kafka bootstrap servers to consume the pipeline's topics from (into the Kafka sink).
     #[arg(long, required_unless_present = "kinesis")]
     pub kafka: Option<String>,
-    /// Consume the pipeline's Kinesis streams (into the Kinesis sink); the endpoint defaults
-    /// to AWS_ENDPOINT_URL_KINESIS / AWS_ENDPOINT_URL.
-    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    /// Consume the pipeline's Kinesis streams (into the Kinesis sink), as in `serve`: at
+    /// ENDPOINT, or without one (or `on`) at AWS_ENDPOINT_URL_KINESIS / AWS_ENDPOINT_URL.
+    #[arg(long, num_args = 0..=1, default_missing_value = "on", value_name = "ENDPOINT")]
     pub kinesis: Option<String>,
     /// Root of the Delta tables.
     #[arg(long, env = "PINPIPE_TABLES")]
@@ -623,13 +637,16 @@ pub struct ConsumeArgs {
     /// Longest wait to fill a batch, in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub batch_window_ms: u64,
-    /// Exit after this many seconds without records (default: run until Ctrl-C).
-    #[arg(long)]
+    /// Exit after this many milliseconds without records (default: run until Ctrl-C).
+    #[arg(long, value_name = "MS")]
+    pub idle_exit_ms: Option<u64>,
+    /// The same in seconds (kept for older scripts).
+    #[arg(long, hide = true, conflicts_with = "idle_exit_ms")]
     pub idle_exit: Option<f64>,
 }
 
 /// Feeds the sink handlers from a real broker and/or stream until idle or stopped.
-pub async fn consume(id: &PipelineId, a: ConsumeArgs) -> Result<()> {
+pub async fn consume(id: &PipelineId, a: ConsumeArgs, json: bool) -> Result<()> {
     use pinpipe_core::jobs::config::Config;
     use crate::consume::{self as c, ConsumeOptions};
     use std::sync::atomic::AtomicBool;
@@ -643,7 +660,7 @@ pub async fn consume(id: &PipelineId, a: ConsumeArgs) -> Result<()> {
     let opts = ConsumeOptions {
         batch_size: a.batch_size.max(1),
         batch_window: Duration::from_millis(a.batch_window_ms),
-        idle_exit: a.idle_exit.map(Duration::from_secs_f64),
+        idle_exit: a.idle_exit_ms.map(Duration::from_millis).or(a.idle_exit.map(|s| Duration::from_secs_f64(s.max(0.0)))),
         ..Default::default()
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -658,7 +675,7 @@ pub async fn consume(id: &PipelineId, a: ConsumeArgs) -> Result<()> {
         match &a.kafka {
             Some(bootstrap) => {
                 let mut sink = pinpipe_core::jobs::handlers::KafkaSink::open(&cfg).await?;
-                println!("consuming {} from Kafka at {bootstrap}", id.topic(Kind::Pin).replace(".pin", ".{pin,geo,user}"));
+                eprintln!("consuming {} from Kafka at {bootstrap}", id.topic(Kind::Pin).replace(".pin", ".{pin,geo,user}"));
                 anyhow::Ok(Some(c::consume_kafka(bootstrap, id, &mut sink, &opts, stop.clone()).await?))
             }
             None => Ok(None),
@@ -667,16 +684,21 @@ pub async fn consume(id: &PipelineId, a: ConsumeArgs) -> Result<()> {
     let kinesis = async {
         match &a.kinesis {
             Some(endpoint) => {
-                let client = pinpipe_ingest::kinesis::client(Some(endpoint.as_str()).filter(|e| !e.is_empty()), Duration::from_secs(10)).await;
+                let client = pinpipe_ingest::kinesis::client(Some(endpoint.as_str()).filter(|e| !e.is_empty() && *e != "on"), Duration::from_secs(10)).await;
                 let mut sink = pinpipe_core::jobs::handlers::KinesisSink::open(&cfg).await?;
-                println!("consuming {} from Kinesis", id.stream(Kind::Pin).replace("-pin", "-{pin,geo,user}"));
+                eprintln!("consuming {} from Kinesis", id.stream(Kind::Pin).replace("-pin", "-{pin,geo,user}"));
                 anyhow::Ok(Some(c::consume_kinesis(&client, id, &mut sink, &opts, stop.clone()).await?))
             }
             None => Ok(None),
         }
     };
     let (k, s) = tokio::join!(kafka, kinesis);
-    for (name, r) in [("kafka", k?), ("kinesis", s?)] {
+    let (k, s) = (k?, s?);
+    if json {
+        println!("{}", serde_json::json!({"kafka": k, "kinesis": s}));
+        return Ok(());
+    }
+    for (name, r) in [("kafka", k), ("kinesis", s)] {
         if let Some(r) = r {
             println!(
                 "{name}: {} batches, {} records received: {} tabled, {} quarantined, {} already present, {} redeliveries",

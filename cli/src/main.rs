@@ -16,14 +16,44 @@ use pinpipe_core::analysis::run;
 use pinpipe_core::storage::Location;
 use pinpipe_core::{Kind, PipelineId};
 
+/// The main help's command list, grouped (clap lists commands in one block);
+/// tests/test_cli.py keeps it in step with `Command`.
+const COMMANDS: &str = "\
+Pipeline (the Lambdas' work, on one machine):
+  demo        Run the whole pipeline end to end on generated data
+  clean       Clean a raw landing into the Delta tables, exactly once
+  analyze     Compute the nine analysis outputs from the tables
+  report      Re-render report.html, the CSVs and results.json of the last analysis
+  invoke      Run one Lambda's handler on an event file
+
+Operations:
+  gaps        List (or close) the offsets a writer saw skipped
+  replay      Re-drive batches the mappings gave up on, or the quarantine
+  forget      Erase one person's posts everywhere pinpipe keeps them
+
+Local stack:
+  serve       The ingest API as a local HTTP server
+  emulate     Send generated posts to the ingest API
+  consume     Feed the sinks from a Kafka broker and/or Kinesis streams
+  kafka-mock  Run librdkafka's mock Kafka cluster
+  generate    Write a synthetic source database (pin, geo, user JSON Lines)
+
+Development:
+  bench       Benchmarks beside a reference measured in the same run
+  help        Print this message or the help of the given command";
+
 #[derive(Parser)]
 #[command(
     name = "pinpipe",
     version,
-    about = "Serverless Pinterest event pipeline, run locally: generate, clean, analyze, demo, bench",
+    about = "Serverless Pinterest event pipeline, run locally: the same code as its AWS Lambdas",
     long_about = "pinpipe runs the same code as its AWS Lambdas on one machine.\n\n\
         Storage arguments take a local path or an s3:// URL (AWS_ENDPOINT_URL points at a local S3).\n\
-        Quick start: `pinpipe demo` runs the whole pipeline on generated data."
+        Quick start: `pinpipe demo` runs the whole pipeline on generated data.",
+    help_template = "{about-with-newline}\n{usage-heading} {usage}\n\n{before-help}\nOptions:\n{options}{after-help}",
+    before_help = COMMANDS,
+    after_help = "`pinpipe <command> --help` describes a command. Exit status: 0 done, 1 failed \
+        (the error is on stderr), 2 wrong usage.",
 )]
 struct Cli {
     /// Pipeline id: names topics (<ID>.pin), streams and tables (<ID>_pin_table).
@@ -32,6 +62,11 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text", env = "PINPIPE_LOG_FORMAT")]
     log_format: ui::LogFormat,
+    /// Print the command's result as JSON on stdout (one object; `gaps`: one per line) instead
+    /// of text. Progress and warnings always go to stderr. `replay`, `forget` and `invoke`
+    /// print JSON either way; `bench`, `serve` and `kafka-mock` refuse it.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,6 +84,7 @@ enum Command {
     /// Run seeded random delivery schedules (redeliveries, re-batched overlaps, holes and
     /// replays, crashes between commits, racing writers, catch-ups, compaction + vacuum) on real
     /// tables and check every record is kept exactly once; a failing seed replays with --seed.
+    #[command(hide = true)]
     FaultSchedules(FaultSchedulesArgs),
     /// List the open gaps of the cleaned tables (offsets a writer saw skipped that no replay has
     /// filled yet), or close one that can never be filled (retention expired, compacted topic).
@@ -84,7 +120,7 @@ enum Command {
 #[derive(Args)]
 struct GenerateArgs {
     /// Distinct posts to generate.
-    #[arg(long)]
+    #[arg(long = "posts", visible_alias = "rows", value_name = "N")]
     rows: u64,
     /// Random seed: the same seed gives the same files.
     #[arg(long, default_value_t = 1)]
@@ -99,12 +135,13 @@ struct GenerateArgs {
 
 #[derive(Args)]
 struct CleanArgs {
-    /// Landing root (local directory or s3://bucket/prefix) holding topics/… or *.jsonl files.
-    #[arg(long, env = "PINPIPE_LANDING")]
-    input: String,
+    /// Landing root (local directory or s3://bucket/prefix) holding topics/…, kinesis/… or
+    /// *.jsonl files.
+    #[arg(long, visible_alias = "input", env = "PINPIPE_LANDING")]
+    landing: String,
     /// Root of the Delta tables (created when absent).
-    #[arg(long, env = "PINPIPE_TABLES")]
-    output: String,
+    #[arg(long, visible_alias = "output", env = "PINPIPE_TABLES")]
+    tables: String,
 }
 
 #[derive(Args)]
@@ -189,11 +226,14 @@ struct ForgetArgs {
     /// Only count what would be removed.
     #[arg(long)]
     dry_run: bool,
-    /// Seconds to wait after a pass before the next, until one finds nothing left: at least
-    /// the longest run of a function that writes the tables (the sinks' 300 s, the scheduled
-    /// catch-up's 900 s). 0: one pass, and the output says it is not yet certain.
-    #[arg(long, default_value_t = 900.0, value_name = "SECONDS")]
-    settle: f64,
+    /// Milliseconds to wait after a pass before the next, until one finds nothing left: at
+    /// least the longest run of a function that writes the tables (the sinks' 300 s, the
+    /// scheduled catch-up's 900 s). 0: one pass, and the output says it is not yet certain.
+    #[arg(long, default_value_t = 900_000, value_name = "MS")]
+    settle_ms: u64,
+    /// The same in seconds (kept for older scripts).
+    #[arg(long, hide = true)]
+    settle: Option<f64>,
 }
 
 #[derive(Args)]
@@ -206,9 +246,6 @@ struct GapsArgs {
     /// delivery of them is skipped. Without it, only lists.
     #[arg(long, num_args = 4, value_names = ["TABLE", "SOURCE", "FIRST", "LAST"])]
     close: Option<Vec<String>>,
-    /// Print the gaps as JSON lines.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -234,7 +271,7 @@ enum Function {
 #[derive(Args)]
 struct DemoArgs {
     /// Posts to generate.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long = "posts", visible_alias = "rows", value_name = "N", default_value_t = 100_000)]
     rows: u64,
     /// Fraction of re-posts, as real producers send.
     #[arg(long, default_value_t = 0.05)]
@@ -253,7 +290,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = parse_args();
     ui::init_logging(cli.log_format);
     pinpipe_ingest::install_tls_provider();
     // EMF metric lines, as the Lambdas write them (`pinpipe invoke`): PINPIPE_METRICS=emf.
@@ -279,6 +316,29 @@ fn main() -> ExitCode {
     code
 }
 
+/// The command line, refusing a global flag the command would ignore (exit 2, as any other
+/// usage error): `--id` names nothing `generate` or `fault-schedules` writes, and `bench`,
+/// `serve` and `kafka-mock` print no JSON.
+fn parse_args() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    let matches = command.clone().get_matches();
+    if let Some((name, sub)) = matches.subcommand() {
+        let given = |m: &clap::ArgMatches| m.value_source("id") == Some(clap::parser::ValueSource::CommandLine);
+        if ["generate", "fault-schedules"].contains(&name) && (given(&matches) || given(sub)) {
+            command
+                .error(clap::error::ErrorKind::ArgumentConflict, format!("--id is not used by `{name}`: leave it out"))
+                .exit();
+        }
+        if ["bench", "serve", "kafka-mock"].contains(&name) && (matches.get_flag("json") || sub.get_flag("json")) {
+            command
+                .error(clap::error::ErrorKind::ArgumentConflict, format!("`{name}` has no JSON output: leave out --json"))
+                .exit();
+        }
+    }
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 /// The error chain on one line, each cause once: many library errors already embed their
 /// source in their message, which `{:#}` would repeat.
 fn one_line(e: &anyhow::Error) -> String {
@@ -298,21 +358,21 @@ fn one_line(e: &anyhow::Error) -> String {
 
 async fn dispatch(cli: Cli) -> Result<()> {
     let id = PipelineId::new(&cli.id)?;
+    let json = cli.json;
     match cli.command {
-        Command::Generate(a) => cmd_generate(a),
-        Command::Clean(a) => cmd_clean(&id, a).await,
-        Command::Analyze(a) => cmd_analyze(&id, a).await,
-        Command::Report(a) => cmd_report(&id, a).await,
-        Command::Gaps(a) => cmd_gaps(&id, a).await,
+        Command::Generate(a) => cmd_generate(a, json),
+        Command::Clean(a) => cmd_clean(&id, a, json).await,
+        Command::Analyze(a) => cmd_analyze(&id, a, json).await,
+        Command::Report(a) => cmd_report(&id, a, json).await,
+        Command::Gaps(a) => cmd_gaps(&id, a, json).await,
         Command::Replay(a) => cmd_replay(&id, a).await,
         Command::Forget(a) => cmd_forget(&id, a).await,
-        Command::FaultSchedules(a) => cmd_fault_schedules(a).await,
-        Command::Demo(a) => cmd_demo(&id, a).await,
-        Command::Invoke(a) => cmd_invoke(a).await,
+        Command::FaultSchedules(a) => cmd_fault_schedules(a, json).await,
+        Command::Demo(a) => cmd_demo(&id, a, json).await,
+        Command::Invoke(a) => cmd_invoke(&id, a).await,
         Command::Bench(a) => bench::run(&id, a).await,
         Command::Serve(a) => ingest::serve(&id, a).await,
         Command::Emulate(a) => {
-            let json = a.json;
             let report = ingest::emulate(&id, a).await?;
             if json {
                 report.print_json();
@@ -327,12 +387,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Consume(a) => ingest::consume(&id, a).await,
+        Command::Consume(a) => ingest::consume(&id, a, json).await,
         Command::KafkaMock(a) => ingest::kafka_mock(&id, a).await,
     }
 }
 
-fn cmd_generate(a: GenerateArgs) -> Result<()> {
+fn cmd_generate(a: GenerateArgs, json: bool) -> Result<()> {
     anyhow::ensure!(
         (0.0..=10.0).contains(&a.duplicates),
         "--duplicates {} must be between 0 and 10",
@@ -343,12 +403,17 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     generate::generate_to_dir(&cfg, &a.out, &|n| bar.set_position(n))
         .with_context(|| format!("generating into {}", a.out.display()))?;
     bar.finish_and_clear();
-    println!(
-        "generated {} posts ({} re-posts) into {}: pin.jsonl, geo.jsonl, user.jsonl",
-        cfg.posts,
-        cfg.reposts(),
-        a.out.display()
-    );
+    if json {
+        let files: Vec<String> = ["pin", "geo", "user"].iter().map(|k| a.out.join(format!("{k}.jsonl")).display().to_string()).collect();
+        println!("{}", serde_json::json!({"posts": cfg.posts, "reposts": cfg.reposts(), "out": a.out, "files": files}));
+    } else {
+        println!(
+            "generated {} posts ({} re-posts) into {}: pin.jsonl, geo.jsonl, user.jsonl",
+            cfg.posts,
+            cfg.reposts(),
+            a.out.display()
+        );
+    }
     Ok(())
 }
 
@@ -365,12 +430,20 @@ async fn clean(id: &PipelineId, input: &Location, output: &Location) -> Result<w
     Ok(report)
 }
 
-async fn cmd_clean(id: &PipelineId, a: CleanArgs) -> Result<()> {
+async fn cmd_clean(id: &PipelineId, a: CleanArgs, json: bool) -> Result<()> {
     keep_freed_memory();
-    let input = Location::parse_existing(&a.input)?;
-    let output = Location::parse(&a.output)?;
+    let input = Location::parse_existing(&a.landing)?;
+    let output = Location::parse(&a.tables)?;
     let report = clean(id, &input, &output).await?;
-    ui::print_clean(&report, &output, &id.quarantine_table());
+    if json {
+        let mut v = serde_json::to_value(&report)?;
+        v["total"] = serde_json::to_value(report.total())?;
+        v["tables"] = output.display().into();
+        println!("{v}");
+        ui::clean_warnings(&report);
+    } else {
+        ui::print_clean(&report, &output, &id.quarantine_table());
+    }
     Ok(())
 }
 
@@ -412,16 +485,20 @@ async fn require_tables(root: &Location, id: &PipelineId) -> Result<()> {
     )
 }
 
-async fn cmd_analyze(id: &PipelineId, a: AnalyzeArgs) -> Result<()> {
+async fn cmd_analyze(id: &PipelineId, a: AnalyzeArgs, json: bool) -> Result<()> {
     let tables = Location::parse_existing(&a.tables)?;
     require_tables(&tables, id).await?;
     let out = Location::parse(&a.out)?;
     let run = analyze(id, &tables, &out).await?;
-    ui::print_results(&run, &tables, &out);
+    if json {
+        println!("{}", ui::results_json(&run, &tables, &out)?);
+    } else {
+        ui::print_results(&run, &tables, &out);
+    }
     Ok(())
 }
 
-async fn cmd_fault_schedules(a: FaultSchedulesArgs) -> Result<()> {
+async fn cmd_fault_schedules(a: FaultSchedulesArgs, json: bool) -> Result<()> {
     use pinpipe_devtools::fault_schedules;
     let root = a.root.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("pinpipe-fault-schedules-{}", std::process::id())).display().to_string()
@@ -441,7 +518,11 @@ async fn cmd_fault_schedules(a: FaultSchedulesArgs) -> Result<()> {
             failed.push(*seed);
         }
     }
-    println!("fault schedules: {} ok, {} failed, under {root}", total - failed.len(), failed.len());
+    if json {
+        println!("{}", serde_json::json!({"ok": total - failed.len(), "failed": failed, "root": root}));
+    } else {
+        println!("fault schedules: {} ok, {} failed, under {root}", total - failed.len(), failed.len());
+    }
     anyhow::ensure!(failed.is_empty(), "failing seeds: {failed:?}");
     Ok(())
 }
@@ -482,7 +563,10 @@ async fn cmd_forget(id: &PipelineId, a: ForgetArgs) -> Result<()> {
         None => Target::Inds(a.ind),
     };
     let spinner = ui::spinner("forgetting");
-    let settle = std::time::Duration::try_from_secs_f64(a.settle.max(0.0)).context("--settle is not a number of seconds")?;
+    let settle = match a.settle {
+        Some(secs) => std::time::Duration::try_from_secs_f64(secs.max(0.0)).context("--settle is not a number of seconds")?,
+        None => std::time::Duration::from_millis(a.settle_ms),
+    };
     if !a.dry_run && !settle.is_zero() {
         spinner.set_message(format!("forgetting (then again after {} s, until a pass finds nothing)", settle.as_secs()));
     }
@@ -494,7 +578,7 @@ async fn cmd_forget(id: &PipelineId, a: ForgetArgs) -> Result<()> {
     } else if !a.dry_run && !report.certain {
         eprintln!(
             "not yet certain: a sink that read the ledger just before this forget may still commit rows of these \
-             posts. Run the same forget again after the functions' timeout (900 s), or use --settle 900."
+             posts. Run the same forget again after the functions' timeout (900 s), or use --settle-ms 900000."
         );
     }
     if !report.inds.is_empty() && !a.dry_run {
@@ -508,7 +592,7 @@ async fn cmd_forget(id: &PipelineId, a: ForgetArgs) -> Result<()> {
     Ok(())
 }
 
-async fn cmd_gaps(id: &PipelineId, a: GapsArgs) -> Result<()> {
+async fn cmd_gaps(id: &PipelineId, a: GapsArgs, json: bool) -> Result<()> {
     let root = Location::parse_existing(&a.tables)?;
     require_tables(&root, id).await?;
     let mut tables = Tables::open(&root, id).await?;
@@ -526,25 +610,34 @@ async fn cmd_gaps(id: &PipelineId, a: GapsArgs) -> Result<()> {
             tables.close_gap(kind, source, gap).await?,
             "no open gap {source} {first}-{last} in {table}: `pinpipe gaps` lists the open ones"
         );
-        println!("closed gap {source} {first}-{last} in {table}");
+        if json {
+            println!("{}", serde_json::json!({"closed": {"table": table, "source": source, "first": gap.0, "last": gap.1}}));
+        } else {
+            println!("closed gap {source} {first}-{last} in {table}");
+        }
         return Ok(());
     }
     let gaps = tables.open_gaps().await?;
     for (table, source, (first, last)) in &gaps {
-        if a.json {
+        if json {
             println!("{}", serde_json::json!({"table": table, "source": source, "first": first, "last": last}));
         } else {
             println!("{table} {source} {first} {last}  ({} offsets)", last - first + 1);
         }
     }
-    if !a.json {
+    if !json {
         println!("{} open gap(s)", gaps.len());
     }
     Ok(())
 }
 
-async fn cmd_invoke(a: InvokeArgs) -> Result<()> {
-    let sink_config = pinpipe_core::jobs::config::Config::from_env;
+async fn cmd_invoke(id: &PipelineId, a: InvokeArgs) -> Result<()> {
+    // As in AWS, from the environment; --id (or PINPIPE_ID) names the pipeline.
+    let lookup = |k: &str| match k {
+        "PINPIPE_ID" => Some(id.as_str().to_string()),
+        other => std::env::var(other).ok().filter(|v| !v.is_empty()),
+    };
+    let sink_config = || pinpipe_core::jobs::config::Config::from_lookup(lookup);
     // One container for every event: clients are made once, as Lambda reuses a warm one.
     enum Handler {
         Ingest(Box<pinpipe_ingest::Ingest>),
@@ -553,7 +646,7 @@ async fn cmd_invoke(a: InvokeArgs) -> Result<()> {
         Analysis(Box<pinpipe_core::jobs::config::Config>),
     }
     let mut handler = match a.function {
-        Function::IngestApi => Handler::Ingest(Box::new(pinpipe_ingest::Ingest::new(pinpipe_ingest::IngestConfig::from_env()?).await?)),
+        Function::IngestApi => Handler::Ingest(Box::new(pinpipe_ingest::Ingest::new(pinpipe_ingest::IngestConfig::from_lookup(lookup)?).await?)),
         Function::KafkaSink => Handler::Kafka(Box::new(pinpipe_core::jobs::handlers::KafkaSink::open(&sink_config()?).await?)),
         Function::KinesisSink => Handler::Kinesis(Box::new(pinpipe_core::jobs::handlers::KinesisSink::open(&sink_config()?).await?)),
         Function::BatchAnalysis => Handler::Analysis(Box::new(sink_config()?)),
@@ -594,12 +687,16 @@ async fn cmd_invoke(a: InvokeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn cmd_report(id: &PipelineId, a: ReportArgs) -> Result<()> {
+async fn cmd_report(id: &PipelineId, a: ReportArgs, json: bool) -> Result<()> {
     let tables = Location::parse_existing(&a.tables)?;
     let out = Location::parse(&a.out)?;
     let run = run::load_last(&tables, id).await?;
     let written = run.write_files(&out).await?;
-    println!("re-rendered the run of {} into {}: {}", run::fmt_time(&run.run_time), out.display(), written.join(", "));
+    if json {
+        println!("{}", serde_json::json!({"run_time": run::fmt_time(&run.run_time), "out": out.display(), "written": written}));
+    } else {
+        println!("re-rendered the run of {} into {}: {}", run::fmt_time(&run.run_time), out.display(), written.join(", "));
+    }
     Ok(())
 }
 
@@ -608,7 +705,11 @@ async fn cmd_report(id: &PipelineId, a: ReportArgs) -> Result<()> {
 /// Kafka-protocol broker inside this process); the Kafka sink handler consumes them in
 /// MSK-shaped batches into the landing and the tables; the analysis job's catch-up finds
 /// nothing left to add; the analysis writes the outputs.
-async fn cmd_demo(id: &PipelineId, a: DemoArgs) -> Result<()> {
+async fn cmd_demo(id: &PipelineId, a: DemoArgs, json: bool) -> Result<()> {
+    // With --json the steps go to stderr and stdout holds only the summary.
+    macro_rules! step {
+        ($($t:tt)*) => { if json { eprintln!($($t)*) } else { println!($($t)*) } };
+    }
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     let started = std::time::Instant::now();
@@ -617,7 +718,7 @@ async fn cmd_demo(id: &PipelineId, a: DemoArgs) -> Result<()> {
     let tables = Location::parse(&dir.join("tables").display().to_string())?;
     let out = Location::parse(&dir.join("out").display().to_string())?;
     let cfg = GenConfig { posts: a.rows, seed: a.seed, duplicates: a.duplicates };
-    println!("pinpipe demo (id {}): {} posts + {} re-posts", id.as_str(), cfg.posts, cfg.reposts());
+    step!("pinpipe demo (id {}): {} posts + {} re-posts", id.as_str(), cfg.posts, cfg.reposts());
 
     let mock = rdkafka::mocking::MockCluster::new(1).context("starting the in-process Kafka broker")?;
     for kind in pinpipe_core::Kind::ALL {
@@ -664,20 +765,34 @@ async fn cmd_demo(id: &PipelineId, a: DemoArgs) -> Result<()> {
     let (sent, r) = tokio::join!(posting, sinking);
     let (sent, r) = (sent?, r?);
     bar.finish_and_clear();
-    println!("1/4 ingest API: {sent} records accepted (200) and produced to Kafka topics {}.{{pin,geo,user}}", id.as_str());
-    println!(
+    step!("1/4 ingest API: {sent} records accepted (200) and produced to Kafka topics {}.{{pin,geo,user}}", id.as_str());
+    step!(
         "2/4 Kafka sink: {} MSK batches, {} records: landed under {}, {} tabled, {} quarantined",
         r.batches, r.received, landing.display(), r.tabled, r.quarantined
     );
     anyhow::ensure!(r.received == sent, "the sink received {} records of the {sent} sent", r.received);
 
     let report = clean(id, &landing, &tables).await?;
+    let run = analyze(id, &tables, &out).await?;
+    if json {
+        let total = report.total();
+        eprintln!("3/4 catch-up from the landing: {} tabled (exactly once, so nothing new)", total.tabled);
+        eprintln!("4/4 analysis done");
+        let mut v = ui::results_json(&run, &tables, &out)?;
+        v["posts"] = cfg.posts.into();
+        v["reposts"] = cfg.reposts().into();
+        v["records_sent"] = sent.into();
+        v["sink"] = serde_json::to_value(&r)?;
+        v["catch_up"] = serde_json::to_value(total)?;
+        v["seconds"] = started.elapsed().as_secs_f64().into();
+        println!("{v}");
+        return Ok(());
+    }
     print!("3/4 catch-up from the landing (exactly once, so nothing new): ");
     ui::print_clean(&report, &tables, &id.quarantine_table());
-
-    let run = analyze(id, &tables, &out).await?;
     println!("4/4 analysis done");
     ui::print_results(&run, &tables, &out);
     println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
+

@@ -117,20 +117,41 @@ pub fn print_clean(report: &CleanReport, tables: &Location, quarantine_table: &s
     if report.objects_already_done > 0 {
         println!("  {} landing objects not read: wholly in the tables already", report.objects_already_done);
     }
+    if total.quarantined > 0 {
+        println!("  quarantined records are in the {quarantine_table} table, each with its reason");
+    }
+    clean_warnings(report);
+}
+
+/// A clean's warnings, on stderr whatever the output format.
+pub fn clean_warnings(report: &CleanReport) {
+    let total = report.total();
     if total.gaps_opened > 0 {
-        println!("  warning: {} gap(s) opened: offsets skipped in the landing (`pinpipe gaps` lists them)", total.gaps_opened);
+        eprintln!("warning: {} gap(s) opened: offsets skipped in the landing (`pinpipe gaps` lists them)", total.gaps_opened);
     }
     let warnings = total.quality.warnings();
     if warnings > 0 {
         let detail: Vec<String> = total.quality.unparseable.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!("  warnings: {warnings} unparseable values nulled ({})", detail.join(", "));
-    }
-    if total.quarantined > 0 {
-        println!("  quarantined records are in the {quarantine_table} table, each with its reason");
+        eprintln!("warning: {warnings} unparseable values nulled ({})", detail.join(", "));
     }
     for f in &report.skipped_files {
         eprintln!("warning: skipped {f}: not a pin/geo/user landing object or JSON Lines file");
     }
+}
+
+/// An analysis run as one JSON object: rows per output, quality, where everything went.
+pub fn results_json(run: &AnalysisRun, tables: &Location, out: &Location) -> anyhow::Result<serde_json::Value> {
+    let outputs: std::collections::BTreeMap<&str, usize> = run.outputs.iter().map(|(s, df)| (s.name, df.height())).collect();
+    if run.quality.gaps > 0 {
+        eprintln!("warning: {} open gap(s) in the tables: `pinpipe gaps --tables {}` lists them", run.quality.gaps, tables.display());
+    }
+    Ok(serde_json::json!({
+        "run_time": fmt_time(&run.run_time),
+        "outputs": outputs,
+        "quality": serde_json::to_value(&run.quality)?,
+        "results": out.display(),
+        "tables": tables.display(),
+    }))
 }
 
 fn cell(v: AnyValue) -> String {
@@ -180,7 +201,7 @@ pub fn print_results(run: &AnalysisRun, tables: &Location, out: &Location) {
         q.quarantined_records
     );
     if q.gaps > 0 {
-        println!("warning: {} open gap(s) in the tables: `pinpipe gaps --tables {}` lists them", q.gaps, tables.display());
+        eprintln!("warning: {} open gap(s) in the tables: `pinpipe gaps --tables {}` lists them", q.gaps, tables.display());
     }
     println!("results: {} (report.html, a CSV per output, results.json)", out.display());
     println!("tables:  {} ({}_<output> Delta tables)", tables.display(), run.id.as_str());

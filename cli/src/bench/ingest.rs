@@ -77,7 +77,7 @@ pub(super) async fn ingest(id: &PipelineId, posts: u64, batch_size: usize, concu
         let cpu_before = [cpu_seconds(), proc_cpu_seconds(server_pid)];
         let emulated = Command::new(&exe)
             .args(["--id", id.as_str(), "emulate", "--api", &format!("http://127.0.0.1:{port}"), "--mode", "batch"])
-            .args(["--rows", &posts.to_string(), "--seed", &seed.to_string(), "--batch-size", &batch_size.to_string()])
+            .args(["--posts", &posts.to_string(), "--seed", &seed.to_string(), "--batch-size", &batch_size.to_string()])
             .args(["--concurrency", &concurrency.to_string(), "--quiet", "--json"])
             .output()
             .context("running pinpipe emulate")?;

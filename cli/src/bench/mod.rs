@@ -130,7 +130,7 @@ enum BenchWhat {
         #[arg(long, default_value_t = 1000)]
         appends: u64,
         /// Posts per append.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long = "posts", visible_alias = "rows", value_name = "N", default_value_t = 100)]
         rows: u64,
         /// Working directory (default: a fresh one under the system temp dir); a directory
         /// `pinpipe bench` did not make is refused, never emptied.

@@ -167,7 +167,7 @@ impl Ingest {
             Some(b) => Some(KafkaProducer::new(&cfg, b)?),
             None => None,
         };
-        let kinesis = if cfg.kinesis { Some(KinesisProducer::new(cfg.produce_timeout).await) } else { None };
+        let kinesis = if cfg.kinesis { Some(KinesisProducer::new(cfg.produce_timeout, cfg.kinesis_endpoint.as_deref()).await) } else { None };
         Ok(Ingest { cfg, kafka, kinesis })
     }
 

@@ -29,6 +29,8 @@ pub struct IngestConfig {
     pub streams: Vec<(String, Kind)>,
     /// Whether the Kinesis routes are served (a Kinesis client is built).
     pub kinesis: bool,
+    /// The Kinesis endpoint, when not the AWS SDK's (`AWS_ENDPOINT_URL_KINESIS`, …).
+    pub kinesis_endpoint: Option<String>,
     /// Upper bound for one request's produce: past it the broker counts as unreachable (503).
     pub produce_timeout: Duration,
     /// The producer's linger: how long records wait to share a ProduceRequest with records of
@@ -51,6 +53,7 @@ impl IngestConfig {
             topics: Kind::ALL.iter().map(|k| (id.topic(*k), *k)).collect(),
             streams: Kind::ALL.iter().map(|k| (id.stream(*k), *k)).collect(),
             kinesis: true,
+            kinesis_endpoint: None,
             produce_timeout: Duration::from_millis(10_000),
             linger_ms: DEFAULT_LINGER_MS,
             region: None,
@@ -95,13 +98,23 @@ impl IngestConfig {
             None => DEFAULT_LINGER_MS,
             Some(v) => v.parse().map_err(|_| Error::Config(format!("PINPIPE_KAFKA_LINGER_MS={v:?} is not a whole number")))?,
         };
+        // PINPIPE_KINESIS: on (the SDK's endpoint), off, or an endpoint URL.
+        let (kinesis, kinesis_endpoint) = match get("PINPIPE_KINESIS").as_deref() {
+            None | Some("on" | "true" | "1") => (true, None),
+            Some("off" | "false" | "0") => (false, None),
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => (true, Some(url.to_string())),
+            Some(other) => {
+                return Err(Error::Config(format!("PINPIPE_KINESIS={other:?}: use on, off or an endpoint URL (http://…)")))
+            }
+        };
         Ok(IngestConfig {
             linger_ms,
+            kinesis,
+            kinesis_endpoint,
             topics: names("PINPIPE_TOPICS", Kind::ALL.iter().map(|k| id.topic(*k)).collect())?,
             streams: names("PINPIPE_STREAMS", Kind::ALL.iter().map(|k| id.stream(*k)).collect())?,
             kafka_brokers: get("PINPIPE_KAFKA_BROKERS"),
             kafka_auth,
-            kinesis: !matches!(get("PINPIPE_KINESIS").as_deref(), Some("off" | "false" | "0")),
             produce_timeout: Duration::from_millis(timeout_ms.max(1)),
             region: get("AWS_REGION"),
             metrics: pinpipe_model::metrics::setting(get("PINPIPE_METRICS").as_deref(), get("AWS_LAMBDA_FUNCTION_NAME").is_some()),

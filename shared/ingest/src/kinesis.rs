@@ -35,9 +35,9 @@ pub struct KinesisProducer {
 
 impl KinesisProducer {
     /// Client from the standard AWS configuration (AWS_ENDPOINT_URL_KINESIS, AWS_REGION, …),
-    /// with every call bounded by `timeout`.
-    pub async fn new(timeout: Duration) -> Self {
-        KinesisProducer { client: client(None, timeout).await }
+    /// or at `endpoint`, with every call bounded by `timeout`.
+    pub async fn new(timeout: Duration, endpoint: Option<&str>) -> Self {
+        KinesisProducer { client: client(endpoint, timeout).await }
     }
 
     pub fn client(&self) -> &Client {

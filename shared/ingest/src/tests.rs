@@ -425,3 +425,23 @@ mod topics {
         }
     }
 }
+
+/// PINPIPE_KINESIS (and so `serve --kinesis`) takes on, off or an endpoint, and says so
+/// when given anything else.
+#[test]
+fn kinesis_setting_is_on_off_or_an_endpoint() {
+    let cfg = |v: &str| {
+        let v = v.to_string();
+        IngestConfig::from_lookup(move |k| match k {
+            "PINPIPE_ID" => Some(ID.into()),
+            "PINPIPE_KINESIS" => Some(v.clone()),
+            _ => None,
+        })
+    };
+    let got = |v: &str| cfg(v).map(|c| (c.kinesis, c.kinesis_endpoint)).unwrap();
+    assert_eq!(got("on"), (true, None));
+    assert_eq!(got("off"), (false, None));
+    assert_eq!(got("http://127.0.0.1:4568"), (true, Some("http://127.0.0.1:4568".into())));
+    let err = cfg("kinesis-local").unwrap_err().to_string();
+    assert!(err.contains("use on, off or an endpoint URL"), "{err}");
+}
