@@ -77,6 +77,9 @@ def test_scheduled_analysis_catches_up_analyzes_and_reruns_identically(tmp_path,
 def test_invoke_reports_missing_configuration(tmp_path):
     p = run("invoke", "batch-analysis", "--event", EVENT, check=False)
     assert p.returncode != 0 and "PINPIPE_ID is not set" in p.stderr
+    # --id stands in for PINPIPE_ID; then the next missing variable is named.
+    p = run("--id", ID, "invoke", "batch-analysis", "--event", EVENT, check=False)
+    assert p.returncode == 1 and "PINPIPE_TABLES is not set" in p.stderr
     bad = tmp_path / "bad.json"
     bad.write_text('{"not": "an event"}')
     p = run("invoke", "batch-analysis", "--event", bad, env={"PINPIPE_ID": ID, "PINPIPE_TABLES": str(tmp_path)},

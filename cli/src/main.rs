@@ -290,7 +290,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = parse_args();
+    let (cli, id_given) = parse_args();
     ui::init_logging(cli.log_format);
     pinpipe_ingest::install_tls_provider();
     // EMF metric lines, as the Lambdas write them (`pinpipe invoke`): PINPIPE_METRICS=emf.
@@ -305,7 +305,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match runtime.block_on(dispatch(cli)) {
+    let code = match runtime.block_on(dispatch(cli, id_given)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
@@ -319,10 +319,16 @@ fn main() -> ExitCode {
 /// The command line, refusing a global flag the command would ignore (exit 2, as any other
 /// usage error): `--id` names nothing `generate` or `fault-schedules` writes, and `bench`,
 /// `serve` and `kafka-mock` print no JSON.
-fn parse_args() -> Cli {
+/// Also says whether the pipeline id was given (flag or PINPIPE_ID) rather than defaulted.
+fn parse_args() -> (Cli, bool) {
+    use clap::parser::ValueSource;
     use clap::{CommandFactory, FromArgMatches};
     let mut command = Cli::command();
     let matches = command.clone().get_matches();
+    let id_given = [Some(&matches), matches.subcommand().map(|(_, m)| m)]
+        .into_iter()
+        .flatten()
+        .any(|m| matches!(m.value_source("id"), Some(ValueSource::CommandLine | ValueSource::EnvVariable)));
     if let Some((name, sub)) = matches.subcommand() {
         let given = |m: &clap::ArgMatches| m.value_source("id") == Some(clap::parser::ValueSource::CommandLine);
         if ["generate", "fault-schedules"].contains(&name) && (given(&matches) || given(sub)) {
@@ -336,7 +342,7 @@ fn parse_args() -> Cli {
                 .exit();
         }
     }
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    (Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()), id_given)
 }
 
 /// The error chain on one line, each cause once: many library errors already embed their
@@ -356,7 +362,7 @@ fn one_line(e: &anyhow::Error) -> String {
     text
 }
 
-async fn dispatch(cli: Cli) -> Result<()> {
+async fn dispatch(cli: Cli, id_given: bool) -> Result<()> {
     let id = PipelineId::new(&cli.id)?;
     let json = cli.json;
     match cli.command {
@@ -369,7 +375,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Forget(a) => cmd_forget(&id, a).await,
         Command::FaultSchedules(a) => cmd_fault_schedules(a, json).await,
         Command::Demo(a) => cmd_demo(&id, a, json).await,
-        Command::Invoke(a) => cmd_invoke(&id, a).await,
+        Command::Invoke(a) => cmd_invoke(id_given.then_some(&id), a).await,
         Command::Bench(a) => bench::run(&id, a).await,
         Command::Serve(a) => ingest::serve(&id, a).await,
         Command::Emulate(a) => {
@@ -631,10 +637,11 @@ async fn cmd_gaps(id: &PipelineId, a: GapsArgs, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn cmd_invoke(id: &PipelineId, a: InvokeArgs) -> Result<()> {
-    // As in AWS, from the environment; --id (or PINPIPE_ID) names the pipeline.
+async fn cmd_invoke(id: Option<&PipelineId>, a: InvokeArgs) -> Result<()> {
+    // As in AWS, from the environment; --id (or PINPIPE_ID) names the pipeline, and without
+    // either the handler fails as a Lambda without PINPIPE_ID would.
     let lookup = |k: &str| match k {
-        "PINPIPE_ID" => Some(id.as_str().to_string()),
+        "PINPIPE_ID" => id.map(|id| id.as_str().to_string()),
         other => std::env::var(other).ok().filter(|v| !v.is_empty()),
     };
     let sink_config = || pinpipe_core::jobs::config::Config::from_lookup(lookup);

@@ -2,8 +2,8 @@
 //! event-source mapping delivers a shard: in order, a batch retried (whole or bisected) until
 //! it succeeds or is given up (then its records sit in the failure destination), sinks that
 //! die after landing or between their two commits, redeliveries of batches already written,
-//! re-posts (a record with the same bytes as an earlier one), catch-ups and compaction in
-//! between. Then every given-up batch is replayed, twice and in any order. Each position must
+//! re-posts (a record with the same bytes as an earlier one), catch-ups, compaction and
+//! `forget` in between. Then every given-up batch is replayed, twice and in any order. Each position must
 //! be in exactly one of the table and the quarantine, once (a re-post is two rows), and the
 //! landing alone must rebuild the same tables.
 
@@ -102,6 +102,7 @@ pub async fn run_kinesis_schedule(seed: u64, work: &KinesisWork) -> Result<Expec
     let mut sink = Tables::open(&work.tables, &id).await.map_err(err)?;
     let mut analysis = Tables::open(&work.tables, &id).await.map_err(err)?;
     let mut log = Vec::new();
+    let mut forgotten = std::collections::BTreeSet::new();
     let mut given_up = 0;
     let mut cursor = 0;
     let mut attempts = 0;
@@ -162,6 +163,16 @@ pub async fn run_kinesis_schedule(seed: u64, work: &KinesisWork) -> Result<Expec
                     maintenance::maintain(table, &name, &cfg).await.map_err(|e| ScheduleError::Violated(format!("maintain: {e}")))?;
                 }
             }
+            // A privacy request under traffic: one post forgotten (tables, quarantine, landing).
+            6 => {
+                let ind = rng.random_range(0..n);
+                forgotten.insert(ind);
+                log.push(format!("forget {ind}"));
+                let target = pinpipe_core::jobs::forget::Target::Inds(vec![ind]);
+                pinpipe_core::jobs::forget::forget(&work.tables, &id, &target, Some(&work.landing), false)
+                    .await
+                    .map_err(|e| ScheduleError::Violated(format!("forget: {e}")))?;
+            }
             // A plain delivery, from a snapshot that may be stale (a conflict is retried).
             _ => {
                 if rng.random_bool(0.8) {
@@ -193,13 +204,26 @@ pub async fn run_kinesis_schedule(seed: u64, work: &KinesisWork) -> Result<Expec
             .await
             .map_err(|e| ScheduleError::Violated(format!("replay {round}: {e}\nschedule: {log:#?}")))?;
     }
+    // Forget's second pass, after every writer that may have read the ledger before it
+    // (as `forget --settle-ms` does): what a stale writer landed is blanked now.
+    if !forgotten.is_empty() {
+        let target = pinpipe_core::jobs::forget::Target::Inds(forgotten.iter().copied().collect());
+        pinpipe_core::jobs::forget::forget(&work.tables, &id, &target, Some(&work.landing), false)
+            .await
+            .map_err(|e| ScheduleError::Violated(format!("forget again: {e}")))?;
+    }
     let fail = |what: String| Err(ScheduleError::Violated(format!("{what}\nschedule: {log:#?}")));
     let mut want_inds = Vec::new();
     let mut want_q = Vec::new();
     for i in 0..n {
         let v = value(seed, i);
         match serde_json::from_slice::<serde_json::Value>(&v) {
-            Ok(serde_json::Value::Object(o)) => want_inds.push(o.get("ind").and_then(|x| x.as_i64()).unwrap_or(-1)),
+            Ok(serde_json::Value::Object(o)) => {
+                let ind = o.get("ind").and_then(|x| x.as_i64()).unwrap_or(-1);
+                if !forgotten.contains(&ind) {
+                    want_inds.push(ind);
+                }
+            }
             _ => want_q.push((SHARD.to_string(), seq_text(i), v)),
         }
     }

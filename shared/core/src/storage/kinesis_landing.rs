@@ -37,7 +37,7 @@ use crate::storage::landing::{self, SourceRecords};
 use crate::watermark::SequenceNumber;
 
 /// The landing's top folder for Kinesis records.
-pub const ROOT: &str = "kinesis";
+pub const ROOT: &str = landing::KINESIS_ROOT;
 
 /// A sequence number as a name that sorts as the number: digit count, then digits.
 pub fn seq_name(seq: &SequenceNumber) -> String {

@@ -100,6 +100,9 @@ pub fn parse_key(key: &str) -> Option<(String, String, i64)> {
     Some((topic.to_string(), partition.to_string(), offset.parse().ok()?))
 }
 
+/// The Kinesis landing's folder beside `topics/` (`kinesis_landing` reads it).
+pub const KINESIS_ROOT: &str = "kinesis";
+
 /// Which objects a landing root holds, and so what a scan may list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -139,7 +142,7 @@ pub async fn scan(root: &Location, layout: Layout) -> Result<Scan> {
     let mut metas = list(Some(Path::from("topics"))).await?;
     if metas.is_empty() && layout == Layout::Files {
         // The Kinesis landing beside it is read by `kinesis_landing::scan`.
-        let kinesis = format!("{}/", crate::storage::kinesis_landing::ROOT);
+        let kinesis = format!("{KINESIS_ROOT}/");
         metas = list(None).await?.into_iter().filter(|m| !m.location.as_ref().starts_with(&kinesis)).collect();
     }
     let mut grouped: BTreeMap<(String, String), SourcePartition> = BTreeMap::new();
