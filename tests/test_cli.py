@@ -19,7 +19,7 @@ def test_exit_codes():
     assert "possible values: plaintext, msk-iam" in usage_error("serve", "--kafka-auth", "sasl")
     # A global flag the command would ignore is refused, not silently dropped.
     assert "--id is not used by `generate`" in usage_error("--id", "x", "generate", "--posts", 3, "--out", "/tmp/x")
-    assert "`bench` has no JSON output" in usage_error("bench", "lambdas", "--json")
+    assert "`serve` has no JSON output" in usage_error("serve", "--json")
     # `consume --idle-exit` (seconds) is still accepted beside `--idle-exit-ms` (tests/test_ingest.py
     # runs a consumer with it), but not both at once.
     assert "cannot be used with" in usage_error("consume", "--kafka", "k:1", "--tables", "t", "--idle-exit", 1,
@@ -66,6 +66,8 @@ def test_json_results_of_each_command(tmp_path):
     assert forget["dry_run"] is True
     replay = one_json(run("--id", "cj", "replay", "--quarantine", "--tables", tables, "--dry-run"))
     assert replay["entries"] == 0
+    bench = one_json(run("bench", "maintenance", "--appends", 3, "--posts", 2, "--dir", tmp_path / "bench", "--json"))
+    assert bench["bench"] == "maintenance" and bench["ratio_after_before"] > 0, bench
     schedules = one_json(run("--json", "fault-schedules", "--schedules", 2, "--root", tmp_path / "schedules"))
     assert schedules["ok"] == 2 and schedules["failed"] == []
 

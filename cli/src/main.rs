@@ -64,7 +64,7 @@ struct Cli {
     log_format: ui::LogFormat,
     /// Print the command's result as JSON on stdout (one object; `gaps`: one per line) instead
     /// of text. Progress and warnings always go to stderr. `replay`, `forget` and `invoke`
-    /// print JSON either way; `bench`, `serve` and `kafka-mock` refuse it.
+    /// print JSON either way; `serve` and `kafka-mock` refuse it.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -317,8 +317,8 @@ fn main() -> ExitCode {
 }
 
 /// The command line, refusing a global flag the command would ignore (exit 2, as any other
-/// usage error): `--id` names nothing `generate` or `fault-schedules` writes, and `bench`,
-/// `serve` and `kafka-mock` print no JSON.
+/// usage error): `--id` names nothing `generate` or `fault-schedules` writes, and `serve` and
+/// `kafka-mock` (servers) print no JSON.
 /// Also says whether the pipeline id was given (flag or PINPIPE_ID) rather than defaulted.
 fn parse_args() -> (Cli, bool) {
     use clap::parser::ValueSource;
@@ -336,7 +336,7 @@ fn parse_args() -> (Cli, bool) {
                 .error(clap::error::ErrorKind::ArgumentConflict, format!("--id is not used by `{name}`: leave it out"))
                 .exit();
         }
-        if ["bench", "serve", "kafka-mock"].contains(&name) && (matches.get_flag("json") || sub.get_flag("json")) {
+        if ["serve", "kafka-mock"].contains(&name) && (matches.get_flag("json") || sub.get_flag("json")) {
             command
                 .error(clap::error::ErrorKind::ArgumentConflict, format!("`{name}` has no JSON output: leave out --json"))
                 .exit();
@@ -376,7 +376,7 @@ async fn dispatch(cli: Cli, id_given: bool) -> Result<()> {
         Command::FaultSchedules(a) => cmd_fault_schedules(a, json).await,
         Command::Demo(a) => cmd_demo(&id, a, json).await,
         Command::Invoke(a) => cmd_invoke(id_given.then_some(&id), a).await,
-        Command::Bench(a) => bench::run(&id, a).await,
+        Command::Bench(a) => bench::run(&id, a, json).await,
         Command::Serve(a) => ingest::serve(&id, a).await,
         Command::Emulate(a) => {
             let report = ingest::emulate(&id, a).await?;

@@ -1,5 +1,6 @@
 //! `bench analysis`: the analysis at scale, its memory and time against DuckDB's.
 
+use super::{figure, say};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -15,7 +16,7 @@ pub(super) async fn analysis(id: &PipelineId, posts: u64, dir: Option<PathBuf>, 
     let ready = dir.join("tables.ready");
     let exe = std::env::current_exe()?;
     if ready.exists() {
-        println!("bench analysis: {posts} posts, tables cached in {}", tables.display());
+        say!("bench analysis: {posts} posts, tables cached in {}", tables.display());
     } else {
         let (cfg, landing) = fresh_landing(id, posts, &dir).await?;
         let spin = ui::spinner("pinpipe clean (once per N)");
@@ -23,9 +24,9 @@ pub(super) async fn analysis(id: &PipelineId, posts: u64, dir: Option<PathBuf>, 
         spin.finish_and_clear();
         std::fs::remove_dir_all(&landing)?;
         std::fs::write(&ready, posts.to_string())?;
-        println!("bench analysis: {posts} posts (+{} re-posts) cleaned into {}", cfg.reposts(), tables.display());
+        say!("bench analysis: {posts} posts (+{} re-posts) cleaned into {}", cfg.reposts(), tables.display());
     }
-    println!("tables: {:.0} MB of Parquet", dir_size(&tables) as f64 / 1e6);
+    say!("tables: {:.0} MB of Parquet", dir_size(&tables) as f64 / 1e6);
     let out = dir.join("pinpipe-out");
     let duck_out = dir.join("duckdb-out");
     let script = dir.join("duckdb_batch.py");
@@ -38,18 +39,27 @@ pub(super) async fn analysis(id: &PipelineId, posts: u64, dir: Option<PathBuf>, 
     spin.finish_and_clear();
     let names: Vec<&str> = pinpipe_core::analysis::OUTPUTS.iter().map(|o| o.name).collect();
     let differing = same_files(&out, &duck_out, &names);
-    println!("{:<34} {:>10} {:>12}", "", "analyze s", "peak RSS MB");
-    println!("{:<34} {:>10.2} {:>12.0}", "pinpipe analyze (Delta tables)", ours.seconds, ours.max_rss_mb);
-    println!("{:<34} {:>10.2} {:>12.0}", "duckdb, same queries (Parquet)", duck.seconds, duck.max_rss_mb);
-    println!(
+    say!("{:<34} {:>10} {:>12}", "", "analyze s", "peak RSS MB");
+    say!("{:<34} {:>10.2} {:>12.0}", "pinpipe analyze (Delta tables)", ours.seconds, ours.max_rss_mb);
+    say!("{:<34} {:>10.2} {:>12.0}", "duckdb, same queries (Parquet)", duck.seconds, duck.max_rss_mb);
+    say!(
         "ratio pinpipe/duckdb: time {:.2}, peak RSS {:.2} (lower is better)",
         ours.seconds / duck.seconds,
         ours.max_rss_mb / duck.max_rss_mb
     );
+    figure("bench", "analysis");
+    figure("posts", posts);
+    figure("seconds", ours.seconds);
+    figure("peak_rss_mb", ours.max_rss_mb);
+    figure("reference_seconds", duck.seconds);
+    figure("reference_peak_rss_mb", duck.max_rss_mb);
+    figure("ratio_seconds", ours.seconds / duck.seconds);
+    figure("ratio_peak_rss", ours.max_rss_mb / duck.max_rss_mb);
+    figure("outputs_differing", differing.clone());
     if differing.is_empty() {
-        println!("results: all 9 outputs identical to DuckDB's");
+        say!("results: all 9 outputs identical to DuckDB's");
     } else {
-        println!("results: outputs differing from DuckDB's: {}", differing.join(", "));
+        say!("results: outputs differing from DuckDB's: {}", differing.join(", "));
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `bench batch`: the batch path (`pinpipe clean` + `analyze`) against DuckDB's SQL on the
 //! same landing.
 
+use super::{figure, say};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -31,7 +32,7 @@ pub(super) async fn batch(id: &PipelineId, posts: u64, dir: Option<PathBuf>, pyt
     let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("pinpipe-bench-batch-{posts}")));
     let (cfg, landing) = fresh_landing(id, posts, &dir).await?;
     let landing_mb = dir_size(&landing) as f64 / 1e6;
-    println!("bench batch: {posts} posts (+{} re-posts), {landing_mb:.0} MB of landing JSON", cfg.reposts());
+    say!("bench batch: {posts} posts (+{} re-posts), {landing_mb:.0} MB of landing JSON", cfg.reposts());
 
     let exe = std::env::current_exe()?;
     let tables = dir.join("pinpipe-tables");
@@ -53,12 +54,12 @@ pub(super) async fn batch(id: &PipelineId, posts: u64, dir: Option<PathBuf>, pyt
     let ours_rss = clean.max_rss_mb.max(analyze.max_rss_mb);
     let names: Vec<&str> = pinpipe_core::analysis::OUTPUTS.iter().map(|o| o.name).collect();
     let differing = same_files(&out, &duck_out, &names);
-    println!("{:<28} {:>10} {:>10} {:>10} {:>12}", "", "clean s", "analyze s", "total s", "peak RSS MB");
-    println!(
+    say!("{:<28} {:>10} {:>10} {:>10} {:>12}", "", "clean s", "analyze s", "total s", "peak RSS MB");
+    say!(
         "{:<28} {:>10.2} {:>10.2} {:>10.2} {:>12.0}",
         "pinpipe (Delta tables)", clean.seconds, analyze.seconds, ours, ours_rss
     );
-    println!(
+    say!(
         "{:<28} {:>10.2} {:>10.2} {:>10.2} {:>12.0}",
         "duckdb SQL (Parquet)",
         steps["clean_s"].as_f64().unwrap_or(f64::NAN),
@@ -66,12 +67,22 @@ pub(super) async fn batch(id: &PipelineId, posts: u64, dir: Option<PathBuf>, pyt
         duck.seconds,
         duck.max_rss_mb
     );
-    println!("ratio pinpipe/duckdb (total wall time, lower is better): {:.2}", ours / duck.seconds);
+    say!("ratio pinpipe/duckdb (total wall time, lower is better): {:.2}", ours / duck.seconds);
+    figure("bench", "batch");
+    figure("posts", posts);
+    figure("clean_seconds", clean.seconds);
+    figure("analyze_seconds", analyze.seconds);
+    figure("seconds", ours);
+    figure("peak_rss_mb", ours_rss);
+    figure("reference_seconds", duck.seconds);
+    figure("reference_peak_rss_mb", duck.max_rss_mb);
+    figure("ratio_seconds", ours / duck.seconds);
+    figure("outputs_differing", differing.clone());
     if differing.is_empty() {
-        println!("results: all 9 outputs identical to DuckDB's");
+        say!("results: all 9 outputs identical to DuckDB's");
     } else {
-        println!("results: outputs differing from DuckDB's: {}", differing.join(", "));
+        say!("results: outputs differing from DuckDB's: {}", differing.join(", "));
     }
-    println!("work dir: {}", dir.display());
+    say!("work dir: {}", dir.display());
     Ok(())
 }

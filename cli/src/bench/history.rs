@@ -1,6 +1,7 @@
 //! `bench sink --history N`: a sink batch and the quality-count read on tables with N commits
 //! of history, against fresh tables.
 
+use super::{figure, say};
 use std::path::Path;
 use std::time::Instant;
 
@@ -155,13 +156,18 @@ pub(super) async fn sink_history(id: &PipelineId, records: u64, commits: u64, ba
     }
     let quality: Vec<f64> = reads.into_iter().map(median).collect();
     let place = s3.as_deref().unwrap_or("local disk");
-    println!(
+    say!(
         "bench sink --history {commits}: median of {batches} batches of {} records and of 21 quality-count reads, {place}",
         posts * 3
     );
-    println!("{:<58} {:>10} {:>22}", "", "batch s", "quality counts read s");
-    println!("{:<58} {:>10.3} {:>22.5}", "fresh tables (0 commits)", fresh_s, quality[0]);
-    println!("{:<58} {:>10.3} {:>22.5}", format!("tables with {commits} commits each, landing of {commits} objects"), hist_s, quality[1]);
-    println!("ratio history/fresh: batch {:.2}, quality counts {:.2}", hist_s / fresh_s, quality[1] / quality[0]);
+    say!("{:<58} {:>10} {:>22}", "", "batch s", "quality counts read s");
+    say!("{:<58} {:>10.3} {:>22.5}", "fresh tables (0 commits)", fresh_s, quality[0]);
+    say!("{:<58} {:>10.3} {:>22.5}", format!("tables with {commits} commits each, landing of {commits} objects"), hist_s, quality[1]);
+    say!("ratio history/fresh: batch {:.2}, quality counts {:.2}", hist_s / fresh_s, quality[1] / quality[0]);
+    figure("history_commits", commits);
+    figure("history_batch_seconds", hist_s);
+    figure("fresh_batch_seconds", fresh_s);
+    figure("ratio_history_batch", hist_s / fresh_s);
+    figure("ratio_history_quality_read", quality[1] / quality[0]);
     Ok(())
 }

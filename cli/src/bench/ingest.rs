@@ -1,6 +1,7 @@
 //! `bench ingest`: records through `pinpipe emulate` → `pinpipe serve` → Kafka against an
 //! rdkafka producer sending the same records directly, and the ingest Lambda's init time.
 
+use super::{figure, say};
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -28,7 +29,7 @@ pub(super) async fn ingest(id: &PipelineId, posts: u64, batch_size: usize, concu
     let seed = 7;
     let cfg = GenConfig { posts, seed, duplicates: 0.0 };
     let records = posts * 3;
-    println!("bench ingest: {posts} posts ({records} records), {batch_size} posts per request, {concurrency} in flight, broker {}",
+    say!("bench ingest: {posts} posts ({records} records), {batch_size} posts per request, {concurrency} in flight, broker {}",
         if kafka.is_some() { bootstrap.as_str() } else { "librdkafka mock cluster" });
 
     // (a) The floor: the same records straight into an rdkafka producer with the same settings.
@@ -112,20 +113,27 @@ pub(super) async fn ingest(id: &PipelineId, posts: u64, batch_size: usize, concu
         d(x).total_cmp(&d(y))
     }).context("no runs")?.1 .0;
 
-    println!("median of {runs} interleaved runs per side; CPU shared by the broker, `serve` and `emulate`");
-    println!("{:<44} {:>12} {:>10} {:>10}", "", "records/s", "p50 ms", "p99 ms");
-    println!("{:<44} {:>12.0} {:>10} {:>10}", "(a) rdkafka producer, direct", records as f64 / direct_s, "-", "-");
-    println!(
+    say!("median of {runs} interleaved runs per side; CPU shared by the broker, `serve` and `emulate`");
+    say!("{:<44} {:>12} {:>10} {:>10}", "", "records/s", "p50 ms", "p99 ms");
+    say!("{:<44} {:>12.0} {:>10} {:>10}", "(a) rdkafka producer, direct", records as f64 / direct_s, "-", "-");
+    say!(
         "{:<44} {:>12.0} {:>10.1} {:>10.1}",
         "(b) pinpipe emulate -> pinpipe serve -> Kafka",
         records as f64 / api_s,
         report["p50_ms"].as_f64().unwrap_or(f64::NAN),
         report["p99_ms"].as_f64().unwrap_or(f64::NAN)
     );
-    println!("ratio (b)/(a) (higher is better): {:.2}", direct_s / api_s);
+    say!("ratio (b)/(a) (higher is better): {:.2}", direct_s / api_s);
+    figure("bench", "ingest");
+    figure("records", records);
+    figure("records_per_second", records as f64 / api_s);
+    figure("reference_records_per_second", records as f64 / direct_s);
+    figure("ratio_throughput", direct_s / api_s);
+    figure("p50_ms", report["p50_ms"].clone());
+    figure("p99_ms", report["p99_ms"].clone());
     // Where the CPU goes, per million records: the machine's cores are shared by every part.
     let per_m = |cpu: f64| cpu / records as f64 * 1e6;
-    println!(
+    say!(
         "CPU seconds per million records: (a) {:.2} (producer + broker); (b) {:.2} = broker {:.2} + serve {:.2} + emulate {:.2}",
         per_m(direct_cpu),
         per_m(api_cpu.iter().sum()),
@@ -142,10 +150,11 @@ pub(super) async fn ingest(id: &PipelineId, posts: u64, batch_size: usize, concu
             times.push(lambda_init_ms(&lambda, &[("PINPIPE_ID", id.as_str().to_string()), ("PINPIPE_KAFKA_BROKERS", bootstrap.clone())])?);
         }
         times.sort_by(f64::total_cmp);
-        println!("ingest-api Lambda init (process start -> first /invocation/next): median {:.1} ms, min {:.1} ms, max {:.1} ms",
+        say!("ingest-api Lambda init (process start -> first /invocation/next): median {:.1} ms, min {:.1} ms, max {:.1} ms",
             times[2], times[0], times[4]);
+        figure("lambda_init_ms", times[2]);
     } else {
-        println!("ingest-api Lambda init: not measured ({} is missing: cargo build -p ingest-api with this profile)", lambda.display());
+        say!("ingest-api Lambda init: not measured ({} is missing: cargo build -p ingest-api with this profile)", lambda.display());
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! stand-in Runtime API for its first event, so it covers loading the binary, reading the
 //! configuration and building the clients (the part of a cold start the code decides).
 
+use super::{figure, say};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -31,13 +32,13 @@ pub(super) fn lambdas(id: &PipelineId, dir: Option<PathBuf>, reference: Option<P
             ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ]
     };
-    println!("bench lambdas: {} (reference: {}), median of {runs} starts each", dir.display(),
+    say!("bench lambdas: {} (reference: {}), median of {runs} starts each", dir.display(),
         reference.as_ref().map_or("none".into(), |r| r.display().to_string()));
-    println!("{:<16} {:>10} {:>10} {:>7} {:>10} {:>10} {:>7}", "", "size MB", "ref MB", "ratio", "init ms", "ref ms", "ratio");
+    say!("{:<16} {:>10} {:>10} {:>7} {:>10} {:>10} {:>7}", "", "size MB", "ref MB", "ratio", "init ms", "ref ms", "ratio");
     for name in LAMBDAS {
         let ours = dir.join(name);
         if !ours.exists() {
-            println!("{name:<16} missing: {} (cargo build -p {name} with that profile)", ours.display());
+            say!("{name:<16} missing: {} (cargo build -p {name} with that profile)", ours.display());
             continue;
         }
         let theirs = reference.as_ref().map(|r| r.join(name)).filter(|p| p.exists());
@@ -60,10 +61,15 @@ pub(super) fn lambdas(id: &PipelineId, dir: Option<PathBuf>, reference: Option<P
         match &theirs {
             Some(t) => {
                 let (size_b, init_b) = (size(t), median(b));
-                println!("{name:<16} {size_a:>10.1} {size_b:>10.1} {:>7.2} {init_a:>10.1} {init_b:>10.1} {:>7.2}",
+                say!("{name:<16} {size_a:>10.1} {size_b:>10.1} {:>7.2} {init_a:>10.1} {init_b:>10.1} {:>7.2}",
                     size_a / size_b, init_a / init_b);
+                figure(name, serde_json::json!({"size_mb": size_a, "init_ms": init_a, "reference_size_mb": size_b,
+                    "reference_init_ms": init_b, "ratio_size": size_a / size_b, "ratio_init": init_a / init_b}));
             }
-            None => println!("{name:<16} {size_a:>10.1} {:>10} {:>7} {init_a:>10.1} {:>10} {:>7}", "-", "-", "-", "-"),
+            None => {
+                say!("{name:<16} {size_a:>10.1} {:>10} {:>7} {init_a:>10.1} {:>10} {:>7}", "-", "-", "-", "-");
+                figure(name, serde_json::json!({"size_mb": size_a, "init_ms": init_a}));
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&work);

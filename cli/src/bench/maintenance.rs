@@ -1,6 +1,7 @@
 //! `bench maintenance`: a full scan of a table of many small appends, before and after the
 //! daily maintenance compacts it.
 
+use super::{figure, say};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -64,14 +65,19 @@ pub(super) async fn maintenance(id: &PipelineId, appends: u64, rows: u64, dir: O
     let maint_s = started.elapsed().as_secs_f64();
     let (after, n_after) = scan_seconds(&tables, &name, 3).await?;
     anyhow::ensure!(n_before == n_after, "compaction changed the row count: {n_before} -> {n_after}");
-    println!("bench maintenance: {appends} appends of {rows} posts into {name} ({n_before} rows)");
-    println!(
+    say!("bench maintenance: {appends} appends of {rows} posts into {name} ({n_before} rows)");
+    say!(
         "maintenance: {} files compacted into {}, checkpoint at {:?}, {} files vacuumed, in {maint_s:.2} s",
         report.files_compacted, report.files_written, report.checkpoint_at, report.files_vacuumed
     );
-    println!("{:<40} {:>10}", "", "scan s");
-    println!("{:<40} {:>10.3}", format!("before compaction ({appends} files)"), before);
-    println!("{:<40} {:>10.3}", format!("after compaction ({} files)", report.files_written.max(1)), after);
-    println!("ratio after/before (lower is better): {:.3}  (speed-up {:.1}x)", after / before, before / after);
+    say!("{:<40} {:>10}", "", "scan s");
+    say!("{:<40} {:>10.3}", format!("before compaction ({appends} files)"), before);
+    say!("{:<40} {:>10.3}", format!("after compaction ({} files)", report.files_written.max(1)), after);
+    say!("ratio after/before (lower is better): {:.3}  (speed-up {:.1}x)", after / before, before / after);
+    figure("bench", "maintenance");
+    figure("appends", appends);
+    figure("scan_seconds_before", before);
+    figure("scan_seconds_after", after);
+    figure("ratio_after_before", after / before);
     Ok(())
 }

@@ -30,6 +30,34 @@ pub use process::{cpu_seconds, write_peak_rss};
 use process::*;
 use sink::*;
 
+/// With `--json`, the text goes to stderr and the figures each bench records are printed as
+/// one JSON object at the end.
+static FIGURES: std::sync::Mutex<Option<serde_json::Map<String, serde_json::Value>>> = std::sync::Mutex::new(None);
+
+/// A line of a bench's text report: stdout, or stderr under `--json`.
+pub(crate) fn say_line(line: String) {
+    let json = FIGURES.lock().map(|f| f.is_some()).unwrap_or(false);
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+/// Records one figure of the run (kept only under `--json`).
+pub(crate) fn figure(key: &str, value: impl Into<serde_json::Value>) {
+    if let Ok(mut f) = FIGURES.lock() {
+        if let Some(map) = f.as_mut() {
+            map.insert(key.to_string(), value.into());
+        }
+    }
+}
+
+macro_rules! say {
+    ($($t:tt)*) => { $crate::bench::say_line(format!($($t)*)) };
+}
+pub(crate) use say;
+
 #[derive(Args)]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -139,7 +167,23 @@ enum BenchWhat {
     },
 }
 
-pub async fn run(id: &PipelineId, a: BenchArgs) -> Result<()> {
+pub async fn run(id: &PipelineId, a: BenchArgs, json: bool) -> Result<()> {
+    if json {
+        if let Ok(mut f) = FIGURES.lock() {
+            *f = Some(serde_json::Map::new());
+        }
+    }
+    let result = run_one(id, a).await;
+    if json {
+        let figures = FIGURES.lock().ok().and_then(|mut f| f.take()).unwrap_or_default();
+        if result.is_ok() {
+            println!("{}", serde_json::Value::Object(figures));
+        }
+    }
+    result
+}
+
+async fn run_one(id: &PipelineId, a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Batch { posts, dir, python } => batch(id, posts, dir, &python).await,
         BenchWhat::Analysis { posts, dir, python } => analysis(id, posts, dir, &python).await,

@@ -1,5 +1,6 @@
 //! `bench sink`: the Kafka sink's per-batch time and CPU against a bare Parquet writer.
 
+use super::{figure, say};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -120,15 +121,15 @@ pub(super) async fn sink(id: &PipelineId, records: u64, s3: Option<String>, dir:
     )?;
 
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
-    println!("bench sink: MSK batches of {n} records ({posts} posts x pin/geo/user), landing + clean + Delta commit;");
-    println!("median of {batches} batches, each with new offsets, in one sink opened once; {cores} cores");
-    println!("{:<40} {:>9} {:>11} {:>15} {:>8} {:>15}", "", "wall s", "records/s", "rec/s/all-cores", "CPU s", "rec/CPU-second");
+    say!("bench sink: MSK batches of {n} records ({posts} posts x pin/geo/user), landing + clean + Delta commit;");
+    say!("median of {batches} batches, each with new offsets, in one sink opened once; {cores} cores");
+    say!("{:<40} {:>9} {:>11} {:>15} {:>8} {:>15}", "", "wall s", "records/s", "rec/s/all-cores", "CPU s", "rec/CPU-second");
     let line = |label: &str, s: f64, cpu: Option<f64>| {
         let (cpu_s, per_cpu) = match cpu {
             Some(c) => (format!("{c:.3}"), format!("{:.0}", n as f64 / c)),
             None => ("-".into(), "-".into()),
         };
-        println!("{label:<40} {s:>9.3} {:>11.0} {:>15.0} {cpu_s:>8} {per_cpu:>15}", n as f64 / s, n as f64 / s / cores);
+        say!("{label:<40} {s:>9.3} {:>11.0} {:>15.0} {cpu_s:>8} {per_cpu:>15}", n as f64 / s, n as f64 / s / cores);
     };
     line("pinpipe kafka-sink, local disk", local_s, Some(local_cpu));
     if let Some(url) = s3 {
@@ -138,14 +139,22 @@ pub(super) async fn sink(id: &PipelineId, records: u64, s3: Option<String>, dir:
         line(&format!("pinpipe kafka-sink, {base}"), wall, Some(cpu));
     }
     line("floor: bare Parquet writer, same rows", floor_s, None);
-    println!("ratio sink/floor (local disk): {:.1}", local_s / floor_s);
+    say!("ratio sink/floor (local disk): {:.1}", local_s / floor_s);
+    figure("bench", "sink");
+    figure("records", n);
+    figure("seconds", local_s);
+    figure("records_per_second", n as f64 / local_s);
+    figure("cpu_seconds", local_cpu);
+    figure("reference_seconds", floor_s);
+    figure("ratio_seconds", local_s / floor_s);
+    figure("peak_rss_mb", rss.max_rss_mb);
     // Per core = records per second of one core's time; `taskset -c 0 pinpipe bench sink`
     // measures the same directly (the sink barely uses a second core).
-    println!(
+    say!(
         "local disk, per core: {:.0} records per CPU-second; {:.2} cores busy on average",
         n as f64 / local_cpu,
         local_cpu / local_s
     );
-    println!("peak RSS of the sink process (start-up + this batch): {:.0} MB", rss.max_rss_mb);
+    say!("peak RSS of the sink process (start-up + this batch): {:.0} MB", rss.max_rss_mb);
     Ok(())
 }
