@@ -249,7 +249,7 @@ async fn replay_below_watermark(
         let forgotten = lines.iter().filter(|(_, v)| v.is_none()).count();
         report.forgotten += forgotten as u64;
         let records: Vec<crate::record::RawRecord> =
-            fresh.iter().filter(|(_, r)| !tables.is_forgotten(kind, &r.bytes)).map(|(_, r)| r.clone()).collect();
+            fresh.iter().zip(&lines).filter(|(_, (_, kept))| kept.is_some()).map(|((_, r), _)| r.clone()).collect();
         let (decoded, (frame, mut quality)) = tokio::task::block_in_place(|| {
             let d = crate::clean::decode::decode(kind, &records)?;
             let cleaned = crate::clean::clean(kind, &d)?;

@@ -57,7 +57,7 @@ fn shard_prefix(stream: &str, shard: &str) -> Path {
 
 /// The key of the object whose first record is `first`.
 pub fn object_key(stream: &str, shard: &str, first: &SequenceNumber) -> Path {
-    Path::from(format!("{ROOT}/{stream}/shard={shard}/{}.json", seq_name(first)))
+    Path::from(format!("{}/{}.json", shard_prefix(stream, shard), seq_name(first)))
 }
 
 fn extent_prefix(stream: &str, shard: &str) -> Path {
@@ -66,7 +66,7 @@ fn extent_prefix(stream: &str, shard: &str) -> Path {
 
 /// The zero-byte marker written after an object: the positions it covers, last first.
 pub fn extent_key(stream: &str, shard: &str, first: &SequenceNumber, last: &SequenceNumber) -> Path {
-    Path::from(format!("{ROOT}/_extent/{stream}/shard={shard}/{}/{}", seq_name(last), seq_name(first)))
+    Path::from(format!("{}/{}/{}", extent_prefix(stream, shard), seq_name(last), seq_name(first)))
 }
 
 /// (stream, shard, first) of an object key.
@@ -130,13 +130,12 @@ pub async fn scan(store: &Arc<dyn ObjectStore>) -> Result<(Vec<KinesisShard>, Ve
     let metas: Vec<object_store::ObjectMeta> =
         store.list(Some(&Path::from(ROOT))).try_collect().await.map_err(storage(&ROOT))?;
     let mut shards: BTreeMap<(String, String), KinesisShard> = BTreeMap::new();
-    let mut extents: BTreeMap<(String, String, SequenceNumber), SequenceNumber> = BTreeMap::new();
+    let mut extents: BTreeMap<(String, String), Extents> = BTreeMap::new();
     let mut skipped = Vec::new();
     for meta in metas {
         let key = meta.location.to_string();
         if let Some((stream, shard, first, last)) = parse_extent_key(&key) {
-            let max = extents.entry((stream, shard, first)).or_insert(last);
-            *max = (*max).max(last);
+            add_extent(extents.entry((stream, shard)).or_default(), first, last);
         } else if let Some((stream, shard, first)) = parse_object_key(&key) {
             let Some(kind) = Kind::from_source_name(&stream) else {
                 skipped.push(key);
@@ -154,8 +153,10 @@ pub async fn scan(store: &Arc<dyn ObjectStore>) -> Result<(Vec<KinesisShard>, Ve
     let mut out: Vec<KinesisShard> = shards.into_values().collect();
     for s in &mut out {
         s.objects.sort_by_key(|o| o.first);
-        for o in &mut s.objects {
-            o.last = extents.get(&(s.stream.clone(), s.shard.clone(), o.first)).copied();
+        if let Some(marked) = extents.get(&(s.stream.clone(), s.shard.clone())) {
+            for o in &mut s.objects {
+                o.last = marked.get(&o.first).copied();
+            }
         }
     }
     Ok((out, skipped))
@@ -186,8 +187,9 @@ pub async fn extents_after(
     Ok(out)
 }
 
-/// The extents of a shard's objects (`last = None`: an object without its marker).
-pub async fn shard_objects(store: &Arc<dyn ObjectStore>, stream: &str, shard: &str) -> Result<Vec<KinesisObject>> {
+/// The extents of a shard's objects (`last = None`: an object without its marker); for tests.
+#[cfg(test)]
+pub(crate) async fn shard_objects(store: &Arc<dyn ObjectStore>, stream: &str, shard: &str) -> Result<Vec<KinesisObject>> {
     let extents = shard_extents(store, stream, shard).await?;
     let prefix = shard_prefix(stream, shard);
     let metas: Vec<object_store::ObjectMeta> = store.list(Some(&prefix)).try_collect().await.map_err(storage(&prefix))?;
@@ -203,14 +205,20 @@ pub async fn shard_objects(store: &Arc<dyn ObjectStore>, stream: &str, shard: &s
 }
 
 /// A shard's extent markers: first position → the highest last position recorded for it.
-async fn shard_extents(store: &Arc<dyn ObjectStore>, stream: &str, shard: &str) -> Result<BTreeMap<SequenceNumber, SequenceNumber>> {
-    let mut extents: BTreeMap<SequenceNumber, SequenceNumber> = BTreeMap::new();
+type Extents = BTreeMap<SequenceNumber, SequenceNumber>;
+
+fn add_extent(extents: &mut Extents, first: SequenceNumber, last: SequenceNumber) {
+    let max = extents.entry(first).or_insert(last);
+    *max = (*max).max(last);
+}
+
+async fn shard_extents(store: &Arc<dyn ObjectStore>, stream: &str, shard: &str) -> Result<Extents> {
+    let mut extents = Extents::new();
     let prefix = extent_prefix(stream, shard);
     let markers: Vec<object_store::ObjectMeta> = store.list(Some(&prefix)).try_collect().await.map_err(storage(&prefix))?;
     for m in markers {
         if let Some((_, _, first, last)) = parse_extent_key(m.location.as_ref()) {
-            let max = extents.entry(first).or_insert(last);
-            *max = (*max).max(last);
+            add_extent(&mut extents, first, last);
         }
     }
     Ok(extents)
@@ -298,13 +306,11 @@ pub async fn write(
     let mut rest = records;
     while let (Some((first, _)), Some((last, _))) = (rest.first(), rest.last()) {
         let key = object_key(stream, shard, first);
-        let body = body_of(rest);
+        let body = Bytes::from(body_of(rest));
         let create = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
-        match store.put_opts(&key, PutPayload::from(body), create).await {
+        match store.put_opts(&key, PutPayload::from(body.clone()), create).await {
             Ok(_) => {
-                // The object, then its marker: a marker says its positions were landed.
-                let marker = extent_key(stream, shard, first, last);
-                store.put(&marker, PutPayload::default()).await.map_err(storage(&marker))?;
+                put_marker(store, stream, shard, first, last).await?;
                 landed.written.push(key);
                 return Ok(landed);
             }
@@ -320,9 +326,8 @@ pub async fn write(
                     // A write that stopped before its marker: not landed, nobody read it.
                     Err(object_store::Error::NotFound { .. }) => {
                         tracing::warn!(object = %key, "replacing a landing object whose writer stopped before its marker");
-                        store.put(&key, PutPayload::from(body_of(rest))).await.map_err(storage(&key))?;
-                        let marker = extent_key(stream, shard, first, last);
-                        store.put(&marker, PutPayload::default()).await.map_err(storage(&marker))?;
+                        store.put(&key, PutPayload::from(body)).await.map_err(storage(&key))?;
+                        put_marker(store, stream, shard, first, last).await?;
                         landed.written.push(key);
                         return Ok(landed);
                     }
@@ -333,6 +338,13 @@ pub async fn write(
         }
     }
     Ok(landed)
+}
+
+/// The marker of a complete object: written after it, it says its positions were landed.
+async fn put_marker(store: &Arc<dyn ObjectStore>, stream: &str, shard: &str, first: &SequenceNumber, last: &SequenceNumber) -> Result<()> {
+    let marker = extent_key(stream, shard, first, last);
+    store.put(&marker, PutPayload::default()).await.map_err(storage(&marker))?;
+    Ok(())
 }
 
 /// An object's body: one line per position.
@@ -350,7 +362,7 @@ fn body_of(records: &[(SequenceNumber, Option<&[u8]>)]) -> Vec<u8> {
 }
 
 /// A record of a shard as the Kinesis sink reads it (source: stream; partition: shard).
-pub fn raw_record(stream: &Arc<str>, shard: &Arc<str>, seq: &SequenceNumber, bytes: Bytes) -> RawRecord {
+fn raw_record(stream: &Arc<str>, shard: &Arc<str>, seq: &SequenceNumber, bytes: Bytes) -> RawRecord {
     RawRecord { source: stream.clone(), partition: shard.clone(), position: Position::Text(seq.to_string().into()), bytes }
 }
 
