@@ -162,14 +162,15 @@ pub async fn clean_landing_until(
         let objects = shard.objects.len();
         for (i, object) in shard.objects.iter().enumerate() {
             done += object.size;
-            // No marker: a write that stopped half way, not landed (kinesis_landing).
-            let Some(last) = object.last else { continue };
-            if held.is_some_and(|h| last <= h) {
-                report.objects_already_done += 1;
-            } else {
-                kinesis_landing::push_all(&mut current, &stream, &name, kinesis_landing::read(&store, &object.key).await?);
-                pending_bytes += object.size;
-                progress(done, total);
+            match object.last {
+                // No marker: a write that stopped half way, not landed (kinesis_landing).
+                None => {}
+                Some(last) if held.is_some_and(|h| last <= h) => report.objects_already_done += 1,
+                Some(_) => {
+                    kinesis_landing::push_all(&mut current, &stream, &name, kinesis_landing::read(&store, &object.key).await?);
+                    pending_bytes += object.size;
+                    progress(done, total);
+                }
             }
             let has_records = !current.records.is_empty() || !current.blanks.is_empty();
             if has_records && (pending_bytes >= chunk_bytes || i + 1 == objects) {
