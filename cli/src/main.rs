@@ -330,7 +330,7 @@ fn parse_args() -> (Cli, bool) {
         .flatten()
         .any(|m| matches!(m.value_source("id"), Some(ValueSource::CommandLine | ValueSource::EnvVariable)));
     if let Some((name, sub)) = matches.subcommand() {
-        let given = |m: &clap::ArgMatches| m.value_source("id") == Some(clap::parser::ValueSource::CommandLine);
+        let given = |m: &clap::ArgMatches| m.value_source("id") == Some(ValueSource::CommandLine);
         if ["generate", "fault-schedules"].contains(&name) && (given(&matches) || given(sub)) {
             command
                 .error(clap::error::ErrorKind::ArgumentConflict, format!("--id is not used by `{name}`: leave it out"))
