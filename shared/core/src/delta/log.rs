@@ -7,7 +7,6 @@ use arrow::array::{
     Array,
     StringArray,
 };
-use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::DeltaTable;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
@@ -64,24 +63,7 @@ impl Txns {
                 return Ok(());
             }
         }
-        let mut map = HashMap::new();
-        // Single-file checkpoints (what deltalake writes) at or below our version.
-        let checkpoint = last_checkpoint(table, name).await?.filter(|c| c.single_file && c.version <= target);
-        let start = match checkpoint {
-            Some(c) => {
-                let path = object_store::path::Path::from(format!("_delta_log/{:020}.checkpoint.parquet", c.version));
-                let storage = |e| Error::Storage { location: format!("{name}/{path}"), source: e };
-                let store = table.log_store().object_store(None);
-                let bytes = store.get(&path).await.map_err(storage)?.bytes().await.map_err(storage)?;
-                add_checkpoint_txns(&mut map, bytes).map_err(|e| Error::input(format!("{name}/{path}"), e.to_string()))?;
-                c.version + 1
-            }
-            None => 0,
-        };
-        let txns = commit_actions(table, name, start..=target, "txn").await?.ok_or_else(|| {
-            Error::input(format!("{name}/_delta_log"), "a commit after the last checkpoint is missing")
-        })?;
-        add_txns(&mut map, txns);
+        let map = all_txns(table, name, target).await?;
         *self = Txns { version: Some(target), map };
         Ok(())
     }
@@ -95,11 +77,9 @@ pub(crate) fn add_txns(map: &mut HashMap<String, i64>, txns: Vec<serde_json::Val
     }
 }
 
-/// The `_delta_log/_last_checkpoint` hint: the last checkpoint's version, and whether it is
-/// one file (deltalake's kind) rather than several parts.
+/// The `_delta_log/_last_checkpoint` hint: the last checkpoint's version.
 pub struct LastCheckpoint {
     pub version: u64,
-    pub single_file: bool,
 }
 
 /// The table's last checkpoint, if it has one.
@@ -112,10 +92,7 @@ pub async fn last_checkpoint(table: &DeltaTable, name: &str) -> Result<Option<La
         Err(e) => return Err(storage(e)),
     };
     let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    Ok(v["version"].as_u64().map(|version| LastCheckpoint {
-        version,
-        single_file: v.get("parts").is_none_or(|p| p.is_null()),
-    }))
+    Ok(v["version"].as_u64().map(|version| LastCheckpoint { version }))
 }
 
 /// The `key` actions (`txn`, `commitInfo`, …) of the commits `versions`, in commit order, as
@@ -147,30 +124,46 @@ pub async fn commit_actions(
     Ok(Some(out))
 }
 
-pub(crate) fn add_checkpoint_txns(map: &mut HashMap<String, i64>, bytes: bytes::Bytes) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    use arrow::array::{Int64Array, StructArray};
-    use deltalake::parquet::arrow::ProjectionMask;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-    let Some(txn) = builder.parquet_schema().root_schema().get_fields().iter().position(|f| f.name() == "txn") else {
-        return Ok(());
+/// Every app id's latest txn version as of `version`, by the Delta kernel's replay of the
+/// log segment its snapshot stands on: the newest checkpoint whatever its shape (one file,
+/// several parts, V2 under a UUID name with sidecars) and the commits after it, newest first
+/// (so the first txn seen for an app id is its latest). Only the `txn` column is read.
+async fn all_txns(table: &DeltaTable, name: &str, version: u64) -> Result<HashMap<String, i64>> {
+    use delta_kernel::actions::LOG_TXN_SCHEMA;
+    use delta_kernel::engine::arrow_data::ArrowEngineData;
+    let url = table.log_store().transaction_url(None).map_err(|e| Error::delta(name, e))?;
+    let engine = table.log_store().engine(None);
+    let replay = move || -> std::result::Result<HashMap<String, i64>, Box<dyn std::error::Error + Send + Sync>> {
+        let snapshot = delta_kernel::Snapshot::builder_for(url.as_str()).at_version(version).build(engine.as_ref())?;
+        let mut map = HashMap::new();
+        for batch in snapshot.log_segment().read_actions(engine.as_ref(), LOG_TXN_SCHEMA.clone())? {
+            let data = ArrowEngineData::try_from_engine_data(batch?.actions)?;
+            add_txn_column(&mut map, data.record_batch());
+        }
+        Ok(map)
     };
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [txn]);
-    for batch in builder.with_projection(mask).build()? {
-        let batch = batch?;
-        let Some(col) = batch.column_by_name("txn").and_then(|c| c.as_any().downcast_ref::<StructArray>()) else { continue };
-        let (Some(apps), Some(versions)) = (
-            col.column_by_name("appId").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
-            col.column_by_name("version").and_then(|c| c.as_any().downcast_ref::<Int64Array>()),
-        ) else {
-            continue;
-        };
-        for i in 0..col.len() {
-            if col.is_valid(i) && apps.is_valid(i) && versions.is_valid(i) {
-                map.insert(apps.value(i).to_string(), versions.value(i));
-            }
+    tokio::task::spawn_blocking(replay)
+        .await
+        .map_err(|e| Error::input(format!("{name}/_delta_log"), e.to_string()))?
+        .map_err(|e| Error::input(format!("{name}/_delta_log"), format!("reading the txn actions: {e}")))
+}
+
+/// Adds the `txn` actions of one batch of log rows, keeping the version already seen for an
+/// app id (batches come newest first).
+fn add_txn_column(map: &mut HashMap<String, i64>, batch: &arrow::record_batch::RecordBatch) {
+    use arrow::array::{Int64Array, StructArray};
+    let Some(col) = batch.column_by_name("txn").and_then(|c| c.as_any().downcast_ref::<StructArray>()) else { return };
+    let (Some(apps), Some(versions)) = (
+        col.column_by_name("appId").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+        col.column_by_name("version").and_then(|c| c.as_any().downcast_ref::<Int64Array>()),
+    ) else {
+        return;
+    };
+    for i in 0..col.len() {
+        if col.is_valid(i) && apps.is_valid(i) && versions.is_valid(i) {
+            map.entry(apps.value(i).to_string()).or_insert(versions.value(i));
         }
     }
-    Ok(())
 }
 
 /// Commit metadata values stored under `key` across the table's history, newest first.

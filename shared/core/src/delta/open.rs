@@ -2,6 +2,7 @@
 
 
 use deltalake::kernel::StructField;
+use delta_kernel::table_features::TableFeature;
 use deltalake::operations::create::CreateBuilder;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
@@ -52,8 +53,10 @@ pub async fn update_if_newer(table: &mut DeltaTable, name: &str) -> Result<()> {
 /// Refuses a table whose protocol or properties change what pinpipe reads or keeps, naming
 /// the feature. Why: pinpipe reads the tables' Parquet files itself and keeps its
 /// exactly-once state in txn actions, so
-/// - a reader feature (`deletionVectors`, `columnMapping`, `v2Checkpoint`, …) would make it
-///   read rows another engine deleted, or columns by the wrong names;
+/// - a reader feature (`deletionVectors`, `columnMapping`, …) would make it read rows another
+///   engine deleted, or columns by the wrong names. `v2Checkpoint` is the exception: it only
+///   changes how the log is summarised, which deltalake and the kernel's log segment (how
+///   pinpipe reads txn actions) both read;
 /// - `delta.columnMapping.mode` does the same on older protocols;
 /// - `delta.setTransactionRetentionDuration` lets checkpoints drop txn actions: gaps would
 ///   vanish (records lost) and an idle partition's watermark expire (its landing re-tabled).
@@ -72,8 +75,15 @@ pub fn check_supported(table: &DeltaTable, name: &str) -> Result<()> {
         return unsupported(format!("delta.columnMapping.mode is {mode}: pinpipe reads columns by their names in the files"));
     }
     let protocol = snapshot.protocol();
-    if let Some(features) = protocol.reader_features().filter(|f| !f.is_empty()) {
-        let names: Vec<String> = features.iter().map(|f| f.to_string()).collect();
+    let misread: Vec<String> = protocol
+        .reader_features()
+        .unwrap_or_default()
+        .iter()
+        .filter(|f| **f != TableFeature::V2Checkpoint)
+        .map(|f| f.to_string())
+        .collect();
+    if !misread.is_empty() {
+        let names = misread;
         return unsupported(format!(
             "the table's protocol has reader features [{}]: pinpipe reads the data files itself and would misread them",
             names.join(", ")
