@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, BinaryArray, BooleanArray, RecordBatch, StringArray};
 use bytes::Bytes;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::PutPayload;
 use serde::Serialize;
 
 use crate::clean::{self, Quality};
@@ -190,6 +190,8 @@ impl LandingEntry {
 /// the byte range of its value and its record.
 struct ObjectLines {
     body: Bytes,
+    /// The version read, which the rewrite must still find (`None`: the object is gone).
+    version: Option<object_store::UpdateVersion>,
     lines: Vec<(String, std::ops::Range<usize>)>,
     records: Vec<RawRecord>,
 }
@@ -227,8 +229,10 @@ impl LandingObjects {
     }
 
     async fn read(&self, object: &LandingEntry) -> Result<ObjectLines> {
-        let storage = |e| Error::Storage { location: object.key.to_string(), source: e };
-        let body = self.store.get(&object.key).await.map_err(storage)?.bytes().await.map_err(storage)?;
+        let (body, version) = match crate::storage::get_versioned(&self.store, &object.key).await? {
+            Some((body, version)) => (body, Some(version)),
+            None => (Bytes::new(), None),
+        };
         let lines: Vec<(String, std::ops::Range<usize>)> = if object.kinesis {
             crate::storage::kinesis_landing::lines(object.key.as_ref(), &body)?
                 .into_iter()
@@ -246,7 +250,7 @@ impl LandingObjects {
                 bytes: landing::decode_line(body.slice(range.clone())),
             })
             .collect();
-        Ok(ObjectLines { body, lines, records })
+        Ok(ObjectLines { body, version, lines, records })
     }
 }
 
@@ -338,28 +342,11 @@ pub async fn forget(root: &Location, id: &PipelineId, target: &Target, landing: 
 
     if let Some(objects) = &objects {
         for object in &objects.objects {
-            let read = objects.read(object).await?;
-            let matched = tokio::task::block_in_place(|| matcher.records(object.kind, &read.records))?;
-            let mut blanked = read.body.to_vec();
-            let mut n = 0u64;
-            for ((_, range), (hit, _)) in read.lines.iter().zip(matched) {
-                if hit {
-                    blanked[range.clone()].fill(b' ');
-                    n += 1;
-                }
+            let n = blank_object(objects, object, &matcher, dry_run).await?;
+            if n > 0 {
+                report.landing_lines_blanked += n;
+                report.landing_objects_rewritten += 1;
             }
-            if n == 0 {
-                continue;
-            }
-            if !dry_run {
-                objects
-                    .store
-                    .put(&object.key, PutPayload::from(blanked))
-                    .await
-                    .map_err(|e| Error::Storage { location: object.key.to_string(), source: e })?;
-            }
-            report.landing_lines_blanked += n;
-            report.landing_objects_rewritten += 1;
         }
     }
     tracing::info!(
@@ -370,6 +357,29 @@ pub async fn forget(root: &Location, id: &PipelineId, target: &Target, landing: 
         "forgotten"
     );
     Ok(report)
+}
+
+/// Overwrites the target's lines in one landing object with spaces; how many it blanked. The
+/// rewrite is conditional on the object being the one read: a redelivery that grew it in
+/// between (or another forget) makes it read and blank again, so neither write is lost.
+async fn blank_object(objects: &LandingObjects, object: &LandingEntry, matcher: &Matcher, dry_run: bool) -> Result<u64> {
+    for _ in 0..64 {
+        let read = objects.read(object).await?;
+        let matched = tokio::task::block_in_place(|| matcher.records(object.kind, &read.records))?;
+        let mut blanked = read.body.to_vec();
+        let mut n = 0u64;
+        for ((_, range), (hit, _)) in read.lines.iter().zip(matched) {
+            if hit {
+                blanked[range.clone()].fill(b' ');
+                n += 1;
+            }
+        }
+        let Some(version) = read.version.filter(|_| n > 0 && !dry_run) else { return Ok(n) };
+        if crate::storage::put_if_unchanged(&objects.store, &object.key, Some(version), PutPayload::from(blanked)).await? {
+            return Ok(n);
+        }
+    }
+    Err(Error::input(object.key.to_string(), "changed by other writers on every attempt; run forget again"))
 }
 
 /// The `ind`s of every post whose user record carries the target's name: in the user table,
@@ -428,6 +438,8 @@ async fn delete_forgotten(
 mod tests {
     use super::*;
     use crate::storage::landing::SourceRecords;
+    use crate::storage::racing::RacingStore;
+    use object_store::ObjectStoreExt;
     use crate::writer::Tables;
 
     fn users(inds: &[i64], from: i64) -> SourceRecords {
@@ -476,6 +488,27 @@ mod tests {
         // Without a wait: one pass, not certain.
         let once = forget_settled(&root, &id, &Target::Inds(vec![1]), None, false, std::time::Duration::ZERO, 5).await.unwrap();
         assert_eq!((once.passes, once.certain), (1, false));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A redelivery grows a landing object between forget's read of it and its rewrite: the
+    /// rewrite must not put the shorter object back (the grown offsets would leave the
+    /// landing), so it reads the grown one and blanks that.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_rewrite_racing_a_growing_redelivery_keeps_the_grown_offsets() {
+        let (dir, landing) = crate::storage::test_root("forget-grow");
+        let line = |ind: i64| format!(r#"{{"ind":{ind},"first_name":"F","last_name":"L"}}"#).into_bytes();
+        let store = landing.store().unwrap();
+        let key = landing::write_object(&store, "t.user", 0, 0, &[&line(7), &line(8)]).await.unwrap();
+        let grown: Vec<u8> = [7, 8, 9, 10].iter().flat_map(|i| [line(*i), b"\n".to_vec()].concat()).collect();
+        let listed = LandingObjects::list(&landing).await.unwrap();
+        let objects = LandingObjects { store: RacingStore::wrap(store.clone(), vec![(key.clone(), grown)]), objects: listed.objects };
+        let matcher = Matcher { inds: BTreeSet::from([7]), user: None };
+        assert_eq!(blank_object(&objects, &objects.objects[0], &matcher, false).await.unwrap(), 1);
+        let body = store.get(&key).await.unwrap().bytes().await.unwrap();
+        let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 4, "the grown offsets were dropped: {:?}", String::from_utf8_lossy(&body));
+        assert!(lines[0].iter().all(|b| *b == b' ') && lines[3] == line(10));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -500,27 +500,29 @@ pub async fn write_object_with_blanks(
         }
         body.push(b'\n');
     }
-    let storage = |e| Error::Storage { location: key.to_string(), source: e };
-    // Only a redelivery finds an object here; it is read to count the offsets it covers.
-    match store.get(&key).await {
-        Ok(got) => {
-            let existing = got.bytes().await.map_err(storage)?;
-            if line_count(&existing) >= values.len() {
-                return Ok(key);
-            }
+    // Only a redelivery finds an object here; it is read to count the offsets it covers, and
+    // replaced only if it is still that object (a `forget` may be blanking lines in it).
+    let body = PutPayload::from(body);
+    for _ in 0..LANDING_ATTEMPTS {
+        let read = crate::storage::get_versioned(store, &key).await?;
+        if read.as_ref().is_some_and(|(existing, _)| line_count(existing) >= values.len()) {
+            return Ok(key);
         }
-        Err(object_store::Error::NotFound { .. }) => {}
-        Err(e) => return Err(storage(e)),
+        let last = first_offset + values.len().max(1) as i64 - 1;
+        let marker = extent_key(topic, partition, first_offset, last);
+        store
+            .put(&marker, PutPayload::default())
+            .await
+            .map_err(|e| Error::Storage { location: marker.to_string(), source: e })?;
+        if crate::storage::put_if_unchanged(store, &key, read.map(|(_, v)| v), body.clone()).await? {
+            return Ok(key);
+        }
     }
-    let last = first_offset + values.len().max(1) as i64 - 1;
-    let marker = extent_key(topic, partition, first_offset, last);
-    store
-        .put(&marker, PutPayload::default())
-        .await
-        .map_err(|e| Error::Storage { location: marker.to_string(), source: e })?;
-    store.put(&key, PutPayload::from(body)).await.map_err(storage)?;
-    Ok(key)
+    Err(Error::input(key.to_string(), "changed by other writers on every attempt; the batch will be retried"))
 }
+
+/// Attempts at landing one object while other writers change it.
+const LANDING_ATTEMPTS: usize = 64;
 
 /// Lines in a landing object: one per offset (a last line without its newline counts).
 fn line_count(bytes: &[u8]) -> usize {

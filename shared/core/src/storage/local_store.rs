@@ -20,12 +20,18 @@
 //!   before it has no commit either (a log whose start was cleaned up, or a listing from
 //!   version 0 without a `_last_checkpoint`), the directory is read whole, as before.
 //!
+//! It is also the store of every local landing and tables root (`Location::store`), where it
+//! adds the one put mode the local file system lacks: `PutMode::Update`, a conditional replace
+//! (S3's `If-Match`), which the forget ledger and landing rewrites use so that two writers
+//! never silently overwrite each other. The check and the replace run under an exclusive
+//! `flock` of the object's directory, so they are atomic against every other conditional
+//! writer on the machine, in any process.
+//!
 //! Every other call, and every listing that is not of a `_delta_log` from a version, goes to
 //! the local file system unchanged.
 
 use std::fmt;
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -35,7 +41,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+    CopyOptions, GetOptions, ObjectStoreExt, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
     PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 use url::Url;
@@ -83,11 +89,48 @@ fn log_listing_from(prefix: Option<&Path>, offset: &Path) -> Option<(Path, u64)>
     Some((prefix.clone(), name.as_ref().parse().ok()?))
 }
 
-/// The local directory of an object-store path of a store rooted at `/`.
-fn local_dir(path: &Path) -> Option<PathBuf> {
-    let mut url = Url::parse("file:///").ok()?;
-    url.path_segments_mut().ok()?.pop_if_empty().extend(path.parts());
-    url.to_file_path().ok()
+impl LocalDeltaStore {
+    /// The local file system under `prefix` (keys are relative to it), as `Location::store`
+    /// hands out for a local root.
+    pub fn with_prefix(prefix: &std::path::Path) -> Result<Self> {
+        Ok(LocalDeltaStore { inner: LocalFileSystem::new_with_prefix(prefix)? })
+    }
+
+    /// `PutMode::Update`: replaces `location` only if its ETag is still `expected`, checked
+    /// and replaced under an exclusive lock of its directory.
+    async fn put_if_match(&self, location: &Path, payload: PutPayload, expected: Option<String>) -> Result<PutResult> {
+        let file = self.inner.path_to_filesystem(location)?;
+        let dir = file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let generic = |e: std::io::Error| object_store::Error::Generic { store: "LocalDeltaStore", source: Box::new(e) };
+        let _lock = tokio::task::spawn_blocking(move || lock_dir(&dir))
+            .await
+            .map_err(|e| generic(std::io::Error::other(e)))?
+            .map_err(generic)?;
+        let precondition = |why: String| object_store::Error::Precondition { path: location.to_string(), source: why.into() };
+        match self.inner.head(location).await {
+            Ok(meta) if meta.e_tag.is_some() && meta.e_tag == expected => {}
+            Ok(meta) => return Err(precondition(format!("ETag is {:?}, not {expected:?}", meta.e_tag))),
+            Err(object_store::Error::NotFound { .. }) => return Err(precondition("the object is gone".into())),
+            Err(e) => return Err(e),
+        }
+        self.inner.put_opts(location, payload, PutOptions::default()).await
+    }
+}
+
+/// An exclusive `flock` of a directory, held until the file is dropped.
+fn lock_dir(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(dir)?;
+    loop {
+        // SAFETY: a valid open descriptor; flock does not touch memory.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(f);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 fn meta_of(log: &Path, name: String, md: &std::fs::Metadata) -> ObjectMeta {
@@ -149,6 +192,9 @@ fn hinted_checkpoint(dir: &std::path::Path) -> Option<u64> {
 #[async_trait::async_trait]
 impl ObjectStore for LocalDeltaStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        if let object_store::PutMode::Update(v) = &opts.mode {
+            return self.put_if_match(location, payload, v.e_tag.clone()).await;
+        }
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -176,7 +222,7 @@ impl ObjectStore for LocalDeltaStore {
         let Some((log, from)) = log_listing_from(prefix, offset) else {
             return self.inner.list_with_offset(prefix, offset);
         };
-        let Some(dir) = local_dir(&log) else {
+        let Ok(dir) = self.inner.path_to_filesystem(&log) else {
             return self.inner.list_with_offset(prefix, offset);
         };
         let inner_listing = self.inner.list_with_offset(prefix, offset);

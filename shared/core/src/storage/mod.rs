@@ -6,9 +6,8 @@ use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, UpdateVersion};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -99,7 +98,7 @@ impl Location {
         if let Some(p) = self.local_path() {
             std::fs::create_dir_all(&p)
                 .map_err(|e| Error::Io { path: p.display().to_string(), source: e })?;
-            let fs = LocalFileSystem::new_with_prefix(&p)
+            let fs = local_store::LocalDeltaStore::with_prefix(&p)
                 .map_err(|e| Error::Storage { location: self.display(), source: e })?;
             return Ok(Arc::new(fs));
         }
@@ -115,6 +114,57 @@ impl Location {
             Ok(Arc::new(object_store::prefix::PrefixStore::new(s3, Path::from(prefix))))
         }
     }
+}
+
+/// How many times a conditional replace is retried before giving up: each retry means another
+/// writer changed the object in between, which on these keys (the forget ledger, landing
+/// objects) happens a handful of times at most.
+const UPDATE_ATTEMPTS: usize = 64;
+
+/// Reads `key` with the version a conditional replace must match; `None` when it is not there.
+pub async fn get_versioned(store: &Arc<dyn ObjectStore>, key: &Path) -> Result<Option<(bytes::Bytes, UpdateVersion)>> {
+    let storage = |e| Error::Storage { location: key.to_string(), source: e };
+    match store.get(key).await {
+        Ok(got) => {
+            let version = UpdateVersion { e_tag: got.meta.e_tag.clone(), version: got.meta.version.clone() };
+            Ok(Some((got.bytes().await.map_err(storage)?, version)))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(storage(e)),
+    }
+}
+
+/// Writes `body` at `key` only if the object is still the one read (`read`: its version, or
+/// `None` when it was absent and must still be). `Ok(false)`: another writer changed it first;
+/// read it again and decide again.
+pub async fn put_if_unchanged(store: &Arc<dyn ObjectStore>, key: &Path, read: Option<UpdateVersion>, body: PutPayload) -> Result<bool> {
+    let mode = match read {
+        Some(v) => PutMode::Update(v),
+        None => PutMode::Create,
+    };
+    match store.put_opts(key, body, mode.into()).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => Ok(false),
+        Err(e) => Err(Error::Storage { location: key.to_string(), source: e }),
+    }
+}
+
+/// Read-modify-write of one object without lost updates: `change` gets the current bytes
+/// (`None`: absent) and returns the new ones, or `None` to leave the object as it is; the
+/// write is conditional on the object being unchanged since the read, and on a conflict the
+/// object is read and `change` asked again. Returns whether it wrote.
+pub async fn update_object<F>(store: &Arc<dyn ObjectStore>, key: &Path, mut change: F) -> Result<bool>
+where
+    F: FnMut(Option<&bytes::Bytes>) -> Result<Option<Vec<u8>>>,
+{
+    for _ in 0..UPDATE_ATTEMPTS {
+        let read = get_versioned(store, key).await?;
+        let Some(body) = change(read.as_ref().map(|(b, _)| b))? else { return Ok(false) };
+        if put_if_unchanged(store, key, read.map(|(_, v)| v), PutPayload::from(body)).await? {
+            return Ok(true);
+        }
+    }
+    Err(Error::input(key.to_string(), format!("changed by other writers {UPDATE_ATTEMPTS} times in a row; run again")))
 }
 
 /// S3 client settings from the environment; a local S3 (moto) needs path-style and plain HTTP.
@@ -164,9 +214,127 @@ pub(crate) fn test_root(tag: &str) -> (std::path::PathBuf, Location) {
     (dir, root)
 }
 
+/// A store that lets another writer's put land just before one of ours: the interleaving a
+/// read-modify-write must survive, made certain instead of left to timing.
+#[cfg(test)]
+pub(crate) mod racing {
+    use std::sync::Mutex;
+
+    use futures::stream::BoxStream;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, PutMultipartOptions, PutOptions,
+        PutResult, RenameOptions,
+    };
+
+    use super::*;
+
+    #[derive(Debug)]
+    pub struct RacingStore {
+        pub inner: Arc<dyn ObjectStore>,
+        /// Bodies other writers put at a key, one just before each of our next puts there.
+        pub races: Mutex<Vec<(Path, Vec<u8>)>>,
+    }
+
+    impl std::fmt::Display for RacingStore {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "RacingStore({})", self.inner)
+        }
+    }
+
+    impl RacingStore {
+        pub fn wrap(inner: Arc<dyn ObjectStore>, races: Vec<(Path, Vec<u8>)>) -> Arc<dyn ObjectStore> {
+            Arc::new(RacingStore { inner, races: Mutex::new(races) })
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for RacingStore {
+        async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+            let race = {
+                let mut races = self.races.lock().expect("not poisoned");
+                races.iter().position(|(k, _)| k == location).map(|i| races.remove(i))
+            };
+            if let Some((key, body)) = race {
+                self.inner.put(&key, PutPayload::from(body)).await?;
+            }
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(&self, locations: BoxStream<'static, object_store::Result<Path>>) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+        async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> object_store::Result<()> {
+            self.inner.rename_opts(from, to, options).await
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A local root's store replaces an object conditionally, as S3's If-Match does: only
+    /// while its ETag is the one read.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn local_conditional_replace_refuses_a_changed_or_missing_object() {
+        let (dir, root) = test_root("cas");
+        let store = root.store().unwrap();
+        let key = Path::from("a/ledger.json");
+        assert!(put_if_unchanged(&store, &key, None, PutPayload::from_static(b"1")).await.unwrap());
+        assert!(!put_if_unchanged(&store, &key, None, PutPayload::from_static(b"x")).await.unwrap(), "created twice");
+        let (_, v1) = get_versioned(&store, &key).await.unwrap().unwrap();
+        assert!(put_if_unchanged(&store, &key, Some(v1.clone()), PutPayload::from_static(b"12")).await.unwrap());
+        assert!(!put_if_unchanged(&store, &key, Some(v1.clone()), PutPayload::from_static(b"1x")).await.unwrap(), "stale ETag");
+        assert_eq!(get_versioned(&store, &key).await.unwrap().unwrap().0.as_ref(), b"12");
+        store.delete(&key).await.unwrap();
+        assert!(!put_if_unchanged(&store, &key, Some(v1), PutPayload::from_static(b"1y")).await.unwrap(), "gone");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Writers appending to one object at once, each a read-modify-write: none is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_updates_all_land() {
+        let (dir, root) = test_root("cas-many");
+        let key = Path::from("counter");
+        let tasks: Vec<_> = (0..8u8)
+            .map(|w| {
+                let root = root.clone();
+                let key = key.clone();
+                tokio::spawn(async move {
+                    let store = root.store().unwrap();
+                    for _ in 0..25 {
+                        update_object(&store, &key, |cur| {
+                            let mut v = cur.map(|b| b.to_vec()).unwrap_or_default();
+                            v.push(b'a' + w);
+                            Ok(Some(v))
+                        })
+                        .await
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let body = get_versioned(&root.store().unwrap(), &key).await.unwrap().unwrap().0;
+        assert_eq!(body.len(), 200, "updates were lost");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn parses_local_and_s3() {

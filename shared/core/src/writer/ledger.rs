@@ -3,9 +3,10 @@
 //! record is never tabled or quarantined again.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use object_store::path::Path;
-use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{GetOptions, ObjectStore};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -61,17 +62,25 @@ pub async fn reload(root: &Location, known: &LedgerState) -> Result<Option<Ledge
     Ok(Some(LedgerState { inds: ledger.inds, etag }))
 }
 
+/// Adds `inds` to the ledger, as a conditional replace: two forgets at once both land.
 pub(crate) async fn add_to_ledger(root: &Location, inds: &BTreeSet<i64>) -> Result<()> {
-    let mut all = load_ledger(root).await?;
-    if inds.is_subset(&all) {
-        return Ok(());
-    }
-    all.extend(inds);
-    let body = serde_json::to_vec(&Ledger { inds: all }).unwrap_or_default();
-    root.store()?
-        .put(&Path::from(LEDGER), PutPayload::from(body))
-        .await
-        .map_err(|e| Error::Storage { location: root.join(LEDGER).display(), source: e })?;
+    add_to_ledger_in(&root.store()?, root, inds).await
+}
+
+async fn add_to_ledger_in(store: &Arc<dyn ObjectStore>, root: &Location, inds: &BTreeSet<i64>) -> Result<()> {
+    crate::storage::update_object(store, &Path::from(LEDGER), |current| {
+        let mut ledger: Ledger = match current {
+            Some(bytes) => serde_json::from_slice(bytes)
+                .map_err(|e| Error::input(root.join(LEDGER).display(), format!("not a forget ledger: {e}")))?,
+            None => Ledger::default(),
+        };
+        if inds.is_subset(&ledger.inds) {
+            return Ok(None);
+        }
+        ledger.inds.extend(inds);
+        Ok(Some(serde_json::to_vec(&ledger).unwrap_or_default()))
+    })
+    .await?;
     Ok(())
 }
 
@@ -84,3 +93,22 @@ pub fn is_forgotten(kind: Kind, bytes: &[u8], forgotten: &BTreeSet<i64>) -> bool
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::racing::RacingStore;
+
+    /// Two forgets at once: the other's ledger lands between this one's read and its write,
+    /// and both sets of `ind`s stay.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_forget_racing_another_keeps_both_sets() {
+        let (dir, root) = crate::storage::test_root("ledger-race");
+        add_to_ledger(&root, &BTreeSet::from([1])).await.unwrap();
+        let other = serde_json::to_vec(&Ledger { inds: BTreeSet::from([1, 5]) }).unwrap();
+        let store = RacingStore::wrap(root.store().unwrap(), vec![(Path::from(LEDGER), other)]);
+        add_to_ledger_in(&store, &root, &BTreeSet::from([7])).await.unwrap();
+        assert_eq!(load_ledger(&root).await.unwrap(), BTreeSet::from([1, 5, 7]));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
