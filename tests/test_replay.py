@@ -6,6 +6,7 @@ rules are tabled once and leave the quarantine, even when a replay stopped half-
 on local disk and on moto's S3, read back with deltalake."""
 import base64
 import json
+from pathlib import Path
 
 import boto3
 import pytest
@@ -160,16 +161,37 @@ def check_quarantine_replay(tmp_path, tables, landing, env=None, opts=None):
     again = replay()
     assert (again["entries"], again["tabled"], again["tabled_before"]) == (2, 0, 0), again
     assert counts() == after
-    # A replay stopped between its two commits (rows tabled, entries not yet removed) is finished
-    # by the next one, which tables nothing twice.
-    append_quarantine(tables, old_rule_entries([100, 101, 102]), opts)
-    healed = replay("--reason", "old rule")
-    assert (healed["tabled"], healed["tabled_before"], healed["removed_from_quarantine"]) == (0, 3, 3), healed
+    # A replay stopped between its two commits (rows tabled, entries not yet removed: its
+    # quarantine commit is taken back out of the log) is finished by the next one, which tables
+    # nothing twice, whatever its --reason selects.
+    append_quarantine(tables, old_rule_entries([103, 104]), opts)
+    stopped = replay("--reason", "old rule")
+    assert (stopped["tabled"], stopped["removed_from_quarantine"]) == (2, 2), stopped
+    drop_last_commit(tables, f"{ID}_quarantine", opts)
+    after = ([1000, 1002, 1004, 5100, 5101, 5102, 5103, 5104], ["1", "103", "104", "3"])
+    assert counts() == after
+    healed = replay("--reason", "no such reason")
+    assert (healed["entries"], healed["tabled"], healed["tabled_before"], healed["removed_from_quarantine"]) == \
+        (0, 0, 0, 2), healed
+    after = (after[0], ["1", "3"])
     assert counts() == after
     # The counts of results.json add up: every record is in one place.
     run("--id", ID, "analyze", "--tables", tables, "--out", tmp_path / "out", env=env)
     quality = json.loads((tmp_path / "out" / "results.json").read_text())["quality"]
-    assert (quality["rows_read"]["user"], quality["quarantined_records"]) == (6, 2), quality
+    assert (quality["rows_read"]["user"], quality["quarantined_records"]) == (8, 2), quality
+
+
+def drop_last_commit(tables, name, opts):
+    """Takes a table's newest commit out of its log: the table as it was before it."""
+    if not tables.startswith("s3://"):
+        log = Path(tables) / name / "_delta_log"
+        max(log.glob("*.json")).unlink()
+        return
+    bucket, _, prefix = tables.removeprefix("s3://").partition("/")
+    s3 = boto3.client("s3", endpoint_url=opts["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id="test", aws_secret_access_key="test")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{name}/_delta_log/")["Contents"]]
+    s3.delete_object(Bucket=bucket, Key=max(k for k in keys if k.endswith(".json")))
 
 
 def test_replay_of_the_quarantine_tables_once_on_local_disk(tmp_path):

@@ -1,8 +1,10 @@
 //! Randomized delivery schedules against real Delta tables (local disk or S3): redeliveries,
 //! re-batched overlapping batches, holes filled later by replays, crashes right after landing
 //! and between the quarantine and the data commit, two writers racing at their stage and
-//! commit points, catch-ups from the landing, and compaction + vacuum in between. After every schedule each
-//! offset's record is in exactly one of the table and the quarantine, once; no gap stays
+//! commit points, catch-ups from the landing, compaction + vacuum, and entries an older rule
+//! quarantined re-driven by `replay --quarantine` runs that may stop between their two
+//! commits, all in between. After every schedule each offset's record is in exactly one of
+//! the table and the quarantine, once; each re-driven entry is in the table once; no gap stays
 //! open; and rebuilding from the landing gives the same tables. Each seed then runs a Kinesis
 //! schedule too (`kinesis_schedules`).
 //!
@@ -22,6 +24,8 @@ use pinpipe_core::writer::coverage::Coverage;
 use pinpipe_core::delta;
 use pinpipe_core::storage::landing::{self, SourceRecords};
 use pinpipe_core::jobs::maintenance::{self, MaintenanceConfig};
+use pinpipe_core::jobs::replay;
+use pinpipe_core::record::QuarantineEntry;
 use pinpipe_core::names::{Kind, PipelineId};
 use pinpipe_core::writer::{clean_landing_in_chunks, Tables};
 use pinpipe_core::storage::Location;
@@ -160,10 +164,11 @@ pub async fn run_schedule(seed: u64, work: &Work) -> Result<Expected, ScheduleEr
     let mut a = Tables::open(&root, &id).await.map_err(err)?;
     let mut b = Tables::open(&root, &id).await.map_err(err)?;
     let mut log = Vec::new();
+    let mut old_rule: Vec<String> = Vec::new();
     for _ in 0..rng.random_range(3..12) {
         let (p, n) = parts[rng.random_range(0..parts.len())];
         let offsets = random_offsets(&mut rng, n);
-        let step = rng.random_range(0..10);
+        let step = rng.random_range(0..12);
         log.push(format!("step {step} p{p} {offsets:?}"));
         match step {
             // Two writers race: A stages, B writes an overlapping batch, A commits.
@@ -207,6 +212,24 @@ pub async fn run_schedule(seed: u64, work: &Work) -> Result<Expected, ScheduleEr
             }
             // A sink that dies right after landing its batch: nothing committed.
             5 => land(&store, seed, p, &offsets).await?,
+            // Entries an older cleaning rule quarantined (valid records now), then a
+            // `replay --quarantine` that may stop between its data and quarantine commits.
+            10 => {
+                let first = old_rule.len() as i64;
+                let entries: Vec<QuarantineEntry> = (first..first + rng.random_range(1..4)).map(old_rule_entry).collect();
+                old_rule.extend(entries.iter().map(|e| e.position.clone()));
+                let w = if rng.random_bool(0.5) { &mut a } else { &mut b };
+                w.refresh().await.map_err(err)?;
+                w.append_quarantine(&entries).await.map_err(err)?;
+            }
+            11 => {
+                let replayed = if rng.random_bool(0.5) {
+                    replay::replay_quarantine(&root, &id, None, false).await
+                } else {
+                    replay::replay_quarantine_stopped(&root, &id).await
+                };
+                replayed.map_err(|e| ScheduleError::Violated(format!("replay --quarantine: {e}")))?;
+            }
             // A plain delivery (or redelivery) by either writer.
             _ => {
                 land(&store, seed, p, &offsets).await?;
@@ -229,9 +252,20 @@ pub async fn run_schedule(seed: u64, work: &Work) -> Result<Expected, ScheduleEr
             o += len;
         }
     }
+    // The last quarantine replay, which also finishes any that stopped.
+    replay::replay_quarantine(&root, &id, None, false)
+        .await
+        .map_err(|e| ScheduleError::Violated(format!("final replay --quarantine: {e}")))?;
     let fail = |what: String| Err(ScheduleError::Violated(format!("{what}\nschedule: {log:#?}")));
-    // Every offset exactly once, in the table or in the quarantine.
-    let Expected { inds, quarantine } = contents(&root, &id).await?;
+    // Every offset exactly once, in the table or in the quarantine; every old-rule entry once,
+    // in the table.
+    let Expected { mut inds, quarantine } = contents(&root, &id).await?;
+    let healed: Vec<i64> = (0..old_rule.len() as i64).map(|k| OLD_RULE_IND + k).collect();
+    let tail = inds.partition_point(|i| *i < OLD_RULE_IND);
+    if inds[tail..] != healed[..] {
+        return fail(format!("old-rule entries tabled as {:?}, want {healed:?}", &inds[tail..]));
+    }
+    inds.truncate(tail);
     let mut want_inds = Vec::new();
     let mut want_q = Vec::new();
     for &(p, n) in &parts {
@@ -273,6 +307,25 @@ pub async fn run_schedule(seed: u64, work: &Work) -> Result<Expected, ScheduleEr
         return fail(format!("rebuild from the landing differs: rows {:?}, quarantine {} entries", again.inds, again.quarantine.len()));
     }
     Ok(Expected { inds: want_inds, quarantine: want_q })
+}
+
+/// `ind`s of the entries an older rule quarantined (`old_rule_entry`), above every
+/// partition's.
+const OLD_RULE_IND: i64 = 900_000;
+
+/// The `k`th entry an older cleaning rule quarantined: a user record that cleans today, at a
+/// position of its own (partition `q`).
+fn old_rule_entry(k: i64) -> QuarantineEntry {
+    let ind = OLD_RULE_IND + k;
+    QuarantineEntry {
+        source: TOPIC.into(),
+        partition: "q".into(),
+        position: k.to_string(),
+        reason: "old rule".into(),
+        raw: format!(r#"{{"ind":{ind},"first_name":"Q","last_name":"R","age":30,"date_joined":"2016-01-01 00:00:00"}}"#)
+            .into_bytes()
+            .into(),
+    }
 }
 
 /// Runs schedules `seeds` under `root`, a few at once; each schedule's folder is removed

@@ -17,25 +17,34 @@ use super::*;
 /// Marks the rows of one batch to delete; it is given only the columns named beside it.
 pub type RowFilter = Arc<dyn Fn(&RecordBatch) -> Result<arrow::array::BooleanArray> + Send + Sync>;
 
+/// What a delete's commit records beside its files.
+pub struct DeleteCommit<'a> {
+    /// The predicate shown in the table's history.
+    pub predicate: &'a str,
+    /// Commit metadata, given the number of rows deleted.
+    pub metadata: &'a (dyn Fn(u64) -> Vec<(String, serde_json::Value)> + Sync),
+    /// Txn actions set in the same commit (it is made even when no row is deleted).
+    pub txns: &'a [(String, i64)],
+}
+
 /// Deletes the rows `drop` marks, in one commit (copy-on-write: each file holding any is
 /// replaced by a file without them), so a reader sees all of them or none. `columns` are what
 /// `drop` reads: every file is read with those alone, and only files with rows to delete are
-/// read whole; `metadata(rows deleted)` goes into the commit. With `dry_run` nothing is
-/// written. Returns (rows deleted, files replaced); the
+/// read whole. With `dry_run` nothing is written. Returns (rows deleted, files replaced); the
 /// replaced files stay for readers of older versions until vacuum's retention has passed.
 pub async fn delete_rows(
     table: &mut DeltaTable,
     name: &str,
     columns: &[&str],
     drop: RowFilter,
-    predicate: String,
-    metadata: &(dyn Fn(u64) -> Vec<(String, serde_json::Value)> + Sync),
+    commit: &DeleteCommit<'_>,
     dry_run: bool,
 ) -> Result<(u64, usize)> {
+    let DeleteCommit { predicate, metadata, txns } = commit;
     let files = marked_per_file(table, name, columns, drop.clone()).await?;
     let deleted: u64 = files.iter().map(|(_, _, n)| n).sum();
     let touched: Vec<_> = files.iter().filter(|(_, _, n)| *n > 0).collect();
-    if dry_run || deleted == 0 {
+    if dry_run || (deleted == 0 && txns.is_empty()) {
         return Ok((deleted, touched.len()));
     }
     let schema = arrow_schema(table, name)?;
@@ -46,8 +55,14 @@ pub async fn delete_rows(
         actions.extend(start_files(table, name, kept)?.join().await?);
         actions.push(Action::Remove(remove.clone()));
     }
-    let props = CommitProperties::default().with_metadata(metadata(deleted));
-    commit_as(table, name, actions, props, DeltaOperation::Delete { predicate: Some(predicate) }).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let txns = txns.iter().map(|(app_id, version)| deltalake::kernel::Transaction {
+        app_id: app_id.clone(),
+        version: *version,
+        last_updated: Some(now),
+    }).collect();
+    let props = CommitProperties::default().with_metadata(metadata(deleted)).with_application_transactions(txns);
+    commit_as(table, name, actions, props, DeltaOperation::Delete { predicate: Some(predicate.to_string()) }).await?;
     Ok((deleted, touched.len()))
 }
 
@@ -131,13 +146,12 @@ pub async fn delete_rows_retrying(
     name: &str,
     columns: &[&str],
     drop: RowFilter,
-    predicate: &str,
-    metadata: &(dyn Fn(u64) -> Vec<(String, serde_json::Value)> + Sync),
+    commit: &DeleteCommit<'_>,
     dry_run: bool,
 ) -> Result<(u64, usize)> {
     let mut attempt = 1;
     loop {
-        match delete_rows(table, name, columns, drop.clone(), predicate.to_string(), metadata, dry_run).await {
+        match delete_rows(table, name, columns, drop.clone(), commit, dry_run).await {
             Err(e) if e.is_conflict() && attempt < COMMIT_ATTEMPTS => {
                 tracing::warn!(table = name, attempt, error = %e, "a delete lost a race with another writer: reading the table again");
                 table.update_state().await.map_err(|e| Error::delta(name, e))?;

@@ -166,6 +166,43 @@ fn add_txn_column(map: &mut HashMap<String, i64>, batch: &arrow::record_batch::R
     }
 }
 
+/// The commit metadata under `key` of the commit that set `app_id` to `version`, where the
+/// txn's version is the table version its writer expected to commit at (so the commit is
+/// there or a few commits later, when deltalake rebased it over other writers' appends).
+/// `Ok(None)`: no such commit up to the loaded version. An error when a commit on the way is
+/// gone (log cleanup) before it was found.
+pub async fn txn_commit_metadata(
+    table: &DeltaTable,
+    name: &str,
+    app_id: &str,
+    version: i64,
+    key: &str,
+) -> Result<Option<serde_json::Value>> {
+    let Some(last) = table.version() else { return Ok(None) };
+    for v in u64::try_from(version).unwrap_or(0)..=last {
+        let Some(commit) = table.log_store().read_commit_entry(v).await.map_err(|e| Error::delta(name, e))? else {
+            return Err(Error::input(
+                format!("{name}/_delta_log/{v:020}.json"),
+                format!("gone (log cleanup), so the commit that set {app_id} to {version} cannot be read"),
+            ));
+        };
+        let mut info = None;
+        let mut sets = false;
+        for line in commit.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(mut action) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+            if let Some(txn) = action.get("txn") {
+                sets |= txn["appId"].as_str() == Some(app_id) && txn["version"].as_i64() == Some(version);
+            } else if let Some(ci) = action.get_mut("commitInfo") {
+                info = ci.get_mut(key).map(serde_json::Value::take);
+            }
+        }
+        if sets {
+            return Ok(Some(info.unwrap_or_default()));
+        }
+    }
+    Ok(None)
+}
+
 /// Commit metadata values stored under `key` across the table's history, newest first.
 pub async fn history_metadata(table: &DeltaTable, name: &str, key: &str) -> Result<Vec<serde_json::Value>> {
     let infos: Vec<_> = table.history(None).try_collect().await.map_err(|e| Error::delta(name, e))?;

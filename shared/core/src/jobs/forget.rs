@@ -431,7 +431,8 @@ async fn delete_forgotten(
         None => format!("ind IN ({} forgotten posts)", matcher.inds.len()),
     };
     let metadata = |rows| vec![(delta::QUALITY_FORGOTTEN_KEY.to_string(), serde_json::to_value(quality(rows)).unwrap_or_default())];
-    delta::delete_rows_retrying(table, name, columns, drop, &predicate, &metadata, dry_run).await
+    let commit = delta::DeleteCommit { predicate: &predicate, metadata: &metadata, txns: &[] };
+    delta::delete_rows_retrying(table, name, columns, drop, &commit, dry_run).await
 }
 
 #[cfg(test)]

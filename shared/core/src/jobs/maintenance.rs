@@ -287,10 +287,11 @@ mod tests {
 
         let drop = delta::ind_in(&name, std::sync::Arc::new([3].into()));
         let none = |_: u64| Vec::new();
-        let stale = delta::delete_rows(&mut forgetter, &name, &["ind"], drop.clone(), "ind = 3".into(), &none, false).await;
+        let commit = |predicate| delta::DeleteCommit { predicate, metadata: &none, txns: &[] };
+        let stale = delta::delete_rows(&mut forgetter, &name, &["ind"], drop.clone(), &commit("ind = 3"), false).await;
         assert!(stale.as_ref().is_err_and(|e| e.is_conflict()), "the stale delete committed: {stale:?}");
         let (deleted, _) =
-            delta::delete_rows_retrying(&mut forgetter, &name, &["ind"], drop, "ind = 3", &none, false).await.unwrap();
+            delta::delete_rows_retrying(&mut forgetter, &name, &["ind"], drop, &commit("ind = 3"), false).await.unwrap();
         assert_eq!(deleted, 1);
         let want: Vec<i64> = (0..16).filter(|i| *i != 3).collect();
         assert_eq!(delta::live_inds(&root, &name).await, want);
@@ -303,7 +304,7 @@ mod tests {
         late.update_state().await.unwrap();
         let mut forgetter = delta::open(&root, &name).await.unwrap().unwrap();
         let drop16 = delta::ind_in(&name, std::sync::Arc::new([16].into()));
-        delta::delete_rows(&mut forgetter, &name, &["ind"], drop16, "ind = 16".into(), &none, false).await.unwrap();
+        delta::delete_rows(&mut forgetter, &name, &["ind"], drop16, &commit("ind = 16"), false).await.unwrap();
         assert_eq!(compact(&mut late, &name, 1 << 30, 2).await.unwrap(), (0, 0), "a stale compaction committed");
         let want: Vec<i64> = (0..20).filter(|i| *i != 3 && *i != 16).collect();
         assert_eq!(delta::live_inds(&root, &name).await, want);

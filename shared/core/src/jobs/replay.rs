@@ -275,7 +275,8 @@ async fn replay_below_watermark(
         // Quarantine first, then the rows with the marker: a replay stopped in between finds
         // the entries at their positions.
         tables.append_quarantine(&new_entries).await?;
-        tables.append_marked(kind, &frame, &[marker], &quality).await?;
+        let meta = ("pinpipe.replayed".to_string(), serde_json::Value::String(format!("{app_id}@{fresh_first}")));
+        tables.append_marked(kind, &frame, &marker, meta, &quality).await?;
     }
     if !dry_run {
         kl::write(store, &stream, &shard, &lines).await?;
@@ -304,9 +305,45 @@ pub struct QuarantineReplayReport {
     pub per_kind: BTreeMap<String, u64>,
 }
 
-/// The txn action that says a quarantine entry's record is in the data table.
-fn quarantine_marker(e: &crate::record::QuarantineEntry) -> String {
+/// The data table's txn whose version points at the last commit of a quarantine replay
+/// (`Tables::append_marked`); that commit's metadata under `REQUARANTINED` lists the entries
+/// it and earlier replays tabled that may still be in the quarantine.
+const REQUARANTINE: &str = "pinpipe-requarantine";
+const REQUARANTINED: &str = "pinpipe.requarantined";
+
+/// The quarantine's txn recording, per kind, the `REQUARANTINE` version whose entries are all
+/// removed from the quarantine: while it matches, nothing is pending.
+fn requarantine_done(kind: Kind) -> String {
+    format!("pinpipe-requarantine-done:{}", kind.as_str())
+}
+
+/// A quarantine entry's position.
+type EntryKey = (String, String, String);
+
+fn entry_key(e: &crate::record::QuarantineEntry) -> EntryKey {
+    (e.source.clone(), e.partition.clone(), e.position.clone())
+}
+
+/// The per-entry txn action older versions left for each re-tabled entry; still obeyed.
+fn legacy_marker(e: &crate::record::QuarantineEntry) -> String {
     format!("pinpipe-requarantine:{}-{}@{}", e.source, e.partition, e.position)
+}
+
+/// The entries of `kind` tabled by quarantine replays and perhaps not yet removed from the
+/// quarantine, with the `REQUARANTINE` version they were read at (`None`: no replay yet).
+async fn requarantine_pending(
+    tables: &mut crate::writer::Tables,
+    kind: Kind,
+    done: Option<i64>,
+) -> Result<(Option<i64>, std::collections::HashSet<EntryKey>)> {
+    let Some(at) = tables.txn(kind, REQUARANTINE).await? else { return Ok((None, Default::default())) };
+    if done == Some(at) {
+        return Ok((Some(at), Default::default()));
+    }
+    let listed = tables.marked_commit_metadata(kind, REQUARANTINE, at, REQUARANTINED).await?.unwrap_or_default();
+    let pending = serde_json::from_value::<Vec<EntryKey>>(listed)
+        .map_err(|e| Error::input(tables.id.table(kind), format!("{REQUARANTINED} is not a list of positions: {e}")))?;
+    Ok((Some(at), pending.into_iter().collect()))
 }
 
 /// Reads the quarantine's entries (reason containing `reason`, when given).
@@ -353,6 +390,23 @@ pub async fn replay_quarantine(
     reason: Option<&str>,
     dry_run: bool,
 ) -> Result<QuarantineReplayReport> {
+    replay_quarantine_until(root, id, reason, dry_run, false).await
+}
+
+/// `replay_quarantine` that stops, as a crashed run would, after its data commits and before
+/// its quarantine commit (fault schedules only).
+#[cfg(any(test, feature = "fault-injection"))]
+pub async fn replay_quarantine_stopped(root: &Location, id: &crate::names::PipelineId) -> Result<QuarantineReplayReport> {
+    replay_quarantine_until(root, id, None, false, true).await
+}
+
+async fn replay_quarantine_until(
+    root: &Location,
+    id: &crate::names::PipelineId,
+    reason: Option<&str>,
+    dry_run: bool,
+    stop_before_removal: bool,
+) -> Result<QuarantineReplayReport> {
     use crate::record::{Position, RawRecord};
     let mut tables = crate::writer::Tables::open(root, id).await?;
     let entries = quarantine_entries(root, id, reason).await?;
@@ -364,12 +418,21 @@ pub async fn replay_quarantine(
             None => report.still_quarantined += 1,
         }
     }
-    let mut done: std::collections::HashSet<(String, String, String)> = Default::default();
-    for (kind, entries) in by_kind {
+    let q_name = id.quarantine_table();
+    let q_table = crate::delta::open(root, &q_name).await?;
+    let mut done: std::collections::HashSet<EntryKey> = Default::default();
+    let mut done_at: Vec<(String, i64)> = Vec::new();
+    for kind in Kind::ALL {
+        let recorded = match &q_table {
+            Some(t) => crate::delta::txn_version(t, &q_name, &requarantine_done(kind)).await?,
+            None => None,
+        };
+        let entries = by_kind.remove(&kind).unwrap_or_default();
+        let (mut at, mut pending) = requarantine_pending(&mut tables, kind, recorded).await?;
         let mut seen = std::collections::HashSet::new();
         let mut fresh = Vec::new();
         for e in entries {
-            if !seen.insert(quarantine_marker(&e)) {
+            if !seen.insert(entry_key(&e)) {
                 continue;
             }
             if tables.is_forgotten(kind, &e.raw) {
@@ -391,15 +454,17 @@ pub async fn replay_quarantine(
         let mut attempt = 1;
         loop {
             let mut new = Vec::new();
+            let mut before = 0;
             for (i, e) in fresh.iter().enumerate().filter(|(i, _)| !still.contains(i)) {
-                if tables.has_txn(kind, &quarantine_marker(e)).await? {
-                    if attempt == 1 {
-                        report.tabled_before += 1;
-                        done.insert((e.source.clone(), e.partition.clone(), e.position.clone()));
-                    }
+                if pending.contains(&entry_key(e)) || tables.has_txn(kind, &legacy_marker(e)).await? {
+                    before += 1;
+                    done.insert(entry_key(e));
                 } else {
                     new.push(i);
                 }
+            }
+            if attempt == 1 {
+                report.tabled_before += before;
             }
             if new.is_empty() || dry_run {
                 report.tabled += if dry_run { new.len() as u64 } else { 0 };
@@ -411,30 +476,39 @@ pub async fn replay_quarantine(
                 crate::clean::clean(kind, &d)
             })?;
             quality.quarantined = 0;
-            let markers: Vec<String> = new.iter().map(|i| quarantine_marker(&fresh[*i])).collect();
-            match tables.append_marked(kind, &frame, &markers, &quality).await {
-                Ok(()) => {
+            // Every entry still pending goes on into this commit's list, so the newest marker
+            // alone says what may still be in the quarantine.
+            let mut listed: Vec<EntryKey> = pending.iter().cloned().collect();
+            listed.extend(new.iter().map(|i| entry_key(&fresh[*i])));
+            listed.sort();
+            let meta = (REQUARANTINED.to_string(), serde_json::to_value(&listed).unwrap_or_default());
+            match tables.append_marked(kind, &frame, REQUARANTINE, meta, &quality).await {
+                Ok(version) => {
                     report.tabled += new.len() as u64;
                     *report.per_kind.entry(kind.as_str().to_string()).or_default() += new.len() as u64;
-                    for i in new {
-                        let e = &fresh[i];
-                        done.insert((e.source.clone(), e.partition.clone(), e.position.clone()));
-                    }
+                    at = Some(version);
+                    pending = listed.into_iter().collect();
                     break;
                 }
                 Err(e) if e.is_conflict() && attempt < crate::delta::COMMIT_ATTEMPTS => {
                     tracing::warn!(kind = kind.as_str(), attempt, error = %e, "quarantine replay lost a race: reading the table again");
                     tables.reload(kind).await?;
+                    (at, pending) = requarantine_pending(&mut tables, kind, recorded).await?;
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
             }
         }
+        // Whatever the replays tabled leaves the quarantine now, also entries this run's
+        // `--reason` did not select; then the marker's list is done with.
+        done.extend(pending);
+        if let Some(at) = at.filter(|a| Some(*a) != recorded) {
+            done_at.push((requarantine_done(kind), at));
+        }
     }
-    if !dry_run && !done.is_empty() {
-        let name = id.quarantine_table();
-        if let Some(mut table) = crate::delta::open(root, &name).await? {
-            report.removed_from_quarantine = remove_entries(&mut table, &name, std::sync::Arc::new(done)).await?;
+    if !dry_run && !stop_before_removal && (!done.is_empty() || !done_at.is_empty()) {
+        if let Some(mut table) = q_table {
+            report.removed_from_quarantine = remove_entries(&mut table, &q_name, std::sync::Arc::new(done), &done_at).await?;
         }
     }
     tracing::info!(entries = report.entries, tabled = report.tabled, tabled_before = report.tabled_before,
@@ -446,7 +520,8 @@ pub async fn replay_quarantine(
 async fn remove_entries(
     table: &mut deltalake::DeltaTable,
     name: &str,
-    ids: std::sync::Arc<std::collections::HashSet<(String, String, String)>>,
+    ids: std::sync::Arc<std::collections::HashSet<EntryKey>>,
+    txns: &[(String, i64)],
 ) -> Result<u64> {
     use arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
     let drop: crate::delta::RowFilter = std::sync::Arc::new(move |b: &RecordBatch| {
@@ -462,7 +537,68 @@ async fn remove_entries(
             .collect::<BooleanArray>())
     });
     let none = |_| vec![];
-    let (rows, _) = crate::delta::delete_rows_retrying(table, name, &["source", "partition", "position"], drop,
-        "entries tabled by a quarantine replay", &none, false).await?;
+    let commit = crate::delta::DeleteCommit { predicate: "entries tabled by a quarantine replay", metadata: &none, txns };
+    let (rows, _) = crate::delta::delete_rows_retrying(table, name, &["source", "partition", "position"], drop, &commit, false).await?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::QuarantineEntry;
+    use crate::{delta, names::PipelineId, writer::Tables};
+
+    fn entries(positions: std::ops::Range<i64>) -> Vec<QuarantineEntry> {
+        positions
+            .map(|i| QuarantineEntry {
+                source: "t.user".into(),
+                partition: "0".into(),
+                position: i.to_string(),
+                reason: "old rule".into(),
+                raw: format!(r#"{{"ind":{i},"first_name":"A","last_name":"L","age":30,"date_joined":"2016-01-01 00:00:00"}}"#)
+                    .into_bytes()
+                    .into(),
+            })
+            .collect()
+    }
+
+    /// Item: a quarantine replay leaves one txn action however many entries it tables (they
+    /// are listed in its commit's metadata), and a replay stopped between its data commit and
+    /// its quarantine commit is finished by the next run without tabling anything twice.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn replays_leave_one_marker_and_a_stopped_one_is_finished() {
+        let (dir, root) = crate::storage::test_root("requarantine");
+        let id = PipelineId::new("t").unwrap();
+        Tables::open(&root, &id).await.unwrap().append_quarantine(&entries(0..300)).await.unwrap();
+        let r = replay_quarantine(&root, &id, None, false).await.unwrap();
+        assert_eq!((r.tabled, r.removed_from_quarantine), (300, 300), "{r:?}");
+
+        Tables::open(&root, &id).await.unwrap().append_quarantine(&entries(300..400)).await.unwrap();
+        let r = replay_quarantine(&root, &id, Some("old"), false).await.unwrap();
+        assert_eq!((r.tabled, r.removed_from_quarantine), (100, 100), "{r:?}");
+        // The quarantine commit taken back out: the replay stopped before it.
+        let log = dir.join(id.quarantine_table()).join("_delta_log");
+        let last = std::fs::read_dir(&log)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .max()
+            .unwrap();
+        std::fs::remove_file(last).unwrap();
+        assert_eq!(quarantine_entries(&root, &id, None).await.unwrap().len(), 100);
+        let r = replay_quarantine(&root, &id, None, false).await.unwrap();
+        assert_eq!((r.tabled, r.tabled_before, r.removed_from_quarantine), (0, 100, 100), "{r:?}");
+        assert!(quarantine_entries(&root, &id, None).await.unwrap().is_empty());
+        assert_eq!(delta::live_inds(&root, "t_user_table").await, (0..400).collect::<Vec<i64>>());
+        // Nothing pending any more: a further run reads no old commit and tables nothing.
+        let r = replay_quarantine(&root, &id, None, false).await.unwrap();
+        assert_eq!((r.entries, r.tabled, r.tabled_before), (0, 0, 0));
+
+        let table = delta::open(&root, "t_user_table").await.unwrap().unwrap();
+        let mut txns = delta::Txns::default();
+        txns.update(&table, "t_user_table").await.unwrap();
+        let markers: Vec<&str> = txns.app_ids().filter(|a| a.starts_with("pinpipe-requarantine")).collect();
+        assert_eq!(markers, vec![REQUARANTINE], "one txn action for 400 re-tabled entries");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -215,29 +215,43 @@ impl Tables {
 
     /// Whether the data table of `kind` holds the txn action `app_id` (any version).
     pub async fn has_txn(&mut self, kind: Kind, app_id: &str) -> Result<bool> {
+        Ok(self.txn(kind, app_id).await?.is_some())
+    }
+
+    /// The version of the data table's txn `app_id`, if it has one.
+    pub async fn txn(&mut self, kind: Kind, app_id: &str) -> Result<Option<i64>> {
         let name = self.id.table(kind);
         let txns = self.txns.entry(name.clone()).or_default();
         txns.update(&self.data[&kind], &name).await?;
-        Ok(txns.get(app_id).is_some())
+        Ok(txns.get(app_id))
+    }
+
+    /// The commit metadata under `key` of the data table's commit that set `app_id` to
+    /// `version` (see `append_marked`).
+    pub async fn marked_commit_metadata(&self, kind: Kind, app_id: &str, version: i64, key: &str) -> Result<Option<serde_json::Value>> {
+        delta::txn_commit_metadata(&self.data[&kind], &self.id.table(kind), app_id, version, key).await
     }
 
     /// Appends cleaned rows that no source position stands for (records re-driven from the
-    /// quarantine) with `markers` as txn actions, all in one commit, so whoever reads a marker
-    /// knows its rows are in. On a conflict with another writer, `has_txn` must be asked again
-    /// before retrying.
+    /// quarantine) in one commit that sets the txn `marker` to the version the commit is
+    /// expected at and carries `metadata`: whoever finds the marker reads the commit's
+    /// metadata with `marked_commit_metadata`. One txn action however many rows, so the
+    /// table's state does not grow with them. On a conflict with another writer (two replays
+    /// set the same marker), read the marker again before retrying.
     pub async fn append_marked(
         &mut self,
         kind: Kind,
         frame: &polars::prelude::DataFrame,
-        markers: &[String],
+        marker: &str,
+        metadata: (String, serde_json::Value),
         quality: &Quality,
-    ) -> Result<()> {
+    ) -> Result<i64> {
         let name = self.id.table(kind);
         let files = delta::start_frame_files(&self.data[&kind], &name, frame)?;
-        let txns: Vec<(String, i64)> = markers.iter().map(|m| (m.clone(), 0)).collect();
-        let meta = vec![(delta::QUALITY_KEY.to_string(), serde_json::to_value(quality).unwrap_or_default())];
-        delta::append_files(self.data_mut(kind), &name, files, &txns, meta).await?;
-        Ok(())
+        let expected = self.data[&kind].version().map_or(0, |v| v as i64 + 1);
+        let meta = vec![(delta::QUALITY_KEY.to_string(), serde_json::to_value(quality).unwrap_or_default()), metadata];
+        delta::append_files(self.data_mut(kind), &name, files, &[(marker.to_string(), expected)], meta).await?;
+        Ok(expected)
     }
 
     /// Appends entries to the quarantine in one commit (no positions are covered: records
