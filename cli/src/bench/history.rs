@@ -1,5 +1,7 @@
-//! `bench sink --history N`: a sink batch and the quality-count read on tables with N commits
-//! of history, against fresh tables.
+//! `bench sink --history N [--replayed R] [--closed-shards S]`: a sink batch, a cold start's
+//! first read of the tables' state and the quality-count read, on tables with N commits of
+//! history (plus R records re-tabled from the quarantine and S closed Kinesis shards),
+//! against fresh tables.
 
 use super::{figure, say};
 use std::path::Path;
@@ -13,15 +15,37 @@ use pinpipe_core::PipelineId;
 use crate::ui;
 use super::*;
 
+/// What the history tables hold beyond fresh ones.
+pub(super) struct HistoryState {
+    pub commits: u64,
+    pub replayed: u64,
+    pub closed_shards: u64,
+}
+
+impl std::fmt::Display for HistoryState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} commits each, landing of {} objects", self.commits, self.commits)?;
+        if self.replayed > 0 {
+            write!(f, ", {} re-tabled from the quarantine", self.replayed)?;
+        }
+        if self.closed_shards > 0 {
+            write!(f, ", {} closed shards", self.closed_shards)?;
+        }
+        Ok(())
+    }
+}
+
 /// Tables holding `commits` commits each (one record per commit on partition 1 of every topic;
 /// deltalake checkpoints every 100 commits, and the daily maintenance, run before timing, once
-/// more) and a landing of as many objects per topic.
-pub(super) async fn build_history(id: &PipelineId, dir: &Path, commits: u64) -> Result<(String, String)> {
+/// more) and a landing of as many objects per topic; then the quarantine replays and closed
+/// shards of `state`.
+pub(super) async fn build_history(id: &PipelineId, dir: &Path, state: &HistoryState) -> Result<(String, String)> {
     use pinpipe_core::storage::landing::SourceRecords;
     use pinpipe_core::writer::Tables;
     use pinpipe_core::Kind;
+    let commits = state.commits;
     let (tables, landing) = (dir.join("tables"), dir.join("landing"));
-    let cached = dir.join(format!("built-{commits}"));
+    let cached = dir.join("built");
     let out = (tables.display().to_string(), landing.display().to_string());
     if cached.exists() {
         return Ok(out);
@@ -48,8 +72,78 @@ pub(super) async fn build_history(id: &PipelineId, dir: &Path, commits: u64) -> 
         bar.set_position(c + 1);
     }
     bar.finish_and_clear();
+    add_replayed(id, &out.0, state.replayed).await?;
+    add_closed_shards(id, &out.0, state.closed_shards).await?;
     std::fs::write(&cached, b"")?;
     Ok(out)
+}
+
+/// `n` user records an older rule quarantined, re-tabled by `replay --quarantine` runs of
+/// 1,000 entries (the daily maintenance in between, as days would pass).
+async fn add_replayed(id: &PipelineId, tables: &str, n: u64) -> Result<()> {
+    use pinpipe_core::record::QuarantineEntry;
+    let root = Location::parse(tables)?;
+    let bar = crate::ui::bar(n, "re-tabling quarantine entries");
+    let mut done = 0;
+    while done < n {
+        let run = (n - done).min(1_000);
+        let entries: Vec<QuarantineEntry> = (done..done + run)
+            .map(|k| QuarantineEntry {
+                source: id.topic(pinpipe_core::Kind::User),
+                partition: "q".into(),
+                position: k.to_string(),
+                reason: "old rule".into(),
+                raw: format!(r#"{{"ind":{},"first_name":"Q","last_name":"R","age":30,"date_joined":"2016-01-01 00:00:00"}}"#, 10_000_000 + k)
+                    .into_bytes()
+                    .into(),
+            })
+            .collect();
+        pinpipe_core::writer::Tables::open(&root, id).await?.append_quarantine(&entries).await?;
+        let r = pinpipe_core::jobs::replay::replay_quarantine(&root, id, None, false).await?;
+        anyhow::ensure!(r.tabled == run, "the quarantine replay tabled {} of {run}", r.tabled);
+        done += run;
+        bar.set_position(done);
+        if done % 20_000 == 0 {
+            maintain_all(id, tables).await?;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// `n` Kinesis shards of the user stream with one record each, tabled in one commit: their
+/// watermarks stay in the data and quarantine tables after the shards close.
+async fn add_closed_shards(id: &PipelineId, tables: &str, n: u64) -> Result<()> {
+    use pinpipe_core::record::Position;
+    use pinpipe_core::storage::landing::SourceRecords;
+    use pinpipe_core::watermark::SequenceNumber;
+    if n == 0 {
+        return Ok(());
+    }
+    let stream = format!("streaming-{}-user", id.as_str());
+    let sources: Vec<SourceRecords<SequenceNumber>> = (0..n)
+        .map(|i| {
+            let text = format!("4959{:052}", 1_000 + i);
+            let seq = SequenceNumber::parse(&text).context("a sequence number")?;
+            let value = format!(r#"{{"ind":{},"first_name":"K","age":30}}"#, 20_000_000 + i);
+            let rec = (seq, Position::Text(text.into()), value.into_bytes().into());
+            Ok(SourceRecords::from_records(&stream, &format!("shardId-{i:012}"), [rec]))
+        })
+        .collect::<Result<_>>()?;
+    let mut t = pinpipe_core::writer::Tables::open(&Location::parse(tables)?, id).await?;
+    let r = t.write(pinpipe_core::Kind::User, sources).await?;
+    anyhow::ensure!(r.tabled == n, "tabled {} of {n} shard records", r.tabled);
+    Ok(())
+}
+
+/// A cold start's first read of the exactly-once state: the tables opened and the user
+/// table's txn actions read whole (checkpoint and the commits after it).
+async fn cold_start(id: &PipelineId, tables: &str) -> Result<f64> {
+    let started = Instant::now();
+    let mut t = pinpipe_core::writer::Tables::open(&Location::parse(tables)?, id).await?;
+    let app = pinpipe_core::storage::landing::app_id(&id.topic(pinpipe_core::Kind::User), "0");
+    t.has_txn(pinpipe_core::Kind::User, &app).await?;
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Copies every file under `dir` to the storage root `url` (same relative keys).
@@ -103,13 +197,15 @@ pub(super) async fn next_offset(id: &PipelineId, tables: &str) -> Result<u64> {
     Ok(next)
 }
 
-/// The sink's per-batch time into fresh tables and into tables with `commits` of history, and
-/// the analysis' quality-count read at both, after the daily maintenance.
-pub(super) async fn sink_history(id: &PipelineId, records: u64, commits: u64, batches: u64, s3: Option<String>, base: &Path) -> Result<()> {
+/// The sink's per-batch time into fresh tables and into tables with the history `state`, a
+/// cold start's first read of both, and the analysis' quality-count read at both, after the
+/// daily maintenance.
+pub(super) async fn sink_history(id: &PipelineId, records: u64, state: &HistoryState, batches: u64, s3: Option<String>, base: &Path) -> Result<()> {
     use pinpipe_core::Kind;
     ui::claim_dir(base, "bench")?;
-    let hist_dir = base.join(format!("history-{commits}"));
-    let (mut hist_tables, mut hist_landing) = build_history(id, &hist_dir, commits).await?;
+    let commits = state.commits;
+    let hist_dir = base.join(format!("history-{commits}-{}-{}", state.replayed, state.closed_shards));
+    let (mut hist_tables, mut hist_landing) = build_history(id, &hist_dir, state).await?;
     let mut fresh_root = None;
     if let Some(url) = &s3 {
         // The history is built locally and uploaded, file by file.
@@ -138,7 +234,7 @@ pub(super) async fn sink_history(id: &PipelineId, records: u64, commits: u64, ba
     let (fresh_s, hist_s) = (runs[0].0, runs[1].0);
     // Read as the analysis reads them after the daily maintenance: its rollup, then the
     // commits since.
-    let name = id.table(Kind::Pin);
+    let name = id.table(Kind::User);
     let mut opened = Vec::new();
     for tables in [&fresh_t, &hist_tables] {
         maintain_all(id, tables).await?;
@@ -155,19 +251,47 @@ pub(super) async fn sink_history(id: &PipelineId, records: u64, commits: u64, ba
         }
     }
     let quality: Vec<f64> = reads.into_iter().map(median).collect();
+    let mut colds = vec![Vec::new(), Vec::new()];
+    for _ in 0..11 {
+        for (tables, colds) in [&fresh_t, &hist_tables].into_iter().zip(colds.iter_mut()) {
+            colds.push(cold_start(id, tables).await?);
+        }
+    }
+    let cold: Vec<f64> = colds.into_iter().map(median).collect();
+    let mut txn_counts = Vec::new();
+    for table in &opened {
+        let mut txns = pinpipe_core::delta::Txns::default();
+        txns.update(table, &name).await?;
+        txn_counts.push(txns.app_ids().count());
+    }
     let place = s3.as_deref().unwrap_or("local disk");
     say!(
-        "bench sink --history {commits}: median of {batches} batches of {} records and of 21 quality-count reads, {place}",
+        "bench sink --history {commits} --replayed {} --closed-shards {}: median of {batches} batches of {} records, \
+         11 cold starts and 21 quality-count reads, {place}",
+        state.replayed,
+        state.closed_shards,
         posts * 3
     );
-    say!("{:<58} {:>10} {:>22}", "", "batch s", "quality counts read s");
-    say!("{:<58} {:>10.3} {:>22.5}", "fresh tables (0 commits)", fresh_s, quality[0]);
-    say!("{:<58} {:>10.3} {:>22.5}", format!("tables with {commits} commits each, landing of {commits} objects"), hist_s, quality[1]);
-    say!("ratio history/fresh: batch {:.2}, quality counts {:.2}", hist_s / fresh_s, quality[1] / quality[0]);
+    say!("{:<40} {:>10} {:>14} {:>22}", "", "batch s", "cold start s", "quality counts read s");
+    say!("{:<40} {:>10.3} {:>14.4} {:>22.5}", "fresh tables", fresh_s, cold[0], quality[0]);
+    say!("{:<40} {:>10.3} {:>14.4} {:>22.5}", "tables with history (below)", hist_s, cold[1], quality[1]);
+    say!("history: {state}");
+    say!("txn actions in the user table: fresh {}, with history {}", txn_counts[0], txn_counts[1]);
+    say!(
+        "ratio history/fresh: batch {:.2}, cold start {:.2}, quality counts {:.2}",
+        hist_s / fresh_s,
+        cold[1] / cold[0],
+        quality[1] / quality[0]
+    );
     figure("history_commits", commits);
     figure("history_batch_seconds", hist_s);
     figure("fresh_batch_seconds", fresh_s);
     figure("ratio_history_batch", hist_s / fresh_s);
     figure("ratio_history_quality_read", quality[1] / quality[0]);
+    figure("history_replayed", state.replayed);
+    figure("history_closed_shards", state.closed_shards);
+    figure("history_cold_start_seconds", cold[1]);
+    figure("fresh_cold_start_seconds", cold[0]);
+    figure("ratio_history_cold_start", cold[1] / cold[0]);
     Ok(())
 }

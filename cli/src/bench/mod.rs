@@ -102,6 +102,14 @@ enum BenchWhat {
         /// run; with --s3, also there (the history is built locally and uploaded).
         #[arg(long, default_value_t = 0)]
         history: u64,
+        /// With the history: this many quarantine entries re-tabled by `replay --quarantine`
+        /// runs of 1,000 (exactly-once state that once grew per record).
+        #[arg(long, default_value_t = 0)]
+        replayed: u64,
+        /// With the history: this many Kinesis shards, each with one record tabled and no
+        /// more (closed by resharding), whose watermarks stay in the tables' txn actions.
+        #[arg(long, default_value_t = 0)]
+        closed_shards: u64,
     },
     /// N posts straight through an rdkafka producer, and the same posts through
     /// `pinpipe emulate` → `pinpipe serve` → the same broker; plus the ingest Lambda's init time.
@@ -189,7 +197,7 @@ async fn run_one(id: &PipelineId, a: BenchArgs) -> Result<()> {
         BenchWhat::Analysis { posts, dir, python } => analysis(id, posts, dir, &python).await,
         BenchWhat::Maintenance { appends, rows, dir } => maintenance(id, appends, rows, dir).await,
         BenchWhat::Lambdas { dir, reference, runs } => lambdas(id, dir, reference, runs.max(1)),
-        BenchWhat::Sink { records, s3, dir, batches, history } => {
+        BenchWhat::Sink { records, s3, dir, batches, history, replayed, closed_shards } => {
             // With --dir, the run and the cached history live under it, each in its own folder.
             let (run_dir, history_dir) = match &dir {
                 Some(d) => {
@@ -199,8 +207,9 @@ async fn run_one(id: &PipelineId, a: BenchArgs) -> Result<()> {
                 None => (None, std::env::temp_dir().join("pinpipe-bench-history")),
             };
             sink(id, records, s3.clone(), run_dir, batches.max(1)).await?;
-            if history > 0 {
-                sink_history(id, records, history, batches.max(1), s3, &history_dir).await?;
+            if history > 0 || replayed > 0 || closed_shards > 0 {
+                let state = HistoryState { commits: history, replayed, closed_shards };
+                sink_history(id, records, &state, batches.max(1), s3, &history_dir).await?;
             }
             Ok(())
         }
