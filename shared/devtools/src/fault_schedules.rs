@@ -1,7 +1,8 @@
 //! Randomized delivery schedules against real Delta tables (local disk or S3): redeliveries,
-//! re-batched overlapping batches, holes filled later by replays, crashes right after landing
-//! and between the quarantine and the data commit, two writers racing at their stage and
-//! commit points, catch-ups from the landing, compaction + vacuum, and entries an older rule
+//! re-batched overlapping batches, holes filled later by replays, crashes at every commit
+//! point (after landing, between the quarantine and the data commit, after both), two writers
+//! racing at their stage and commit points (one really committing while the other is paused
+//! between its two commits), catch-ups from the landing, compaction + vacuum, and entries an older rule
 //! quarantined re-driven by `replay --quarantine` runs that may stop between their two
 //! commits, all in between. After every schedule each offset's record is in exactly one of
 //! the table and the quarantine, once; each re-driven entry is in the table once; no gap stays
@@ -27,7 +28,7 @@ use pinpipe_core::jobs::maintenance::{self, MaintenanceConfig};
 use pinpipe_core::jobs::replay;
 use pinpipe_core::record::QuarantineEntry;
 use pinpipe_core::names::{Kind, PipelineId};
-use pinpipe_core::writer::{clean_landing_in_chunks, Tables};
+use pinpipe_core::writer::{clean_landing_in_chunks, CrashPoint, Tables};
 use pinpipe_core::storage::Location;
 
 const TOPIC: &str = "s.user";
@@ -168,7 +169,7 @@ pub async fn run_schedule(seed: u64, work: &Work) -> Result<Expected, ScheduleEr
     for _ in 0..rng.random_range(3..12) {
         let (p, n) = parts[rng.random_range(0..parts.len())];
         let offsets = random_offsets(&mut rng, n);
-        let step = rng.random_range(0..12);
+        let step = rng.random_range(0..13);
         log.push(format!("step {step} p{p} {offsets:?}"));
         match step {
             // Two writers race: A stages, B writes an overlapping batch, A commits.
@@ -198,20 +199,53 @@ pub async fn run_schedule(seed: u64, work: &Work) -> Result<Expected, ScheduleEr
                 let cfg = MaintenanceConfig { vacuum_retention_hours: 0, min_small_files: 2, ..Default::default() };
                 maintenance::maintain(table, &name, &cfg).await.map_err(|e| ScheduleError::Violated(format!("maintain: {e}")))?;
             }
-            // A delivery that crashes between its two commits (landed first, as the sink does).
+            // A delivery that crashes at a commit point (landed first, as the sink does):
+            // between its two commits, or after both before it could report success.
             4 => {
                 land(&store, seed, p, &offsets).await?;
+                let at = if rng.random_bool(0.5) { CrashPoint::AfterQuarantine } else { CrashPoint::AfterData };
+                log.push(format!("crash {at:?}"));
                 let w = if rng.random_bool(0.5) { &mut a } else { &mut b };
                 w.refresh().await.map_err(err)?;
-                w.inject_crash_after_quarantine(true);
+                w.inject_crash(Some(at));
                 let crashed = w.write(Kind::User, vec![delivery(seed, p, &offsets)]).await.is_err();
-                w.inject_crash_after_quarantine(false);
+                w.inject_crash(None);
                 if !crashed {
                     return Err(ScheduleError::Violated(format!("the injected crash did not happen\nschedule: {log:#?}")));
                 }
             }
             // A sink that dies right after landing its batch: nothing committed.
             5 => land(&store, seed, p, &offsets).await?,
+            // B really commits (both its commits) while A is between its quarantine and its
+            // data commit.
+            12 => {
+                let other = random_offsets(&mut rng, n);
+                land(&store, seed, p, &offsets).await?;
+                land(&store, seed, p, &other).await?;
+                a.refresh().await.map_err(err)?;
+                let staged = a.stage(Kind::User, vec![delivery(seed, p, &offsets)]).await.map_err(err)?;
+                let flight = a.start(staged).map_err(err)?;
+                let (reached, resume) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+                a.pause_between_commits(reached.clone(), resume.clone());
+                let mut paused = tokio::spawn(async move {
+                    let r = a.finish(flight).await;
+                    (a, r)
+                });
+                let early = tokio::select! {
+                    _ = reached.notified() => None,
+                    done = &mut paused => Some(done.map_err(err)?),
+                };
+                if let Some((_, finished)) = early {
+                    return Err(ScheduleError::Violated(format!("A never reached its second commit: {:?}", finished.err())));
+                }
+                b.refresh().await.map_err(err)?;
+                let r = b.write(Kind::User, vec![delivery(seed, p, &other)]).await;
+                resume.notify_one();
+                let (back, finished) = paused.await.map_err(err)?;
+                a = back;
+                r.map_err(|e| ScheduleError::Violated(format!("B between A's commits: {e}")))?;
+                finished.map_err(|e| ScheduleError::Violated(format!("A after B: {e}")))?;
+            }
             // Entries an older cleaning rule quarantined (valid records now), then a
             // `replay --quarantine` that may stop between its data and quarantine commits.
             10 => {
@@ -306,6 +340,8 @@ pub async fn run_schedule(seed: u64, work: &Work) -> Result<Expected, ScheduleEr
     if again.inds != want_inds || again.quarantine != want_q {
         return fail(format!("rebuild from the landing differs: rows {:?}, quarantine {} entries", again.inds, again.quarantine.len()));
     }
+    // The live tables also hold the re-driven entries (the landing never had them).
+    want_inds.extend(healed);
     Ok(Expected { inds: want_inds, quarantine: want_q })
 }
 

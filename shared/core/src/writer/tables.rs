@@ -53,6 +53,23 @@ impl WriteReport {
     }
 }
 
+/// Where an injected crash stops a commit (fault schedules only).
+#[cfg(any(test, feature = "fault-injection"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// After the quarantine commit, before the data commit.
+    AfterQuarantine,
+    /// After both commits, before the writer could report success (its batch is redelivered).
+    AfterData,
+}
+
+#[cfg(any(test, feature = "fault-injection"))]
+#[derive(Default)]
+struct Faults {
+    crash: Option<CrashPoint>,
+    pause: Option<(std::sync::Arc<tokio::sync::Notify>, std::sync::Arc<tokio::sync::Notify>)>,
+}
+
 /// Handles on the cleaned tables and the quarantine of one pipeline, opened once.
 pub struct Tables {
     pub root: Location,
@@ -64,10 +81,10 @@ pub struct Tables {
     /// Posts erased by `pinpipe forget` (its ledger, read at open, at each `refresh` and
     /// again before each commit): their records are never written again.
     ledger: ledger::LedgerState,
-    /// Fault injection for the fault schedules: every commit stops with an error right after
-    /// its quarantine commit, as a writer that crashes there would.
+    /// Fault injection for the fault schedules: where every commit stops with an error, as a
+    /// writer that crashes there would, and a pause between a batch's two commits.
     #[cfg(any(test, feature = "fault-injection"))]
-    crash_after_quarantine: bool,
+    faults: Faults,
 }
 
 impl<M: Mark> InFlight<M> {
@@ -97,14 +114,27 @@ impl Tables {
             txns: HashMap::new(),
             ledger,
             #[cfg(any(test, feature = "fault-injection"))]
-            crash_after_quarantine: false,
+            faults: Faults::default(),
         })
     }
 
     /// Makes every later commit stop right after its quarantine commit (fault schedules only).
     #[cfg(any(test, feature = "fault-injection"))]
     pub fn inject_crash_after_quarantine(&mut self, on: bool) {
-        self.crash_after_quarantine = on;
+        self.faults.crash = on.then_some(CrashPoint::AfterQuarantine);
+    }
+
+    /// Makes every later commit stop with an error at `at` (`None`: no crash).
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn inject_crash(&mut self, at: Option<CrashPoint>) {
+        self.faults.crash = at;
+    }
+
+    /// Makes the next commit wait between its quarantine and data commits: it notifies
+    /// `reached`, then waits for `resume`, so another writer can really commit in between.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn pause_between_commits(&mut self, reached: std::sync::Arc<tokio::sync::Notify>, resume: std::sync::Arc<tokio::sync::Notify>) {
+        self.faults.pause = Some((reached, resume));
     }
 
     /// Every (source, partition, position) the quarantine holds, read from its files.
@@ -405,8 +435,14 @@ impl Tables {
                 delta::append(&mut self.quarantine, &q_name, rows, &q_txns, vec![]).await?;
             }
             #[cfg(any(test, feature = "fault-injection"))]
-            if self.crash_after_quarantine {
-                return Err(crate::Error::InjectedCrash);
+            {
+                if self.faults.crash == Some(CrashPoint::AfterQuarantine) {
+                    return Err(crate::Error::InjectedCrash);
+                }
+                if let Some((reached, resume)) = self.faults.pause.take() {
+                    reached.notify_one();
+                    resume.notified().await;
+                }
             }
             let mut report = report.clone();
             report.gaps_opened = gaps_opened;
@@ -415,6 +451,10 @@ impl Tables {
                 let quality = serde_json::to_value(&report.quality).unwrap_or_default();
                 let meta = vec![(delta::QUALITY_KEY.to_string(), quality)];
                 delta::append_files(self.data_mut(kind), &d_name, files, &d_txns, meta).await?;
+            }
+            #[cfg(any(test, feature = "fault-injection"))]
+            if self.faults.crash == Some(CrashPoint::AfterData) {
+                return Err(crate::Error::InjectedCrash);
             }
             Ok(report)
         }
