@@ -95,6 +95,23 @@ fn delivery(seed: u64, p: i32, offsets: &[i64]) -> SourceRecords {
 }
 
 /// Lands a delivery as the Kafka sink does: one object per run of consecutive offsets.
+/// Lands two racing batches of partition `p` and has `a` stage and start the first: its
+/// data files written, nothing committed yet.
+async fn race_start(
+    a: &mut Tables,
+    store: &Arc<dyn ObjectStore>,
+    seed: u64,
+    p: i32,
+    offsets: &[i64],
+    other: &[i64],
+) -> Result<pinpipe_core::writer::InFlight<i64>, ScheduleError> {
+    land(store, seed, p, offsets).await?;
+    land(store, seed, p, other).await?;
+    a.refresh().await.map_err(err)?;
+    let staged = a.stage(Kind::User, vec![delivery(seed, p, offsets)]).await.map_err(err)?;
+    a.start(staged).map_err(err)
+}
+
 async fn land(store: &Arc<dyn ObjectStore>, seed: u64, p: i32, offsets: &[i64]) -> Result<(), ScheduleError> {
     let mut start = 0;
     for i in 1..=offsets.len() {
@@ -175,11 +192,7 @@ pub async fn run_schedule(seed: u64, work: &Work) -> Result<Expected, ScheduleEr
             // Two writers race: A stages, B writes an overlapping batch, A commits.
             0 | 1 => {
                 let other = random_offsets(&mut rng, n);
-                land(&store, seed, p, &offsets).await?;
-                land(&store, seed, p, &other).await?;
-                a.refresh().await.map_err(err)?;
-                let staged = a.stage(Kind::User, vec![delivery(seed, p, &offsets)]).await.map_err(err)?;
-                let flight = a.start(staged).map_err(err)?;
+                let flight = race_start(&mut a, &store, seed, p, &offsets, &other).await?;
                 b.refresh().await.map_err(err)?;
                 b.write(Kind::User, vec![delivery(seed, p, &other)]).await.map_err(|e| ScheduleError::Violated(format!("B: {e}")))?;
                 a.finish(flight).await.map_err(|e| ScheduleError::Violated(format!("A after B: {e}")))?;
@@ -220,11 +233,7 @@ pub async fn run_schedule(seed: u64, work: &Work) -> Result<Expected, ScheduleEr
             // data commit.
             12 => {
                 let other = random_offsets(&mut rng, n);
-                land(&store, seed, p, &offsets).await?;
-                land(&store, seed, p, &other).await?;
-                a.refresh().await.map_err(err)?;
-                let staged = a.stage(Kind::User, vec![delivery(seed, p, &offsets)]).await.map_err(err)?;
-                let flight = a.start(staged).map_err(err)?;
+                let flight = race_start(&mut a, &store, seed, p, &offsets, &other).await?;
                 let (reached, resume) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
                 a.pause_between_commits(reached.clone(), resume.clone());
                 let mut paused = tokio::spawn(async move {
