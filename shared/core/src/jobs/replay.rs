@@ -340,7 +340,10 @@ async fn requarantine_pending(
     if done == Some(at) {
         return Ok((Some(at), Default::default()));
     }
-    let listed = tables.marked_commit_metadata(kind, REQUARANTINE, at, REQUARANTINED).await?.unwrap_or_default();
+    // Not knowing what that replay tabled would mean tabling it again: refuse instead.
+    let listed = tables.marked_commit_metadata(kind, REQUARANTINE, at, REQUARANTINED).await?.ok_or_else(|| {
+        Error::input(tables.id.table(kind), format!("no commit in the log sets {REQUARANTINE} to {at}"))
+    })?;
     let pending = serde_json::from_value::<Vec<EntryKey>>(listed)
         .map_err(|e| Error::input(tables.id.table(kind), format!("{REQUARANTINED} is not a list of positions: {e}")))?;
     Ok((Some(at), pending.into_iter().collect()))
