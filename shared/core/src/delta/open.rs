@@ -83,10 +83,9 @@ pub fn check_supported(table: &DeltaTable, name: &str) -> Result<()> {
         .map(|f| f.to_string())
         .collect();
     if !misread.is_empty() {
-        let names = misread;
         return unsupported(format!(
             "the table's protocol has reader features [{}]: pinpipe reads the data files itself and would misread them",
-            names.join(", ")
+            misread.join(", ")
         ));
     }
     Ok(())

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, BinaryArray, BooleanArray, RecordBatch, StringArray};
 use bytes::Bytes;
-use object_store::PutPayload;
+use object_store::ObjectStoreExt;
 use serde::Serialize;
 
 use crate::clean::{self, Quality};
@@ -190,8 +190,6 @@ impl LandingEntry {
 /// the byte range of its value and its record.
 struct ObjectLines {
     body: Bytes,
-    /// The version read, which the rewrite must still find (`None`: the object is gone).
-    version: Option<object_store::UpdateVersion>,
     lines: Vec<(String, std::ops::Range<usize>)>,
     records: Vec<RawRecord>,
 }
@@ -229,10 +227,13 @@ impl LandingObjects {
     }
 
     async fn read(&self, object: &LandingEntry) -> Result<ObjectLines> {
-        let (body, version) = match crate::storage::get_versioned(&self.store, &object.key).await? {
-            Some((body, version)) => (body, Some(version)),
-            None => (Bytes::new(), None),
-        };
+        let storage = |e| Error::Storage { location: object.key.to_string(), source: e };
+        let body = self.store.get(&object.key).await.map_err(storage)?.bytes().await.map_err(storage)?;
+        Self::parse(object, body)
+    }
+
+    /// An object's lines and their records.
+    fn parse(object: &LandingEntry, body: Bytes) -> Result<ObjectLines> {
         let lines: Vec<(String, std::ops::Range<usize>)> = if object.kinesis {
             crate::storage::kinesis_landing::lines(object.key.as_ref(), &body)?
                 .into_iter()
@@ -250,7 +251,7 @@ impl LandingObjects {
                 bytes: landing::decode_line(body.slice(range.clone())),
             })
             .collect();
-        Ok(ObjectLines { body, version, lines, records })
+        Ok(ObjectLines { body, lines, records })
     }
 }
 
@@ -363,23 +364,23 @@ pub async fn forget(root: &Location, id: &PipelineId, target: &Target, landing: 
 /// rewrite is conditional on the object being the one read: a redelivery that grew it in
 /// between (or another forget) makes it read and blank again, so neither write is lost.
 async fn blank_object(objects: &LandingObjects, object: &LandingEntry, matcher: &Matcher, dry_run: bool) -> Result<u64> {
-    for _ in 0..64 {
-        let read = objects.read(object).await?;
+    let mut n = 0u64;
+    crate::storage::update_object(&objects.store, &object.key, |current| {
+        n = 0;
+        let Some(body) = current else { return Ok(None) };
+        let read = LandingObjects::parse(object, body.clone())?;
         let matched = tokio::task::block_in_place(|| matcher.records(object.kind, &read.records))?;
         let mut blanked = read.body.to_vec();
-        let mut n = 0u64;
         for ((_, range), (hit, _)) in read.lines.iter().zip(matched) {
             if hit {
                 blanked[range.clone()].fill(b' ');
                 n += 1;
             }
         }
-        let Some(version) = read.version.filter(|_| n > 0 && !dry_run) else { return Ok(n) };
-        if crate::storage::put_if_unchanged(&objects.store, &object.key, Some(version), PutPayload::from(blanked)).await? {
-            return Ok(n);
-        }
-    }
-    Err(Error::input(object.key.to_string(), "changed by other writers on every attempt; run forget again"))
+        Ok((n > 0 && !dry_run).then_some(blanked))
+    })
+    .await?;
+    Ok(n)
 }
 
 /// The `ind`s of every post whose user record carries the target's name: in the user table,
@@ -440,7 +441,6 @@ mod tests {
     use super::*;
     use crate::storage::landing::SourceRecords;
     use crate::storage::racing::RacingStore;
-    use object_store::ObjectStoreExt;
     use crate::writer::Tables;
 
     fn users(inds: &[i64], from: i64) -> SourceRecords {
