@@ -3,13 +3,16 @@
 //!
 //! A Kafka offset is an i64, so it is stored as it is (app_id `<topic>-<partition>`).
 //! A Kinesis sequence number is a decimal string of up to 128 digits (56 today), which no
-//! i64 holds. It is stored as eight txn actions in the same commit: app_ids
-//! `<stream>-<shard>#0` … `#7`, each holding 16 digits of the number left-padded to 128 digits
-//! (10^16 - 1 < i64::MAX), most significant first. Within a shard sequence numbers only grow,
-//! and comparing the eight chunks in order is comparing the numbers. Because the eight
-//! actions are written in one commit they are always read back consistent, and Delta's
-//! conflict check on those app_ids refuses two deliveries of one shard racing each other,
-//! just as it does for a Kafka partition.
+//! i64 holds. It is split into eight chunks of 16 digits of the number left-padded to 128
+//! digits (10^16 - 1 < i64::MAX), most significant first, stored under app_ids
+//! `<stream>-<shard>#0` … `#7`. Only the chunks from the first non-zero one on are written
+//! (four for today's 56 digits): a txn action can never be removed from a Delta table, so
+//! every app id a shard ever used stays in every checkpoint after the shard closes. An absent
+//! leading chunk reads as zero; since a shard's sequence numbers only grow, a chunk once
+//! non-zero stays written. Tables whose leading chunks were written as zeros read the same.
+//! The chunks of one watermark are written in one commit, so they are always read back
+//! consistent, and as `#7` is in every write, Delta's conflict check on it refuses two
+//! deliveries of one shard racing each other, just as it does for a Kafka partition.
 
 use crate::error::{Error, Result};
 
@@ -20,8 +23,8 @@ pub trait Mark: Ord + Clone + Send + Sync + std::fmt::Debug + 'static {
     /// The watermark from the versions stored under `app_ids` (same order); `None` when
     /// nothing was written yet.
     fn from_versions(app_id: &str, versions: &[Option<i64>]) -> Result<Option<Self>>;
-    /// The versions to store under `app_ids`.
-    fn versions(&self) -> Vec<i64>;
+    /// The txn actions (app_id, version) that store this watermark: some or all of `app_ids`.
+    fn txns(&self, app_id: &str) -> Vec<(String, i64)>;
     /// The position as a contiguous offset, where positions are contiguous (Kafka offsets,
     /// line numbers): only those can show a gap. `None` for Kinesis sequence numbers.
     fn offset(&self) -> Option<i64>;
@@ -34,8 +37,8 @@ impl Mark for i64 {
     fn from_versions(_: &str, versions: &[Option<i64>]) -> Result<Option<Self>> {
         Ok(versions.first().copied().flatten())
     }
-    fn versions(&self) -> Vec<i64> {
-        vec![*self]
+    fn txns(&self, app_id: &str) -> Vec<(String, i64)> {
+        vec![(app_id.to_string(), *self)]
     }
     fn offset(&self) -> Option<i64> {
         Some(*self)
@@ -45,6 +48,7 @@ impl Mark for i64 {
 const SEQ_DIGITS: usize = 128;
 const CHUNK_DIGITS: usize = 16;
 const CHUNKS: usize = SEQ_DIGITS / CHUNK_DIGITS;
+const CHUNK_LIMIT: i64 = 10_i64.pow(CHUNK_DIGITS as u32);
 
 /// A Kinesis sequence number, compared as the number it spells.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -91,10 +95,13 @@ impl Mark for SequenceNumber {
         if present == 0 {
             return Ok(None);
         }
-        if present != CHUNKS || versions.len() != CHUNKS {
-            // Written in one commit, so a partial set means someone else wrote these app_ids.
+        // Written from the first non-zero chunk to the last, so the present ones are a suffix;
+        // anything else means someone else wrote these app_ids.
+        let suffix = versions.iter().skip_while(|v| v.is_none()).all(Option::is_some);
+        if !suffix || versions.len() != CHUNKS || versions.iter().flatten().any(|v| !(0..CHUNK_LIMIT).contains(v)) {
             return Err(Error::Config(format!(
-                "the txn watermark of {app_id} has {present} of {CHUNKS} parts: the table was written by another tool"
+                "the txn watermark of {app_id} has parts {}: the table was written by another tool",
+                versions.iter().map(|v| v.map_or("-".to_string(), |v| v.to_string())).collect::<Vec<_>>().join(",")
             )));
         }
         let mut chunks = [0i64; CHUNKS];
@@ -103,8 +110,9 @@ impl Mark for SequenceNumber {
         }
         Ok(Some(SequenceNumber(chunks)))
     }
-    fn versions(&self) -> Vec<i64> {
-        self.0.to_vec()
+    fn txns(&self, app_id: &str) -> Vec<(String, i64)> {
+        let first = self.0.iter().position(|c| *c != 0).unwrap_or(CHUNKS - 1);
+        Self::app_ids(app_id).into_iter().zip(self.0).skip(first).collect()
     }
     fn offset(&self) -> Option<i64> {
         None
@@ -127,14 +135,46 @@ mod tests {
         let max = "9".repeat(128);
         let m = SequenceNumber::parse(&max).unwrap();
         assert_eq!(m.to_string(), max);
-        let stored = SequenceNumber::from_versions("s-0", &m.versions().into_iter().map(Some).collect::<Vec<_>>()).unwrap();
+        let stored = read_back(&m.txns("s-0")).unwrap();
         assert_eq!(stored, Some(m));
-        assert!(m.versions().iter().all(|v| *v >= 0));
+        assert!(m.txns("s-0").iter().all(|(_, v)| *v >= 0));
         for bad in ["", "12a", " 1", &"1".repeat(129)] {
             assert!(SequenceNumber::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(SequenceNumber::from_versions("s-0", &[None; 8]).unwrap(), None);
         assert!(SequenceNumber::from_versions("s-0", &[Some(1), None, None, None, None, None, None, None]).is_err());
         assert_eq!(SequenceNumber::app_ids("s-0")[7], "s-0#7");
+    }
+
+    /// The watermark the txn actions `written` leave, read back as the sink reads it.
+    fn read_back(written: &[(String, i64)]) -> crate::error::Result<Option<SequenceNumber>> {
+        let map: std::collections::HashMap<&str, i64> = written.iter().map(|(a, v)| (a.as_str(), *v)).collect();
+        let versions: Vec<Option<i64>> = SequenceNumber::app_ids("s-0").iter().map(|id| map.get(id.as_str()).copied()).collect();
+        SequenceNumber::from_versions("s-0", &versions)
+    }
+
+    #[test]
+    fn only_the_chunks_from_the_first_non_zero_one_are_written() {
+        let real = SequenceNumber::parse("49590338271490256608559692538361571095921575989136588898").unwrap();
+        let ids: Vec<String> = real.txns("s-0").into_iter().map(|(a, _)| a).collect();
+        assert_eq!(ids, ["s-0#4", "s-0#5", "s-0#6", "s-0#7"], "56 digits take four chunks");
+        assert_eq!(SequenceNumber::parse("0").unwrap().txns("s-0"), [("s-0#7".to_string(), 0)]);
+        assert_eq!(SequenceNumber::parse(&"9".repeat(128)).unwrap().txns("s-0").len(), 8);
+        // A number that grows by a chunk writes the new leading chunk, read back whole.
+        let short = SequenceNumber::parse(&"9".repeat(16)).unwrap();
+        let long = SequenceNumber::parse(&format!("1{}", "0".repeat(16))).unwrap();
+        let mut stored: std::collections::BTreeMap<String, i64> = short.txns("s-0").into_iter().collect();
+        stored.extend(long.txns("s-0"));
+        assert_eq!(read_back(&stored.into_iter().collect::<Vec<_>>()).unwrap(), Some(long));
+        // Tables written with all eight chunks (leading zeros included) read the same.
+        let all_eight: Vec<Option<i64>> = real.0.iter().map(|c| Some(*c)).collect();
+        assert_eq!(SequenceNumber::from_versions("s-0", &all_eight).unwrap(), Some(real));
+        // A hole among the chunks, or a chunk out of range, was written by someone else.
+        let mut hole = all_eight.clone();
+        hole[5] = None;
+        assert!(SequenceNumber::from_versions("s-0", &hole).is_err());
+        let mut wide = all_eight;
+        wide[6] = Some(CHUNK_LIMIT);
+        assert!(SequenceNumber::from_versions("s-0", &wide).is_err());
     }
 }

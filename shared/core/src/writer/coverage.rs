@@ -191,7 +191,7 @@ impl<M: Mark> Coverage<M> {
     pub fn txns_to(&self, app_id: &str, next: &Coverage<M>) -> Vec<(String, i64)> {
         let mut out = Vec::new();
         if let Some(m) = next.mark.as_ref().filter(|m| self.mark.as_ref() != Some(*m)) {
-            out.extend(M::app_ids(app_id).into_iter().zip(m.versions()));
+            out.extend(m.txns(app_id));
         }
         if next.floor != self.floor && next.mark.as_ref().is_some_and(|m| m.offset().is_some()) {
             out.push((floor_id(app_id), next.floor));
