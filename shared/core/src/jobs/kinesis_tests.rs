@@ -119,6 +119,46 @@ async fn a_replay_stopped_before_landing_is_finished_without_a_second_copy() {
     let _ = std::fs::remove_dir_all(&s.dir);
 }
 
+/// Item: Kinesis replays below the watermark leave one txn action per table however many runs
+/// they table; the marked commit lists the runs not yet landed, so a run stopped before its
+/// landing is finished without a second copy after other runs moved the marker on.
+#[tokio::test(flavor = "multi_thread")]
+async fn replayed_runs_share_one_marker_that_lists_the_unlanded_ones() {
+    let s = setup("kin-replay-fold");
+    let store = s.cfg.landing.as_ref().unwrap().store().unwrap();
+    let mut sink = KinesisSink::open(&s.cfg).await.unwrap();
+    sink.handle(event(&[(100, user(1))])).await.unwrap();
+    sink.handle(event(&[(900, user(9))])).await.unwrap();
+    let run = |n: u64| failure_folder(&s.dir.join(format!("f{n}")), &[&event(&[(n, user(n as i64))])]);
+    // Run 200 is tabled and its landing lost, as if the replay stopped in between.
+    crate::jobs::replay::replay_from(&s.cfg, &run(200), false).await.unwrap();
+    let at = crate::watermark::SequenceNumber::parse(&seq(200)).unwrap();
+    store.delete(&kinesis_landing::object_key(STREAM, SHARD, &at)).await.unwrap();
+    store.delete(&kinesis_landing::extent_key(STREAM, SHARD, &at, &at)).await.unwrap();
+    // Other runs move the marker on; their commits carry run 200 along.
+    for n in 300..320 {
+        let r = crate::jobs::replay::replay_from(&s.cfg, &run(n), false).await.unwrap();
+        assert_eq!(r.tabled, 1, "{r:?}");
+    }
+    let r = crate::jobs::replay::replay_from(&s.cfg, &run(200), false).await.unwrap();
+    assert_eq!((r.tabled, r.already_present), (0, 1), "{r:?}");
+    let mut want: Vec<i64> = vec![1, 9, 200];
+    want.extend(300..320);
+    want.sort();
+    assert_eq!(inds(&s.cfg.tables).await, want);
+    // Landed now: the next replay drops it from the list.
+    crate::jobs::replay::replay_from(&s.cfg, &run(400), false).await.unwrap();
+    let table = crate::delta::open(&s.cfg.tables, "k_user_table").await.unwrap().unwrap();
+    let mut txns = crate::delta::Txns::default();
+    txns.update(&table, "k_user_table").await.unwrap();
+    let markers: Vec<&str> = txns.app_ids().filter(|a| a.starts_with("pinpipe-replay")).collect();
+    assert_eq!(markers, vec!["pinpipe-replay"], "one txn action for 22 replayed runs");
+    let at = txns.get("pinpipe-replay").unwrap();
+    let listed = crate::delta::txn_commit_metadata(&table, "k_user_table", "pinpipe-replay", at, "pinpipe.replayed").await.unwrap();
+    assert_eq!(listed, Some(serde_json::json!([[STREAM, SHARD, seq(400)]])));
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
 /// Item: a delivery landed but never tabled (given up after landing) is tabled by the next
 /// batch of its shard, before the watermark passes it.
 #[tokio::test(flavor = "multi_thread")]

@@ -157,10 +157,54 @@ async fn replay_kafka(sink: &mut KafkaSink, key: &str, event: KafkaEvent, dry_ru
     Ok(())
 }
 
-/// The marker a replay leaves in the data table when it tables a shard's records below the
-/// watermark (a txn action, one per replayed run, named by the run's first position).
-fn kinesis_marker(app_id: &str, first: &crate::watermark::SequenceNumber) -> String {
+/// The data table's txn whose version points at the last commit of a Kinesis replay that
+/// tabled records below a watermark (`Tables::append_marked`); that commit's metadata under
+/// `REPLAYED` lists the runs it and earlier replays tabled that may not be landed yet. One txn
+/// action per table however many runs are replayed.
+const REPLAY: &str = "pinpipe-replay";
+const REPLAYED: &str = "pinpipe.replayed";
+
+/// A replayed run: stream, shard and first sequence number (as text).
+type RunKey = (String, String, String);
+
+/// The per-run txn action older versions left (one per replayed run); still obeyed.
+fn legacy_kinesis_marker(app_id: &str, first: &crate::watermark::SequenceNumber) -> String {
     format!("pinpipe-replay:{app_id}@{first}")
+}
+
+/// The runs of `kind` that replays tabled below a watermark and perhaps did not land.
+async fn replay_pending(tables: &mut crate::writer::Tables, kind: Kind) -> Result<Vec<RunKey>> {
+    let Some(at) = tables.txn(kind, REPLAY).await? else { return Ok(vec![]) };
+    // Not knowing what that replay tabled would mean tabling it again: refuse instead.
+    let listed = tables.marked_commit_metadata(kind, REPLAY, at, REPLAYED).await?.ok_or_else(|| {
+        Error::input(tables.id.table(kind), format!("no commit in the log sets {REPLAY} to {at}"))
+    })?;
+    serde_json::from_value::<Vec<RunKey>>(listed)
+        .map_err(|e| Error::input(tables.id.table(kind), format!("{REPLAYED} is not a list of runs: {e}")))
+}
+
+/// `pending` without the runs the landing now holds (their replay finished), plus `run`.
+async fn still_pending(
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    pending: &[RunKey],
+    run: RunKey,
+) -> Result<Vec<RunKey>> {
+    use crate::storage::kinesis_landing as kl;
+    let mut ranges: BTreeMap<(String, String), Vec<_>> = BTreeMap::new();
+    let mut out = vec![run];
+    for p in pending {
+        let (stream, shard, first) = p;
+        let landed = match ranges.entry((stream.clone(), shard.clone())) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(kl::landed_ranges(store, stream, shard).await?),
+        };
+        let first = crate::watermark::SequenceNumber::parse(first)?;
+        if !kl::covered(landed, &first) && !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Replays one Kinesis batch (see the module doc), shard by shard: records above the watermark
@@ -239,15 +283,15 @@ async fn replay_below_watermark(
         below.into_iter().filter(|(s, _)| !kl::covered(&landed, s)).collect();
     report.already_present += (held - fresh.len()) as u64;
     let Some((fresh_first, _)) = fresh.first() else { return Ok(()) };
-    let marker = kinesis_marker(app_id, fresh_first);
+    let run: RunKey = (stream.to_string(), shard.to_string(), fresh_first.to_string());
     let lines: Vec<(crate::watermark::SequenceNumber, Option<&[u8]>)> =
         fresh.iter().map(|(s, r)| (*s, (!tables.is_forgotten(kind, &r.bytes)).then_some(r.bytes.as_ref()))).collect();
-    if tables.has_txn(kind, &marker).await? {
+    let mut pending = replay_pending(tables, kind).await?;
+    if pending.contains(&run) || tables.has_txn(kind, &legacy_kinesis_marker(app_id, fresh_first)).await? {
         // Tabled by a replay that stopped before landing them.
         report.already_present += fresh.len() as u64;
     } else {
         let forgotten = lines.iter().filter(|(_, v)| v.is_none()).count();
-        report.forgotten += forgotten as u64;
         let records: Vec<crate::record::RawRecord> =
             fresh.iter().zip(&lines).filter(|(_, (_, kept))| kept.is_some()).map(|((_, r), _)| r.clone()).collect();
         let (decoded, (frame, mut quality)) = tokio::task::block_in_place(|| {
@@ -266,17 +310,43 @@ async fn replay_below_watermark(
             .into_values()
             .filter(|e| !stored.contains(&(e.source.clone(), e.partition.clone(), e.position.clone())))
             .collect();
-        report.tabled += frame.height() as u64;
-        report.quarantined += new_entries.len() as u64;
         if dry_run {
+            report.forgotten += forgotten as u64;
+            report.tabled += frame.height() as u64;
+            report.quarantined += new_entries.len() as u64;
             return Ok(());
         }
         quality.quarantined = new_entries.len() as u64;
         // Quarantine first, then the rows with the marker: a replay stopped in between finds
         // the entries at their positions.
         tables.append_quarantine(&new_entries).await?;
-        let meta = ("pinpipe.replayed".to_string(), serde_json::Value::String(format!("{app_id}@{fresh_first}")));
-        tables.append_marked(kind, &frame, &marker, meta, &quality).await?;
+        let mut attempt = 1;
+        loop {
+            // Every run still unlanded goes on into this commit's list, so the newest marker
+            // alone says which runs are tabled and not landed.
+            let listed = still_pending(store, &pending, run.clone()).await?;
+            let meta = (REPLAYED.to_string(), serde_json::to_value(&listed).unwrap_or_default());
+            match tables.append_marked(kind, &frame, REPLAY, meta, &quality).await {
+                Ok(_) => {
+                    report.forgotten += forgotten as u64;
+                    report.tabled += frame.height() as u64;
+                    report.quarantined += new_entries.len() as u64;
+                    break;
+                }
+                Err(e) if e.is_conflict() && attempt < crate::delta::COMMIT_ATTEMPTS => {
+                    tracing::warn!(kind = kind.as_str(), attempt, error = %e, "Kinesis replay lost a race: reading the table again");
+                    tables.reload(kind).await?;
+                    pending = replay_pending(tables, kind).await?;
+                    if pending.contains(&run) {
+                        // The other writer was a replay of this very run.
+                        report.already_present += fresh.len() as u64;
+                        break;
+                    }
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
     if !dry_run {
         kl::write(store, &stream, &shard, &lines).await?;
