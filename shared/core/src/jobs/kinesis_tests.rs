@@ -69,6 +69,16 @@ fn failure_folder(dir: &std::path::Path, events: &[&KinesisEvent]) -> Location {
     Location::parse(folder.to_str().expect("utf-8")).expect("location")
 }
 
+/// Deletes the landed object of the one-record run at `seq(n)` and its extent marker, as a
+/// replay that stopped between its commit and its landing leaves it; returns the object's key.
+async fn unland(store: &std::sync::Arc<dyn object_store::ObjectStore>, n: u64) -> object_store::path::Path {
+    let at = crate::watermark::SequenceNumber::parse(&seq(n)).unwrap();
+    let key = kinesis_landing::object_key(STREAM, SHARD, &at);
+    store.delete(&key).await.unwrap();
+    store.delete(&kinesis_landing::extent_key(STREAM, SHARD, &at, &at)).await.unwrap();
+    key
+}
+
 /// Item: a given-up batch holding a re-post (the same bytes as a row already tabled) is
 /// tabled by a replay, because replay decides by position; a second replay adds nothing.
 #[tokio::test(flavor = "multi_thread")]
@@ -108,10 +118,7 @@ async fn a_replay_stopped_before_landing_is_finished_without_a_second_copy() {
     crate::jobs::replay::replay_from(&s.cfg, &from, false).await.unwrap();
     // Remove what the replay landed, as if it had stopped between its commit and its landing.
     let store = s.cfg.landing.as_ref().unwrap().store().unwrap();
-    let at = crate::watermark::SequenceNumber::parse(&seq(200)).unwrap();
-    let key = kinesis_landing::object_key(STREAM, SHARD, &at);
-    store.delete(&key).await.unwrap();
-    store.delete(&kinesis_landing::extent_key(STREAM, SHARD, &at, &at)).await.unwrap();
+    let key = unland(&store, 200).await;
     let r = crate::jobs::replay::replay_from(&s.cfg, &from, false).await.unwrap();
     assert_eq!((r.tabled, r.already_present), (0, 1), "{r:?}");
     assert_eq!(inds(&s.cfg.tables).await, vec![1, 2, 3]);
@@ -132,9 +139,7 @@ async fn replayed_runs_share_one_marker_that_lists_the_unlanded_ones() {
     let run = |n: u64| failure_folder(&s.dir.join(format!("f{n}")), &[&event(&[(n, user(n as i64))])]);
     // Run 200 is tabled and its landing lost, as if the replay stopped in between.
     crate::jobs::replay::replay_from(&s.cfg, &run(200), false).await.unwrap();
-    let at = crate::watermark::SequenceNumber::parse(&seq(200)).unwrap();
-    store.delete(&kinesis_landing::object_key(STREAM, SHARD, &at)).await.unwrap();
-    store.delete(&kinesis_landing::extent_key(STREAM, SHARD, &at, &at)).await.unwrap();
+    unland(&store, 200).await;
     // Other runs move the marker on; their commits carry run 200 along.
     for n in 300..320 {
         let r = crate::jobs::replay::replay_from(&s.cfg, &run(n), false).await.unwrap();
