@@ -111,8 +111,10 @@ async fn add_replayed(id: &PipelineId, tables: &str, n: u64) -> Result<()> {
     Ok(())
 }
 
-/// `n` Kinesis shards of the user stream with one record each, tabled in one commit: their
-/// watermarks stay in the data and quarantine tables after the shards close.
+/// `n` Kinesis shards of the user stream with one record each, as resharding goes: four
+/// shards open at a time, each generation written in one commit after the one before closed
+/// (the slots' idle time set to zero stands for the hours between generations), so each
+/// generation takes the previous one's slots and moves its watermarks to the shard archive.
 async fn add_closed_shards(id: &PipelineId, tables: &str, n: u64) -> Result<()> {
     use pinpipe_core::record::Position;
     use pinpipe_core::storage::landing::SourceRecords;
@@ -131,8 +133,14 @@ async fn add_closed_shards(id: &PipelineId, tables: &str, n: u64) -> Result<()> 
         })
         .collect::<Result<_>>()?;
     let mut t = pinpipe_core::writer::Tables::open(&Location::parse(tables)?, id).await?;
-    let r = t.write(pinpipe_core::Kind::User, sources).await?;
-    anyhow::ensure!(r.tabled == n, "tabled {} of {n} shard records", r.tabled);
+    t.set_shard_idle_hours(0.0);
+    let mut sources = sources.into_iter().peekable();
+    let mut tabled = 0;
+    while sources.peek().is_some() {
+        let generation: Vec<_> = sources.by_ref().take(4).collect();
+        tabled += t.write(pinpipe_core::Kind::User, generation).await?.tabled;
+    }
+    anyhow::ensure!(tabled == n, "tabled {tabled} of {n} shard records");
     Ok(())
 }
 

@@ -107,7 +107,8 @@ enum BenchWhat {
         #[arg(long, default_value_t = 0)]
         replayed: u64,
         /// With the history: this many Kinesis shards, each with one record tabled and no
-        /// more (closed by resharding), whose watermarks stay in the tables' txn actions.
+        /// more (closed by resharding, four open at a time), whose watermarks end in the
+        /// shard archive.
         #[arg(long, default_value_t = 0)]
         closed_shards: u64,
     },

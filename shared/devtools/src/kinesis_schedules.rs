@@ -54,6 +54,19 @@ fn batch(seed: u64, range: std::ops::Range<i64>) -> SourceRecords<SequenceNumber
     SourceRecords::from_records(STREAM, SHARD, records)
 }
 
+/// A batch of another shard of the stream: one record, a user that no other shard has.
+/// Each neighbour is a new shard that writes once, as resharding's children do: with the
+/// slots' idle time at zero they keep taking the slot of the schedule's own shard, whose
+/// watermark then moves to the shard archive and back.
+fn neighbour(k: i64) -> SourceRecords<SequenceNumber> {
+    let text = seq_text(k);
+    let seq = SequenceNumber::parse(&text).expect("a sequence number");
+    let body = format!(r#"{{"ind":{},"first_name":"N","age":30}}"#, NEIGHBOUR_INDS + k);
+    SourceRecords::from_records(STREAM, &format!("shardId-{:012}", 100 + k), [(seq, Position::Text(text.into()), bytes::Bytes::from(body))])
+}
+
+const NEIGHBOUR_INDS: i64 = 1_000_000;
+
 /// Lambda's invocation record for a batch given up, as the failure destination keeps it.
 fn failure_record(seed: u64, range: std::ops::Range<i64>) -> serde_json::Value {
     let records: Vec<serde_json::Value> = range
@@ -101,6 +114,9 @@ pub async fn run_kinesis_schedule(seed: u64, work: &KinesisWork) -> Result<Expec
     let n: i64 = rng.random_range(4..40);
     let mut sink = Tables::open(&work.tables, &id).await.map_err(err)?;
     let mut analysis = Tables::open(&work.tables, &id).await.map_err(err)?;
+    sink.set_shard_idle_hours(0.0);
+    analysis.set_shard_idle_hours(0.0);
+    let mut neighbours = 0;
     let mut log = Vec::new();
     let mut forgotten = std::collections::BTreeSet::new();
     let mut given_up = 0;
@@ -162,6 +178,22 @@ pub async fn run_kinesis_schedule(seed: u64, work: &KinesisWork) -> Result<Expec
                     let cfg = MaintenanceConfig { vacuum_retention_hours: 0, min_small_files: 2, ..Default::default() };
                     maintenance::maintain(table, &name, &cfg).await.map_err(|e| ScheduleError::Violated(format!("maintain: {e}")))?;
                 }
+            }
+            // A neighbouring shard's only batch (retried until it is in).
+            7 => {
+                let k = neighbours;
+                neighbours += 1;
+                log.push(format!("neighbour shard {k}"));
+                let mut tries = 0;
+                loop {
+                    sink.refresh().await.map_err(err)?;
+                    match land_and_write_kinesis(&mut sink, &store, Kind::User, vec![neighbour(k)]).await {
+                        Ok(_) => break,
+                        Err(e) if tries >= 5 => return Err(ScheduleError::Violated(format!("neighbour {k}: {e}"))),
+                        Err(_) => tries += 1,
+                    }
+                }
+                continue;
             }
             // A privacy request under traffic: one post forgotten (tables, quarantine, landing).
             6 => {
@@ -227,6 +259,7 @@ pub async fn run_kinesis_schedule(seed: u64, work: &KinesisWork) -> Result<Expec
             _ => want_q.push((SHARD.to_string(), seq_text(i), v)),
         }
     }
+    want_inds.extend((0..neighbours).map(|k| NEIGHBOUR_INDS + k));
     want_inds.sort_unstable();
     want_q.sort();
     let got = contents(&work.tables, &id).await?;

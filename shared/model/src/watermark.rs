@@ -5,9 +5,10 @@
 //! A Kinesis sequence number is a decimal string of up to 128 digits (56 today), which no
 //! i64 holds. It is split into eight chunks of 16 digits of the number left-padded to 128
 //! digits (10^16 - 1 < i64::MAX), most significant first, stored under app_ids
-//! `<stream>-<shard>#0` … `#7`. Only the chunks from the first non-zero one on are written
-//! (four for today's 56 digits): a txn action can never be removed from a Delta table, so
-//! every app id a shard ever used stays in every checkpoint after the shard closes. An absent
+//! `<app id>#0` … `#7`, where the app id is the slot of the shard's stream that the shard
+//! occupies (`writer/shard_slots.rs` in pinpipe-core). Only the chunks from the first non-zero
+//! one on are written (four for today's 56 digits): a txn action can never be removed from a
+//! Delta table, so fewer app ids per slot is less for every cold start to read. An absent
 //! leading chunk reads as zero; since a shard's sequence numbers only grow, a chunk once
 //! non-zero stays written. Tables whose leading chunks were written as zeros read the same.
 //! The chunks of one watermark are written in one commit, so they are always read back
@@ -28,6 +29,14 @@ pub trait Mark: Ord + Clone + Send + Sync + std::fmt::Debug + 'static {
     /// The position as a contiguous offset, where positions are contiguous (Kafka offsets,
     /// line numbers): only those can show a gap. `None` for Kinesis sequence numbers.
     fn offset(&self) -> Option<i64>;
+    /// Whether tables keep this kind of source's watermark in reusable per-stream slots
+    /// instead of under its own app ids: Kinesis shards, which resharding closes for good.
+    fn slotted() -> bool {
+        false
+    }
+    /// The position as text, and back (how a table's shard archive keeps a watermark).
+    fn to_text(&self) -> String;
+    fn from_text(s: &str) -> Result<Self>;
 }
 
 impl Mark for i64 {
@@ -42,6 +51,12 @@ impl Mark for i64 {
     }
     fn offset(&self) -> Option<i64> {
         Some(*self)
+    }
+    fn to_text(&self) -> String {
+        self.to_string()
+    }
+    fn from_text(s: &str) -> Result<Self> {
+        s.parse().map_err(|_| Error::Config(format!("{s:?} is not an offset")))
     }
 }
 
@@ -116,6 +131,15 @@ impl Mark for SequenceNumber {
     }
     fn offset(&self) -> Option<i64> {
         None
+    }
+    fn slotted() -> bool {
+        true
+    }
+    fn to_text(&self) -> String {
+        self.to_string()
+    }
+    fn from_text(s: &str) -> Result<Self> {
+        Self::parse(s)
     }
 }
 

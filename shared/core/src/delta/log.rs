@@ -30,6 +30,9 @@ pub async fn txn_version(table: &DeltaTable, name: &str, app_id: &str) -> Result
         .map_err(|e| Error::delta(name, e))
 }
 
+/// App id → (version, lastUpdated in ms since the epoch, when the writer set it).
+type TxnMap = HashMap<String, (i64, Option<i64>)>;
+
 /// Every txn action of a table as of one snapshot (app id → latest version), read once per
 /// snapshot instead of one log replay per app id, and brought forward by reading only the
 /// commits since the last read.
@@ -37,12 +40,23 @@ pub async fn txn_version(table: &DeltaTable, name: &str, app_id: &str) -> Result
 pub struct Txns {
     /// The table version these are as of.
     version: Option<u64>,
-    map: HashMap<String, i64>,
+    map: TxnMap,
 }
 
 impl Txns {
     pub fn get(&self, app_id: &str) -> Option<i64> {
-        self.map.get(app_id).copied()
+        self.map.get(app_id).map(|t| t.0)
+    }
+    /// Sets txn actions as a commit would (unit tests of what reads them).
+    #[cfg(test)]
+    pub fn set_all(&mut self, txns: &[(String, i64)], at: Option<i64>) {
+        for (id, v) in txns {
+            self.map.insert(id.clone(), (*v, at));
+        }
+    }
+    /// When `app_id` was last written (the txn's `lastUpdated`), if the writer said.
+    pub fn last_updated(&self, app_id: &str) -> Option<i64> {
+        self.map.get(app_id).and_then(|t| t.1)
     }
     pub fn app_ids(&self) -> impl Iterator<Item = &str> {
         self.map.keys().map(String::as_str)
@@ -69,10 +83,10 @@ impl Txns {
     }
 }
 
-pub(crate) fn add_txns(map: &mut HashMap<String, i64>, txns: Vec<serde_json::Value>) {
+fn add_txns(map: &mut TxnMap, txns: Vec<serde_json::Value>) {
     for t in txns {
         if let (Some(app), Some(version)) = (t["appId"].as_str(), t["version"].as_i64()) {
-            map.insert(app.to_string(), version);
+            map.insert(app.to_string(), (version, t["lastUpdated"].as_i64()));
         }
     }
 }
@@ -128,12 +142,12 @@ pub async fn commit_actions(
 /// log segment its snapshot stands on: the newest checkpoint whatever its shape (one file,
 /// several parts, V2 under a UUID name with sidecars) and the commits after it, newest first
 /// (so the first txn seen for an app id is its latest). Only the `txn` column is read.
-async fn all_txns(table: &DeltaTable, name: &str, version: u64) -> Result<HashMap<String, i64>> {
+async fn all_txns(table: &DeltaTable, name: &str, version: u64) -> Result<TxnMap> {
     use delta_kernel::actions::LOG_TXN_SCHEMA;
     use delta_kernel::engine::arrow_data::ArrowEngineData;
     let url = table.log_store().transaction_url(None).map_err(|e| Error::delta(name, e))?;
     let engine = table.log_store().engine(None);
-    let replay = move || -> std::result::Result<HashMap<String, i64>, Box<dyn std::error::Error + Send + Sync>> {
+    let replay = move || -> std::result::Result<TxnMap, Box<dyn std::error::Error + Send + Sync>> {
         let snapshot = delta_kernel::Snapshot::builder_for(url.as_str()).at_version(version).build(engine.as_ref())?;
         let mut map = HashMap::new();
         for batch in snapshot.log_segment().read_actions(engine.as_ref(), LOG_TXN_SCHEMA.clone())? {
@@ -150,7 +164,7 @@ async fn all_txns(table: &DeltaTable, name: &str, version: u64) -> Result<HashMa
 
 /// Adds the `txn` actions of one batch of log rows, keeping the version already seen for an
 /// app id (batches come newest first).
-fn add_txn_column(map: &mut HashMap<String, i64>, batch: &arrow::record_batch::RecordBatch) {
+fn add_txn_column(map: &mut TxnMap, batch: &arrow::record_batch::RecordBatch) {
     use arrow::array::{Int64Array, StructArray};
     let Some(col) = batch.column_by_name("txn").and_then(|c| c.as_any().downcast_ref::<StructArray>()) else { return };
     let (Some(apps), Some(versions)) = (
@@ -159,9 +173,11 @@ fn add_txn_column(map: &mut HashMap<String, i64>, batch: &arrow::record_batch::R
     ) else {
         return;
     };
+    let updated = col.column_by_name("lastUpdated").and_then(|c| c.as_any().downcast_ref::<Int64Array>());
     for i in 0..col.len() {
         if col.is_valid(i) && apps.is_valid(i) && versions.is_valid(i) {
-            map.entry(apps.value(i).to_string()).or_insert(versions.value(i));
+            let at = updated.filter(|u| u.is_valid(i)).map(|u| u.value(i));
+            map.entry(apps.value(i).to_string()).or_insert((versions.value(i), at));
         }
     }
 }

@@ -24,6 +24,9 @@ pub struct Config {
     pub analysis_part_rows: u64,
     /// Whether EMF metric lines are written (PINPIPE_METRICS, default on inside Lambda).
     pub metrics: bool,
+    /// Hours a Kinesis shard writes nothing before its watermark slot may go to another shard
+    /// (PINPIPE_SHARD_IDLE_HOURS, default 24; see docs/exactly-once.md).
+    pub shard_idle_hours: f64,
 }
 
 impl Config {
@@ -40,6 +43,7 @@ impl Config {
             catch_up_chunk_bytes: crate::writer::CLEAN_CHUNK_BYTES,
             analysis_part_rows: crate::analysis::run::DEFAULT_PART_ROWS,
             metrics: false,
+            shard_idle_hours: crate::writer::DEFAULT_SHARD_IDLE_HOURS as f64,
         }
     }
 
@@ -79,6 +83,12 @@ impl Config {
             analysis_part_rows: crate::analysis::run::parse_part_rows(get("PINPIPE_ANALYSIS_PART_ROWS").as_deref())?,
             metrics: crate::metrics::setting(get("PINPIPE_METRICS").as_deref(), get("AWS_LAMBDA_FUNCTION_NAME").is_some()),
             catch_up_chunk_bytes: num("PINPIPE_CATCH_UP_CHUNK_BYTES", crate::writer::CLEAN_CHUNK_BYTES as i64)?.max(1) as u64,
+            shard_idle_hours: match get("PINPIPE_SHARD_IDLE_HOURS") {
+                None => crate::writer::DEFAULT_SHARD_IDLE_HOURS as f64,
+                Some(v) => v.parse::<f64>().ok().filter(|h| h.is_finite() && *h >= 0.0).ok_or_else(|| {
+                    Error::Config(format!("PINPIPE_SHARD_IDLE_HOURS={v:?} is not a number of hours (0 or more)"))
+                })?,
+            },
         })
     }
 }

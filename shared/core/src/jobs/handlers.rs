@@ -135,6 +135,7 @@ fn run_started() {
 async fn catch_up(cfg: &Config, deadline: Option<std::time::Instant>) -> Result<Option<writer::CleanReport>> {
     let Some(landing) = &cfg.landing else { return Ok(None) };
     let mut tables = Tables::open(&cfg.tables, &cfg.id).await?;
+    tables.set_shard_idle_hours(cfg.shard_idle_hours);
     let r = writer::clean_landing_until(landing, crate::storage::landing::Layout::Sink, &mut tables, cfg.catch_up_chunk_bytes, deadline, &|_, _| {}).await?;
     let total = r.total();
     tracing::info!(received = total.received, tabled = total.tabled, quarantined = total.quarantined,
@@ -406,7 +407,9 @@ impl KinesisSink {
         let landing = cfg.landing.as_ref().ok_or_else(|| {
             crate::Error::Config("PINPIPE_LANDING (--landing) is not set: the Kinesis sink lands raw batches there (kinesis/)".into())
         })?;
-        Ok(KinesisSink { tables: Tables::open(&cfg.tables, &cfg.id).await?, landing: landing.store()? })
+        let mut tables = Tables::open(&cfg.tables, &cfg.id).await?;
+        tables.set_shard_idle_hours(cfg.shard_idle_hours);
+        Ok(KinesisSink { tables, landing: landing.store()? })
     }
 
     /// One Kinesis batch: each (stream, shard) landed raw, then cleaned into the stream's

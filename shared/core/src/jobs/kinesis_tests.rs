@@ -23,6 +23,11 @@ fn user(ind: i64) -> String {
 
 /// A Kinesis event of one shard: (sequence number, data) pairs.
 fn event(records: &[(u64, String)]) -> KinesisEvent {
+    event_on(SHARD, records)
+}
+
+/// A Kinesis event of shard `shard`.
+fn event_on(shard: &str, records: &[(u64, String)]) -> KinesisEvent {
     let records: Vec<serde_json::Value> = records
         .iter()
         .map(|(n, data)| {
@@ -31,7 +36,7 @@ fn event(records: &[(u64, String)]) -> KinesisEvent {
                     "data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data),
                     "approximateArrivalTimestamp": 1705247984.638},
                 "eventSource": "aws:kinesis", "eventVersion": "1.0",
-                "eventID": format!("{SHARD}:{}", seq(*n)), "eventName": "aws:kinesis:record",
+                "eventID": format!("{shard}:{}", seq(*n)), "eventName": "aws:kinesis:record",
                 "awsRegion": "us-east-1",
                 "eventSourceARN": format!("arn:aws:kinesis:us-east-1:123456789012:stream/{STREAM}"),
             });
@@ -267,5 +272,120 @@ async fn a_rebuild_tables_a_shard_whose_last_object_is_half_written() {
     let mut tables = Tables::open(&fresh, &s.cfg.id).await.unwrap();
     crate::writer::clean_landing(s.cfg.landing.as_ref().unwrap(), &mut tables, &|_, _| {}).await.unwrap();
     assert_eq!(inds(&fresh).await, vec![1, 2]);
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+fn shard(i: u64) -> String {
+    format!("shardId-{i:012}")
+}
+
+/// Every txn app id of a table.
+async fn txn_ids(root: &Location, name: &str) -> Vec<String> {
+    let table = crate::delta::open(root, name).await.unwrap().unwrap();
+    let mut txns = crate::delta::Txns::default();
+    txns.update(&table, name).await.unwrap();
+    let mut ids: Vec<String> = txns.app_ids().map(str::to_string).collect();
+    ids.sort();
+    ids
+}
+
+/// Item 8: closed shards give their watermark slots to new ones, so the txn actions stay as
+/// many as the shards open at once, however many shards the stream ever had; a shard moved
+/// out still decides by position (redelivered records skipped, new ones tabled once), also
+/// after a vacuum with the clock moved past retention.
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_shards_give_their_slots_to_new_ones_and_still_decide_by_position() {
+    let mut s = setup("kin-slots");
+    s.cfg.shard_idle_hours = 0.0;
+    let mut sink = KinesisSink::open(&s.cfg).await.unwrap();
+    // 30 shards, one after the other, as resharding closes each; every third has a bad record.
+    let batch = |i: u64| {
+        let mut r = vec![(100 + i, user(i as i64))];
+        if i.is_multiple_of(3) {
+            r.push((101 + i, "{oops".to_string()));
+        }
+        event_on(&shard(i), &r)
+    };
+    for i in 0..30 {
+        let r = sink.handle(batch(i)).await.unwrap();
+        assert_eq!((r.tabled, r.quarantined), (1, u64::from(i.is_multiple_of(3))), "{r:?}");
+    }
+    for name in ["k_user_table", "k_quarantine"] {
+        let ids = txn_ids(&s.cfg.tables, name).await;
+        assert!(ids.len() <= 8, "{name}: txn actions grow with closed shards: {ids:?}");
+        assert!(ids.contains(&"pinpipe-shards".to_string()), "{name}: {ids:?}");
+    }
+    // Every shard's batch again (a late redelivery): all held, by the archive's watermarks.
+    for i in 0..30 {
+        let r = sink.handle(batch(i)).await.unwrap();
+        assert_eq!((r.tabled, r.quarantined, r.at_or_below_watermark), (0, 0, 1 + u64::from(i.is_multiple_of(3))), "shard {i}: {r:?}");
+    }
+    let table = crate::delta::open(&s.cfg.tables, "k_user_table").await.unwrap().unwrap();
+    crate::jobs::maintenance::vacuum_at(table, "k_user_table", 168, Some(chrono::Utc::now() + chrono::Duration::days(30)))
+        .await
+        .unwrap();
+    // A fresh container (cold start) after the vacuum: shard 4 moved out, its next record
+    // is tabled once, and a replay of a record below its watermark that the landing never
+    // held is tabled once too.
+    let mut cold = KinesisSink::open(&s.cfg).await.unwrap();
+    let r = cold.handle(event_on(&shard(4), &[(104, user(4)), (500, user(500))])).await.unwrap();
+    assert_eq!((r.tabled, r.at_or_below_watermark), (1, 1), "{r:?}");
+    let from = failure_folder(&s.dir, &[&event_on(&shard(4), &[(50, user(50))])]);
+    for want in [(1, 0), (0, 1)] {
+        let r = crate::jobs::replay::replay_from(&s.cfg, &from, false).await.unwrap();
+        assert_eq!((r.tabled, r.already_present), want, "{r:?}");
+    }
+    // One commit with a new shard and the shard in the slot it would take: the new one takes
+    // another, and both watermarks stay (a redelivery of both tables nothing).
+    let mut tables = Tables::open(&s.cfg.tables, &s.cfg.id).await.unwrap();
+    tables.set_shard_idle_hours(0.0);
+    let two = |a: u64, b: u64| {
+        let rec = |i: u64, n: u64| {
+            let text = seq(n);
+            let at = crate::watermark::SequenceNumber::parse(&text).unwrap();
+            let body = bytes::Bytes::from(user(n as i64));
+            crate::storage::landing::SourceRecords::from_records(STREAM, &shard(i), [(at, crate::record::Position::Text(text.into()), body)])
+        };
+        vec![rec(99, a), rec(4, b)]
+    };
+    assert_eq!(tables.write(crate::Kind::User, two(600, 700)).await.unwrap().tabled, 2);
+    let again = tables.write(crate::Kind::User, two(600, 700)).await.unwrap();
+    assert_eq!((again.tabled, again.skipped), (0, 2), "{again:?}");
+    let mut want: Vec<i64> = (0..30).chain([50, 500, 600, 700]).collect();
+    want.sort();
+    assert_eq!(inds(&s.cfg.tables).await, want);
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// Item 8: a shard taking the slot of an idle one races that shard's own delivery (it was
+/// idle, not closed): the delivery really commits between the taker's staging and its
+/// commit. The taker's commit conflicts on the slot and is staged again, so the archive gets
+/// the idle shard's new watermark and a redelivery of its batch is not tabled twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shard_taking_a_slot_races_the_idle_shards_own_delivery() {
+    let mut s = setup("kin-slot-race");
+    s.cfg.shard_idle_hours = 0.0;
+    let mut a = KinesisSink::open(&s.cfg).await.unwrap();
+    a.handle(event_on(&shard(1), &[(100, user(1))])).await.unwrap();
+    let mut b = KinesisSink::open(&s.cfg).await.unwrap();
+    let (reached, resume) = (std::sync::Arc::new(tokio::sync::Notify::new()), std::sync::Arc::new(tokio::sync::Notify::new()));
+    b.tables.pause_between_commits(reached.clone(), resume.clone());
+    let taker = tokio::spawn(async move {
+        let r = b.handle(event_on(&shard(2), &[(200, user(2))])).await;
+        (b, r)
+    });
+    reached.notified().await;
+    let late = event_on(&shard(1), &[(150, user(15))]);
+    let r = a.handle(late.clone()).await.unwrap();
+    assert_eq!(r.tabled, 1, "{r:?}");
+    resume.notify_one();
+    let (_b, r) = taker.await.unwrap();
+    assert_eq!(r.unwrap().tabled, 1);
+    let mut cold = KinesisSink::open(&s.cfg).await.unwrap();
+    for (e, skipped) in [(late, 1), (event_on(&shard(1), &[(100, user(1))]), 1), (event_on(&shard(2), &[(200, user(2))]), 1)] {
+        let r = cold.handle(e).await.unwrap();
+        assert_eq!((r.tabled, r.at_or_below_watermark), (0, skipped), "{r:?}");
+    }
+    assert_eq!(inds(&s.cfg.tables).await, vec![1, 2, 15]);
     let _ = std::fs::remove_dir_all(&s.dir);
 }

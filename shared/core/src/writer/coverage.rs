@@ -54,6 +54,12 @@ fn slot_ids(app_id: &str, i: usize) -> (String, String) {
 }
 
 impl<M: Mark> Coverage<M> {
+    /// The coverage of a source known only by its watermark (a Kinesis shard moved out of
+    /// its slot into the shard archive).
+    pub fn marked(mark: Option<M>) -> Self {
+        Coverage { mark, ..Default::default() }
+    }
+
     pub fn gaps(&self) -> &[Gap] {
         &self.gaps
     }

@@ -6,13 +6,15 @@
 //! the same commit as the rows. A crash between the two commits is healed by redelivery.
 //!
 //! `tables` is the writer, `catch_up` cleans a whole landing through it; `coverage` is what a
-//! table holds of each source (watermarks and gaps), `ledger` the forgotten `ind`s every
-//! writer obeys, `quality` the tables' quality counts.
+//! table holds of each source (watermarks and gaps), `shard_slots` where a Kinesis shard's
+//! watermark is kept, `ledger` the forgotten `ind`s every writer obeys, `quality` the tables'
+//! quality counts.
 
 pub mod catch_up;
 pub mod coverage;
 pub mod ledger;
 pub mod quality;
+pub mod shard_slots;
 pub mod tables;
 
 pub use catch_up::*;

@@ -16,6 +16,7 @@ use crate::storage::Location;
 use crate::watermark::Mark;
 use super::coverage::{Coverage, Gap};
 use super::ledger;
+use super::shard_slots::{self, Archive, Home, SlotPlan, ARCHIVE_TXN};
 
 /// What one write did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -81,6 +82,11 @@ pub struct Tables {
     /// Posts erased by `pinpipe forget` (its ledger, read at open, at each `refresh` and
     /// again before each commit): their records are never written again.
     ledger: ledger::LedgerState,
+    /// Per table name, the shard archive last read and the id it was read under.
+    archives: HashMap<String, (i64, Archive)>,
+    /// How long a Kinesis shard's slot must go unwritten before another shard may take it
+    /// (`shard_slots.rs`), in milliseconds.
+    shard_idle_ms: i64,
     /// Fault injection for the fault schedules: where every commit stops with an error, as a
     /// writer that crashes there would, and a pause between a batch's two commits.
     #[cfg(any(test, feature = "fault-injection"))]
@@ -113,9 +119,17 @@ impl Tables {
             quarantine,
             txns: HashMap::new(),
             ledger,
+            archives: HashMap::new(),
+            shard_idle_ms: DEFAULT_SHARD_IDLE_HOURS * 3_600_000,
             #[cfg(any(test, feature = "fault-injection"))]
             faults: Faults::default(),
         })
+    }
+
+    /// How long a Kinesis shard must write nothing before its watermark may leave its slot for
+    /// the shard archive and the slot go to another shard (0: at once, as tests do).
+    pub fn set_shard_idle_hours(&mut self, hours: f64) {
+        self.shard_idle_ms = (hours.max(0.0) * 3_600_000.0) as i64;
     }
 
     /// Makes every later commit stop right after its quarantine commit (fault schedules only).
@@ -174,7 +188,8 @@ impl Tables {
     }
 
     /// A source's coverage in a data table (`Some(kind)`) or the quarantine (`None`), from
-    /// the txn actions read once per snapshot.
+    /// the txn actions read once per snapshot (and, for a shard moved out of its slot, from
+    /// the table's shard archive).
     async fn coverage_in<M: Mark>(&mut self, kind: Option<Kind>, app_id: &str) -> Result<Coverage<M>> {
         let (table, name) = match kind {
             Some(k) => (&self.data[&k], self.id.table(k)),
@@ -182,7 +197,107 @@ impl Tables {
         };
         let txns = self.txns.entry(name.clone()).or_default();
         txns.update(table, &name).await?;
-        Coverage::from_txns(txns, app_id)
+        match shard_slots::locate::<M>(txns, app_id) {
+            Home::Own => Coverage::from_txns(txns, app_id),
+            Home::Slot(base) => Coverage::from_txns(txns, &base),
+            Home::Unplaced { .. } => {
+                let archive = self.archive(kind).await?;
+                Ok(Coverage::marked(archive.get(app_id).map(|t| M::from_text(t)).transpose()?))
+            }
+        }
+    }
+
+    /// The txn actions that store `next` where `now` was, for one source of a commit being
+    /// built (`plan` gathers its slot changes; see `archive_moves`).
+    fn coverage_txns<M: Mark>(
+        &self,
+        kind: Option<Kind>,
+        app_id: &str,
+        now: &Coverage<M>,
+        next: &Coverage<M>,
+        plan: &mut SlotPlan,
+    ) -> Result<Vec<(String, i64)>> {
+        let name = self.table_name(kind);
+        let Some(txns) = self.txns.get(&name) else { return Ok(now.txns_to(app_id, next)) };
+        Ok(match shard_slots::locate::<M>(txns, app_id) {
+            Home::Own => now.txns_to(app_id, next),
+            Home::Slot(base) => {
+                plan.use_slot(&base);
+                now.txns_to(&base, next)
+            }
+            Home::Unplaced { stream, shard } => match next.mark.as_ref().filter(|m| now.mark.as_ref() != Some(*m)) {
+                Some(m) => plan.place(txns, &stream, shard, m, self.shard_idle_ms, chrono::Utc::now().timestamp_millis())?,
+                None => Vec::new(),
+            },
+        })
+    }
+
+    /// Marks the slots the sources `app_ids` are in as written by the commit `plan` builds.
+    async fn reserve_slots<M: Mark>(&mut self, kind: Option<Kind>, app_ids: &[&str], plan: &mut SlotPlan) -> Result<()> {
+        if !M::slotted() {
+            return Ok(());
+        }
+        let (name, table) = (self.table_name(kind), kind.map_or(&self.quarantine, |k| &self.data[&k]));
+        let txns = self.txns.entry(name.clone()).or_default();
+        txns.update(table, &name).await?;
+        for app_id in app_ids {
+            if let Home::Slot(base) = shard_slots::locate::<M>(txns, app_id) {
+                plan.use_slot(&base);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the shard archive with the watermarks `plan` moves out of their slots, under a
+    /// new id, and returns the txn that points the commit at it (nothing when none moved).
+    async fn archive_moves(&mut self, kind: Option<Kind>, plan: SlotPlan) -> Result<Vec<(String, i64)>> {
+        if plan.moved.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut archive = self.archive(kind).await?.clone();
+        archive.extend(plan.moved);
+        let id = shard_slots::new_archive_id();
+        let path = shard_slots::archive_path(id);
+        let name = self.table_name(kind);
+        let body = serde_json::to_vec(&archive).unwrap_or_default();
+        let store = self.table(kind).log_store().object_store(None);
+        object_store::ObjectStore::put_opts(store.as_ref(), &path, body.into(), object_store::PutMode::Create.into())
+            .await
+            .map_err(|source| crate::Error::Storage { location: format!("{name}/{path}"), source })?;
+        self.archives.insert(name, (id, archive));
+        Ok(vec![(ARCHIVE_TXN.to_string(), id)])
+    }
+
+    /// The shard archive the table's loaded txn actions point to (empty when there is none).
+    async fn archive(&mut self, kind: Option<Kind>) -> Result<&Archive> {
+        let name = self.table_name(kind);
+        let id = self.txns.get(&name).and_then(|t| t.get(ARCHIVE_TXN));
+        let cached = self.archives.get(&name).map(|a| a.0);
+        if cached != Some(id.unwrap_or(0)) {
+            let archive = match id {
+                None => Archive::new(),
+                Some(id) => {
+                    let path = shard_slots::archive_path(id);
+                    let store = self.table(kind).log_store().object_store(None);
+                    let location = format!("{name}/{path}");
+                    let got = object_store::ObjectStoreExt::get(store.as_ref(), &path)
+                        .await
+                        .map_err(|source| crate::Error::Storage { location: location.clone(), source })?;
+                    let bytes = got.bytes().await.map_err(|source| crate::Error::Storage { location: location.clone(), source })?;
+                    shard_slots::parse_archive(&location, &bytes)?
+                }
+            };
+            self.archives.insert(name.clone(), (id.unwrap_or(0), archive));
+        }
+        Ok(&self.archives[&name].1)
+    }
+
+    fn table_name(&self, kind: Option<Kind>) -> String {
+        kind.map_or_else(|| self.id.quarantine_table(), |k| self.id.table(k))
+    }
+
+    fn table(&self, kind: Option<Kind>) -> &DeltaTable {
+        kind.map_or(&self.quarantine, |k| &self.data[&k])
     }
 
     /// Every open gap of the cleaned tables: (table, source app id, gap).
@@ -391,6 +506,13 @@ impl Tables {
             let mut entries = Vec::new();
             let mut gaps_opened = 0;
             let mut q_held: Option<std::collections::HashSet<(String, String, String)>> = None;
+            // Slots that sources of this batch are in are never given to another of them.
+            let (mut d_plan, mut q_plan) = (SlotPlan::default(), SlotPlan::default());
+            let app_ids: Vec<&str> = batch.sources.iter().map(|s| s.app_id.as_str()).collect();
+            self.reserve_slots::<M>(Some(kind), &app_ids, &mut d_plan).await?;
+            if !quarantine.is_empty() {
+                self.reserve_slots::<M>(None, &app_ids, &mut q_plan).await?;
+            }
             for (si, positions) in covered.iter().enumerate() {
                 let app_id = &batch.sources[si].app_id;
                 let d_now: Coverage<M> = self.coverage_in(Some(kind), app_id).await?;
@@ -421,13 +543,15 @@ impl Tables {
                             entries.push(entry.clone());
                         }
                     }
-                    q_txns.extend(q_now.txns_to(app_id, &q_now.union(&d_next)));
+                    q_txns.extend(self.coverage_txns(None, app_id, &q_now, &q_now.union(&d_next), &mut q_plan)?);
                 }
                 if opened > 0 {
                     tracing::warn!(table = %d_name, source = %app_id, gaps = ?d_next.gaps(), "offsets skipped: gap opened");
                 }
-                d_txns.extend(d_now.txns_to(app_id, &d_next));
+                d_txns.extend(self.coverage_txns(Some(kind), app_id, &d_now, &d_next, &mut d_plan)?);
             }
+            q_txns.extend(self.archive_moves(None, q_plan).await?);
+            d_txns.extend(self.archive_moves(Some(kind), d_plan).await?);
             if !entries.is_empty() || !q_txns.is_empty() {
                 let schema = delta::arrow_schema(&self.quarantine, &q_name)?;
                 let now = chrono::Utc::now().timestamp_micros();
@@ -530,6 +654,9 @@ impl Tables {
     }
 }
 
+
+/// See `Tables::set_shard_idle_hours`.
+pub const DEFAULT_SHARD_IDLE_HOURS: i64 = 24;
 
 fn jitter_ms() -> u64 {
     use rand::Rng;
