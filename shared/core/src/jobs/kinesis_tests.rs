@@ -389,3 +389,17 @@ async fn a_shard_taking_a_slot_races_the_idle_shards_own_delivery() {
     assert_eq!(inds(&s.cfg.tables).await, vec![1, 2, 15]);
     let _ = std::fs::remove_dir_all(&s.dir);
 }
+
+/// Item 8: a slot written within the idle time is not taken (its shard may be open): a new
+/// shard gets a slot of its own, read back from the log by a fresh container, and nothing is
+/// moved to the archive.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_written_within_the_idle_time_is_not_taken() {
+    let s = setup("kin-slot-busy");
+    KinesisSink::open(&s.cfg).await.unwrap().handle(event_on(&shard(1), &[(100, user(1))])).await.unwrap();
+    KinesisSink::open(&s.cfg).await.unwrap().handle(event_on(&shard(2), &[(100, user(2))])).await.unwrap();
+    let ids = txn_ids(&s.cfg.tables, "k_user_table").await;
+    let slots: Vec<&String> = ids.iter().filter(|id| !id.contains('#')).collect();
+    assert_eq!(slots, [&format!("{STREAM}~0"), &format!("{STREAM}~1"), &format!("{STREAM}~slots")], "{ids:?}");
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
