@@ -83,7 +83,7 @@ pub struct Tables {
     /// again before each commit): their records are never written again.
     ledger: ledger::LedgerState,
     /// Per table name, the shard archive last read and the id it was read under.
-    archives: HashMap<String, (i64, Archive)>,
+    archives: HashMap<String, (Option<i64>, Archive)>,
     /// How long a Kinesis shard's slot must go unwritten before another shard may take it
     /// (`shard_slots.rs`), in milliseconds.
     shard_idle_ms: i64,
@@ -191,12 +191,7 @@ impl Tables {
     /// the txn actions read once per snapshot (and, for a shard moved out of its slot, from
     /// the table's shard archive).
     async fn coverage_in<M: Mark>(&mut self, kind: Option<Kind>, app_id: &str) -> Result<Coverage<M>> {
-        let (table, name) = match kind {
-            Some(k) => (&self.data[&k], self.id.table(k)),
-            None => (&self.quarantine, self.id.quarantine_table()),
-        };
-        let txns = self.txns.entry(name.clone()).or_default();
-        txns.update(table, &name).await?;
+        let txns = self.loaded_txns(kind).await?;
         match shard_slots::locate::<M>(txns, app_id) {
             Home::Own => Coverage::from_txns(txns, app_id),
             Home::Slot(base) => Coverage::from_txns(txns, &base),
@@ -237,9 +232,7 @@ impl Tables {
         if !M::slotted() {
             return Ok(());
         }
-        let (name, table) = (self.table_name(kind), kind.map_or(&self.quarantine, |k| &self.data[&k]));
-        let txns = self.txns.entry(name.clone()).or_default();
-        txns.update(table, &name).await?;
+        let txns = self.loaded_txns(kind).await?;
         for app_id in app_ids {
             if let Home::Slot(base) = shard_slots::locate::<M>(txns, app_id) {
                 plan.use_slot(&base);
@@ -264,7 +257,7 @@ impl Tables {
         object_store::ObjectStore::put_opts(store.as_ref(), &path, body.into(), object_store::PutMode::Create.into())
             .await
             .map_err(|source| crate::Error::Storage { location: format!("{name}/{path}"), source })?;
-        self.archives.insert(name, (id, archive));
+        self.archives.insert(name, (Some(id), archive));
         Ok(vec![(ARCHIVE_TXN.to_string(), id)])
     }
 
@@ -272,24 +265,34 @@ impl Tables {
     async fn archive(&mut self, kind: Option<Kind>) -> Result<&Archive> {
         let name = self.table_name(kind);
         let id = self.txns.get(&name).and_then(|t| t.get(ARCHIVE_TXN));
-        let cached = self.archives.get(&name).map(|a| a.0);
-        if cached != Some(id.unwrap_or(0)) {
+        if self.archives.get(&name).map(|a| a.0) != Some(id) {
             let archive = match id {
                 None => Archive::new(),
                 Some(id) => {
                     let path = shard_slots::archive_path(id);
-                    let store = self.table(kind).log_store().object_store(None);
                     let location = format!("{name}/{path}");
-                    let got = object_store::ObjectStoreExt::get(store.as_ref(), &path)
-                        .await
-                        .map_err(|source| crate::Error::Storage { location: location.clone(), source })?;
-                    let bytes = got.bytes().await.map_err(|source| crate::Error::Storage { location: location.clone(), source })?;
+                    let store = self.table(kind).log_store().object_store(None);
+                    let Some((bytes, _)) = crate::storage::get_versioned(&store, &path).await? else {
+                        return Err(crate::Error::input(location, format!("missing: the table's txn {ARCHIVE_TXN} names it")));
+                    };
                     shard_slots::parse_archive(&location, &bytes)?
                 }
             };
-            self.archives.insert(name.clone(), (id.unwrap_or(0), archive));
+            self.archives.insert(name.clone(), (id, archive));
         }
         Ok(&self.archives[&name].1)
+    }
+
+    /// The txn actions of a data table (`Some(kind)`) or the quarantine (`None`), brought up
+    /// to its loaded snapshot (read once per snapshot).
+    async fn loaded_txns(&mut self, kind: Option<Kind>) -> Result<&delta::Txns> {
+        let (table, name) = match kind {
+            Some(k) => (&self.data[&k], self.id.table(k)),
+            None => (&self.quarantine, self.id.quarantine_table()),
+        };
+        let txns = self.txns.entry(name.clone()).or_default();
+        txns.update(table, &name).await?;
+        Ok(txns)
     }
 
     fn table_name(&self, kind: Option<Kind>) -> String {
@@ -305,9 +308,7 @@ impl Tables {
         let mut out = Vec::new();
         for kind in Kind::ALL {
             let name = self.id.table(kind);
-            let txns = self.txns.entry(name.clone()).or_default();
-            txns.update(&self.data[&kind], &name).await?;
-            for (app_id, gap) in crate::writer::coverage::open_gaps(txns)? {
+            for (app_id, gap) in crate::writer::coverage::open_gaps(self.loaded_txns(Some(kind)).await?)? {
                 out.push((name.clone(), app_id, gap));
             }
         }
@@ -365,10 +366,7 @@ impl Tables {
 
     /// The version of the data table's txn `app_id`, if it has one.
     pub async fn txn(&mut self, kind: Kind, app_id: &str) -> Result<Option<i64>> {
-        let name = self.id.table(kind);
-        let txns = self.txns.entry(name.clone()).or_default();
-        txns.update(&self.data[&kind], &name).await?;
-        Ok(txns.get(app_id))
+        Ok(self.loaded_txns(Some(kind)).await?.get(app_id))
     }
 
     /// The commit metadata under `key` of the data table's commit that set `app_id` to
