@@ -155,11 +155,25 @@ def test_every_function_does_its_work_with_only_its_policy(enforcing_moto, tmp_p
     kin = json.loads(run("invoke", "kinesis-sink", "--event", REPO / "events" / "kinesis-batch.json",
                          env=as_fn("KinesisSinkFunction")).stdout)
     assert kin["batchItemFailures"] == [], kin
+    # A new shard takes shard 0's idle slot (idle time 0), moving its watermark to the shard
+    # archive under tables/ (a conditional PUT); shard 0's redelivery then reads the archive.
+    batch = (REPO / "events" / "kinesis-batch.json").read_text()
+    child = tmp_path / "kinesis-child.json"
+    child.write_text(batch.replace("shardId-000000000000", "shardId-000000000001"))
+    for event, tabled in [(child, kin["tabled"]), (REPO / "events" / "kinesis-batch.json", 0)]:
+        out = json.loads(run("invoke", "kinesis-sink", "--event", event,
+                             env=as_fn("KinesisSinkFunction", PINPIPE_SHARD_IDLE_HOURS="0")).stdout)
+        assert out["batchItemFailures"] == [] and out["tabled"] == tabled, out
     ana = creds["BatchAnalysisFunction"]
     kin_landed = [o["Key"] for o in boto3.client(
         "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ana["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=ana["AWS_SECRET_ACCESS_KEY"]).list_objects_v2(Bucket=bucket, Prefix="kinesis/")["Contents"]]
     assert any(k.endswith(".json") for k in kin_landed) and any("/_extent/" in k for k in kin_landed), kin_landed
+    archives = [o["Key"] for o in boto3.client(
+        "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ana["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=ana["AWS_SECRET_ACCESS_KEY"]).list_objects_v2(Bucket=bucket, Prefix="tables/")["Contents"]
+        if "/_pinpipe/shards/" in o["Key"]]
+    assert {k.split("/")[1] for k in archives} == {f"{PID}_user_table", f"{PID}_quarantine"}, archives
     daily_run(expect_tables=True)
     # A scan of a folder of files lists the root when it has no topics/: with the analysis'
     # key that is refused, which is why the catch-up never does it.
