@@ -178,6 +178,19 @@ pub async fn run_kinesis_schedule(seed: u64, work: &KinesisWork) -> Result<Expec
                     let cfg = MaintenanceConfig { vacuum_retention_hours: 0, min_small_files: 2, ..Default::default() };
                     maintenance::maintain(table, &name, &cfg).await.map_err(|e| ScheduleError::Violated(format!("maintain: {e}")))?;
                 }
+                // Sometimes a vacuum as if two days had passed: shard archives replaced since
+                // (the neighbours keep moving the schedule's shard out and back) are deleted.
+                if rng.random_bool(0.5) {
+                    log.push("vacuum two days on".into());
+                    let later = chrono::Utc::now() + chrono::Duration::days(2);
+                    for name in [name, id.quarantine_table()] {
+                        if let Some(table) = delta::open(&work.tables, &name).await.map_err(err)? {
+                            maintenance::vacuum_at(table, &name, 0, Some(later))
+                                .await
+                                .map_err(|e| ScheduleError::Violated(format!("vacuum {name}: {e}")))?;
+                        }
+                    }
+                }
             }
             // A neighbouring shard's only batch (retried until it is in).
             7 => {

@@ -403,3 +403,67 @@ async fn a_slot_written_within_the_idle_time_is_not_taken() {
     assert_eq!(slots, [&format!("{STREAM}~0"), &format!("{STREAM}~1"), &format!("{STREAM}~slots")], "{ids:?}");
     let _ = std::fs::remove_dir_all(&s.dir);
 }
+
+/// The archive ids in a table's `_pinpipe/shards/` folder, sorted.
+fn archive_ids(dir: &std::path::Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// Item 7 for shard archives: vacuum deletes archive objects no writer can read any more (the
+/// archives replaced long ago, and the object of an attempt that lost its race) and keeps the
+/// current one and the one it replaced while that replacement is recent; a fresh object is
+/// kept whatever it is (its attempt may still be committing). Afterwards every closed shard
+/// still decides by position.
+#[tokio::test(flavor = "multi_thread")]
+async fn vacuum_deletes_shard_archives_no_writer_can_read() {
+    let mut s = setup("kin-archive-vacuum");
+    s.cfg.shard_idle_hours = 0.0;
+    let mut sink = KinesisSink::open(&s.cfg).await.unwrap();
+    // Five shards one after the other: each takes the last one's slot, so four archives, each
+    // naming the one it replaced.
+    let batch = |i: u64| event_on(&shard(i), &[(100 + i, user(i as i64))]);
+    for i in 0..5 {
+        sink.handle(batch(i)).await.unwrap();
+    }
+    let folder = s.dir.join("tables/k_user_table/_pinpipe/shards");
+    let written = archive_ids(&folder);
+    assert_eq!(written.len(), 4, "{written:?}");
+    let table = crate::delta::open(&s.cfg.tables, "k_user_table").await.unwrap().unwrap();
+    let mut txns = crate::delta::Txns::default();
+    txns.update(&table, "k_user_table").await.unwrap();
+    let current = crate::writer::shard_slots::archive_path(txns.get("pinpipe-shards").unwrap()).filename().unwrap().to_string();
+    let body = std::fs::read(folder.join(&current)).unwrap();
+    let prev = crate::writer::shard_slots::parse_archive("current", &body).unwrap().prev.expect("the archive it replaced");
+    let prev = crate::writer::shard_slots::archive_path(prev).filename().unwrap().to_string();
+    // An attempt that lost its race left its object; everything was written ten days ago.
+    let orphan = crate::writer::shard_slots::archive_path(42).filename().unwrap().to_string();
+    std::fs::write(folder.join(&orphan), br#"{"prev":null,"shards":{}}"#).unwrap();
+    let ten_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(10 * 86_400);
+    for id in archive_ids(&folder) {
+        std::fs::File::options().write(true).open(folder.join(id)).unwrap().set_modified(ten_days_ago).unwrap();
+    }
+    // A fresh orphan: its attempt may still be running.
+    let fresh = crate::writer::shard_slots::archive_path(43).filename().unwrap().to_string();
+    std::fs::write(folder.join(&fresh), br#"{"prev":null,"shards":{}}"#).unwrap();
+    // The pointer moved a moment ago, so the archive it replaced is kept; older ones go.
+    let (table, _) = crate::jobs::maintenance::vacuum_at(table, "k_user_table", 168, None).await.unwrap();
+    let mut want = vec![current.clone(), prev.clone(), fresh.clone()];
+    want.sort();
+    assert_eq!(archive_ids(&folder), want);
+    // Past retention, only the current archive is left.
+    let later = chrono::Utc::now() + chrono::Duration::days(30);
+    crate::jobs::maintenance::vacuum_at(table, "k_user_table", 168, Some(later)).await.unwrap();
+    assert_eq!(archive_ids(&folder), vec![current]);
+    // A fresh container: every shard's batch again is held, by slot or by the archive.
+    let mut cold = KinesisSink::open(&s.cfg).await.unwrap();
+    for i in 0..5 {
+        let r = cold.handle(batch(i)).await.unwrap();
+        assert_eq!((r.tabled, r.at_or_below_watermark), (0, 1), "shard {i}: {r:?}");
+    }
+    assert_eq!(inds(&s.cfg.tables).await, vec![0, 1, 2, 3, 4]);
+    let _ = std::fs::remove_dir_all(&s.dir);
+}

@@ -173,7 +173,8 @@ const ORPHAN_MIN_AGE_HOURS: i64 = 1;
 /// Deletes the files no live version references: those removed more than `hours` ago (the
 /// log's tombstones), then every other data file in the table's folder that the current
 /// version does not name and that is older than `hours` (at least ORPHAN_MIN_AGE_HOURS).
-/// The second pass lists the folder. Why: checkpoints drop tombstones older than
+/// The second pass lists the folder. Shard archives (`_pinpipe/shards/`) no writer can read
+/// any more go too (`shard_slots::vacuum_archives`). Why: checkpoints drop tombstones older than
 /// `delta.deletedFileRetentionDuration` (7 days, the same age the daily vacuum waits for), so
 /// compacted and rewritten files, forgotten people's rows among them, would otherwise never
 /// be deleted; and files of attempts that crashed or lost a race never had a tombstone.
@@ -202,8 +203,11 @@ pub async fn vacuum_at(
         }
         table = builder.await.map_err(|e| Error::delta(name, e))?.0;
     }
-    let deleted = before.saturating_sub(data_files(&table, name).await?);
-    tracing::info!(table = name, deleted, "vacuumed");
+    let now_ms = now.unwrap_or_else(chrono::Utc::now).timestamp_millis();
+    let grace_ms = hours.max(ORPHAN_MIN_AGE_HOURS).saturating_mul(3_600_000);
+    let archives = crate::writer::shard_slots::vacuum_archives(&table, name, grace_ms, now_ms).await?;
+    let deleted = before.saturating_sub(data_files(&table, name).await?) + archives;
+    tracing::info!(table = name, deleted, archives, "vacuumed");
     Ok((table, deleted))
 }
 

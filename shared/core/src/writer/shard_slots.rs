@@ -152,9 +152,88 @@ impl SlotPlan {
     }
 }
 
-/// Parses an archive object's body.
-pub fn parse_archive(location: &str, bytes: &[u8]) -> Result<Archive> {
-    serde_json::from_slice(bytes).map_err(|e| Error::input(location.to_string(), format!("not a shard archive: {e}")))
+/// An archive object's body: the watermarks, and the id of the archive it replaced (vacuum
+/// keeps that one while a writer that loaded the table before the replacement may read it).
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveBody {
+    pub prev: Option<i64>,
+    pub shards: Archive,
+}
+
+/// Parses an archive object's body (also the bare map of watermarks, without `prev`).
+pub fn parse_archive(location: &str, bytes: &[u8]) -> Result<ArchiveBody> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Body(ArchiveBody),
+        Bare(Archive),
+    }
+    match serde_json::from_slice(bytes) {
+        Ok(Stored::Body(body)) => Ok(body),
+        Ok(Stored::Bare(shards)) => Ok(ArchiveBody { prev: None, shards }),
+        Err(e) => Err(Error::input(location.to_string(), format!("not a shard archive: {e}"))),
+    }
+}
+
+/// The id in an archive object's file name (`<id:019>.json`).
+fn archive_id(file_name: &str) -> Option<i64> {
+    let digits = file_name.strip_suffix(".json")?;
+    (digits.len() == 19 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+}
+
+/// How long after its archive object was written a commit may still land: no writer runs
+/// longer than a Lambda's 15 minutes.
+const ATTEMPT_MAX_MS: i64 = 3_600_000;
+
+/// Deletes the table's archive objects no writer can read any more, once `grace_ms` old at
+/// `now_ms`, and returns how many. Kept: the current archive, and each archive the kept ones
+/// replaced while that replacement is less than `grace_ms` old (a writer that loaded the table
+/// before it may still look a shard up there). Deleted: older archives, and objects of
+/// attempts that lost their race or crashed (never named by a commit).
+pub async fn vacuum_archives(table: &deltalake::DeltaTable, name: &str, grace_ms: i64, now_ms: i64) -> Result<usize> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let store = table.log_store().object_store(None);
+    let prefix = object_store::path::Path::from("_pinpipe/shards");
+    let storage = |source| Error::Storage { location: format!("{name}/{prefix}"), source };
+    let metas: Vec<object_store::ObjectMeta> = store.list(Some(&prefix)).try_collect().await.map_err(storage)?;
+    let written: BTreeMap<i64, i64> = metas
+        .iter()
+        .filter_map(|m| Some((archive_id(m.location.filename()?)?, m.last_modified.timestamp_millis())))
+        .collect();
+    let mut txns = Txns::default();
+    txns.update(table, name).await?;
+    let mut keep = HashSet::new();
+    if let Some(current) = txns.get(ARCHIVE_TXN) {
+        keep.insert(current);
+        // `node` has been current since `since`; the archive it replaced was current until then.
+        let (mut node, mut since) = (current, txns.last_updated(ARCHIVE_TXN).unwrap_or(now_ms));
+        while now_ms.saturating_sub(since) < grace_ms {
+            let path = archive_path(node);
+            let Some((bytes, _)) = crate::storage::get_versioned(&store, &path).await? else { break };
+            let Some(prev) = parse_archive(&format!("{name}/{path}"), &bytes)?.prev else { break };
+            if !keep.insert(prev) {
+                break;
+            }
+            // `prev` became current by a commit at most ATTEMPT_MAX_MS after its object was
+            // written (a later bound only keeps more).
+            let Some(at) = written.get(&prev) else { break };
+            (node, since) = (prev, at.saturating_add(ATTEMPT_MAX_MS));
+        }
+    }
+    let mut deleted = 0;
+    for m in &metas {
+        let Some(id) = m.location.filename().and_then(archive_id) else { continue };
+        if keep.contains(&id) || now_ms.saturating_sub(m.last_modified.timestamp_millis()) < grace_ms {
+            continue;
+        }
+        match store.delete(&m.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+            Err(source) => return Err(Error::Storage { location: format!("{name}/{}", m.location), source }),
+        }
+    }
+    Ok(deleted)
 }
 
 /// A fresh archive id: positive, and unlikely to be another attempt's (an attempt whose

@@ -252,7 +252,8 @@ impl Tables {
         let id = shard_slots::new_archive_id();
         let path = shard_slots::archive_path(id);
         let name = self.table_name(kind);
-        let body = serde_json::to_vec(&archive).unwrap_or_default();
+        let prev = self.txns.get(&name).and_then(|t| t.get(ARCHIVE_TXN));
+        let body = serde_json::to_vec(&shard_slots::ArchiveBody { prev, shards: archive.clone() }).unwrap_or_default();
         let store = self.table(kind).log_store().object_store(None);
         object_store::ObjectStore::put_opts(store.as_ref(), &path, body.into(), object_store::PutMode::Create.into())
             .await
@@ -275,7 +276,7 @@ impl Tables {
                     let Some((bytes, _)) = crate::storage::get_versioned(&store, &path).await? else {
                         return Err(crate::Error::input(location, format!("missing: the table's txn {ARCHIVE_TXN} names it")));
                     };
-                    shard_slots::parse_archive(&location, &bytes)?
+                    shard_slots::parse_archive(&location, &bytes)?.shards
                 }
             };
             self.archives.insert(name.clone(), (id, archive));
