@@ -124,7 +124,7 @@ pub async fn run_kinesis_schedule(seed: u64, work: &KinesisWork) -> Result<Expec
     let mut attempts = 0;
     while cursor < n {
         let len = rng.random_range(1..8).min(n - cursor);
-        let step = rng.random_range(0..12);
+        let step = rng.random_range(0..13);
         log.push(format!("step {step} [{cursor}, {})", cursor + len));
         let range = cursor..cursor + len;
         let mut delivered = false;
@@ -207,6 +207,28 @@ pub async fn run_kinesis_schedule(seed: u64, work: &KinesisWork) -> Result<Expec
                     }
                 }
                 continue;
+            }
+            // Two writers land the same first position at once (an operator's replay and a
+            // live invocation): one has put a longer run and not yet its marker when the
+            // other lands this batch; then the first writes its marker and tables its run.
+            8 => {
+                let long = cursor..(cursor + len + rng.random_range(1..4)).min(n);
+                log.push(format!("stalled writer [{}, {})", long.start, long.end));
+                let stalled = batch(seed, long.clone());
+                let lines: Vec<(SequenceNumber, Option<&[u8]>)> =
+                    stalled.offsets.iter().zip(&stalled.records).map(|(s, r)| (*s, Some(r.bytes.as_ref()))).collect();
+                kinesis_landing::put_unmarked(&store, STREAM, SHARD, &lines).await.map_err(err)?;
+                sink.refresh().await.map_err(err)?;
+                let live = land_and_write_kinesis(&mut sink, &store, Kind::User, vec![batch(seed, range.clone())]).await.is_ok();
+                let (first, last) = (stalled.offsets[0], stalled.offsets[stalled.offsets.len() - 1]);
+                kinesis_landing::mark_landed(&store, STREAM, SHARD, &first, &last).await.map_err(err)?;
+                analysis.refresh().await.map_err(err)?;
+                let resumed = analysis.write(Kind::User, vec![stalled]).await.is_ok();
+                if resumed || live {
+                    cursor = if resumed { long.end } else { range.end };
+                    attempts = 0;
+                    continue;
+                }
             }
             // A privacy request under traffic: one post forgotten (tables, quarantine, landing).
             6 => {

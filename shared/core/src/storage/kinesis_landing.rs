@@ -10,8 +10,8 @@
 //!
 //! An object counts as landed once its extent marker
 //! `kinesis/_extent/<stream>/shard=<shardId>/<N>-<last>/<N>-<first>` exists, written after
-//! the object (an object without one is a write that stopped half way: nobody reads it, and
-//! the next write of that key replaces it). Markers are keyed by their last position, so a
+//! the object (an object without one is a write that stopped half way or is still under
+//! way: the next write of that key keeps its lines, adds its own and writes the marker). Markers are keyed by their last position, so a
 //! writer lists the objects that reach past a watermark from that key on (`extents_after`),
 //! whatever their first position. They are zero bytes and outlive the objects (the bucket's
 //! lifecycle rule expires only objects larger than zero bytes), so the landing always knows
@@ -291,11 +291,13 @@ pub struct Landed {
 }
 
 /// Writes a shard's records (in position order; `None` lands as a position without a
-/// record), then the extent marker. Objects are written once and never replaced (a
-/// conditional create): when the key of the first record is taken (a redelivery, or an
-/// earlier, differently batched delivery), the records past that object's last position go
-/// to a new object keyed by the first of them. So an object never changes under a reader that
-/// has tabled it, and two writers landing one shard at once cannot shrink each other's.
+/// record), then the extent marker. Objects are created conditionally: when the key of the
+/// first record is taken by a landed object (a redelivery, or an earlier, differently batched
+/// delivery), the records past that object's last position go to a new object keyed by the
+/// first of them. An object there without its marker (a writer stopped, or still running, in
+/// between) gets our records added to its own, conditional on it being unchanged since read,
+/// and then the marker. So a landed object only ever grows, and two writers landing one shard
+/// at once cannot shrink each other's.
 pub async fn write(
     store: &Arc<dyn ObjectStore>,
     stream: &str,
@@ -304,7 +306,12 @@ pub async fn write(
 ) -> Result<Landed> {
     let mut landed = Landed::default();
     let mut rest = records;
+    // Times another writer changed an object between our read and our write.
+    let mut lost = 0;
     while let (Some((first, _)), Some((last, _))) = (rest.first(), rest.last()) {
+        if lost > crate::storage::UPDATE_ATTEMPTS {
+            return Err(Error::input(object_key(stream, shard, first).to_string(), "changed by other writers too often in a row; run again"));
+        }
         let key = object_key(stream, shard, first);
         let body = Bytes::from(body_of(rest));
         let create = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
@@ -315,7 +322,17 @@ pub async fn write(
                 return Ok(landed);
             }
             Err(object_store::Error::AlreadyExists { .. }) => {
-                let existing = store.get(&key).await.map_err(storage(&key))?.bytes().await.map_err(storage(&key))?;
+                let got = match store.get(&key).await {
+                    Ok(got) => got,
+                    // Gone between our create and our read: try again.
+                    Err(object_store::Error::NotFound { .. }) => {
+                        lost += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(storage(&key)(e)),
+                };
+                let existing_meta = got.meta.clone();
+                let existing = got.bytes().await.map_err(storage(&key))?;
                 let held = lines(key.as_ref(), &existing)?.last().map(|(l, _)| *l).unwrap_or(*first);
                 let marker = extent_key(stream, shard, first, &held);
                 match store.head(&marker).await {
@@ -323,12 +340,19 @@ pub async fn write(
                         landed.found.push(key);
                         rest = &rest[rest.partition_point(|(s, _)| *s <= held)..];
                     }
-                    // A write that stopped before its marker: not landed, nobody read it.
+                    // A write that stopped before its marker, or one still under way (its
+                    // next step is the marker): its lines are kept and ours added, in one
+                    // write conditional on the object being the one read.
                     Err(object_store::Error::NotFound { .. }) => {
-                        tracing::warn!(object = %key, "replacing a landing object whose writer stopped before its marker");
-                        store.put(&key, PutPayload::from(body)).await.map_err(storage(&key))?;
-                        put_marker(store, stream, shard, first, last).await?;
-                        landed.written.push(key);
+                        let (merged, top, past_ours) = merge(key.as_ref(), &existing, rest)?;
+                        let read = Some(object_store::UpdateVersion { e_tag: existing_meta.e_tag, version: existing_meta.version });
+                        if !crate::storage::put_if_unchanged(store, &key, read, PutPayload::from(merged)).await? {
+                            lost += 1;
+                            continue;
+                        }
+                        put_marker(store, stream, shard, first, &top).await?;
+                        // Positions past ours that another writer brought must be read back.
+                        if past_ours { landed.found.push(key) } else { landed.written.push(key) }
                         return Ok(landed);
                     }
                     Err(e) => return Err(storage(&marker)(e)),
@@ -338,6 +362,42 @@ pub async fn write(
         }
     }
     Ok(landed)
+}
+
+/// The body of an object found without its marker merged with `ours` (in position order),
+/// each position once: a record at a position is the stream's, so both sides hold the same
+/// one unless a forget blanked it on one side, and then it stays blank. Also its last
+/// position, and whether the object held positions ours lack.
+fn merge(key: &str, existing: &Bytes, ours: &[(SequenceNumber, Option<&[u8]>)]) -> Result<(Vec<u8>, SequenceNumber, bool)> {
+    let theirs: Vec<(SequenceNumber, Option<Bytes>)> = lines(key, existing)?
+        .into_iter()
+        .map(|(s, v)| (s, v.map(|r| landing::decode_line(existing.slice(r)))))
+        .collect();
+    let past_ours = theirs.iter().any(|(t, _)| ours.binary_search_by(|(o, _)| o.cmp(t)).is_err());
+    let mut by_position: BTreeMap<SequenceNumber, Option<&[u8]>> = ours.iter().copied().collect();
+    for (s, v) in &theirs {
+        let v = v.as_deref();
+        by_position.entry(*s).and_modify(|mine| *mine = mine.and(v)).or_insert(v);
+    }
+    let merged: Vec<(SequenceNumber, Option<&[u8]>)> = by_position.into_iter().collect();
+    let top = merged.last().map(|(s, _)| *s).ok_or_else(|| Error::input(key, "nothing to land"))?;
+    Ok((body_of(&merged), top, past_ours))
+}
+
+/// Puts an object without its marker, as a writer between those two steps leaves it (fault
+/// schedules only); `mark_landed` is its next step.
+#[cfg(any(test, feature = "fault-injection"))]
+pub async fn put_unmarked(store: &Arc<dyn ObjectStore>, stream: &str, shard: &str, records: &[(SequenceNumber, Option<&[u8]>)]) -> Result<()> {
+    let Some((first, _)) = records.first() else { return Ok(()) };
+    let key = object_key(stream, shard, first);
+    store.put(&key, PutPayload::from(body_of(records))).await.map_err(storage(&key))?;
+    Ok(())
+}
+
+/// Writes the marker of an object holding `first` to `last` (fault schedules only).
+#[cfg(any(test, feature = "fault-injection"))]
+pub async fn mark_landed(store: &Arc<dyn ObjectStore>, stream: &str, shard: &str, first: &SequenceNumber, last: &SequenceNumber) -> Result<()> {
+    put_marker(store, stream, shard, first, last).await
 }
 
 /// The marker of a complete object: written after it, it says its positions were landed.
@@ -468,6 +528,39 @@ mod tests {
         assert!(skipped.is_empty(), "{skipped:?}");
         assert_eq!((shards.len(), shards[0].kind, shards[0].objects.len()), (1, Kind::Geo, 4));
         assert_eq!(shards[0].objects, objs);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A writer that finds an object without its marker may be racing the writer that created
+    /// it (an operator's replay and a live invocation of one shard, both from one position):
+    /// that writer's next step is its marker, so its lines must stay. The object ends with
+    /// both writers' positions, a position forgotten on either side blank.
+    #[tokio::test]
+    async fn a_write_finding_an_object_without_its_marker_keeps_its_lines() {
+        let (dir, loc) = crate::storage::test_root("kinesis-landing-race");
+        let store = loc.store().unwrap();
+        let (s, sh) = ("streaming-x-geo", "shardId-000000000000");
+        // Writer A created its object of ten positions (20 forgotten) and has not yet written
+        // its marker.
+        let theirs: Vec<(SequenceNumber, Option<&[u8]>)> =
+            (1..=10).map(|i| (seq(&(i * 10).to_string()), (i != 2).then_some(&b"{\"a\":1}"[..]))).collect();
+        let key = object_key(s, sh, &seq("10"));
+        store.put(&key, PutPayload::from(body_of(&theirs))).await.unwrap();
+        // Writer B lands the first three (30 forgotten on its side).
+        let ours: Vec<(SequenceNumber, Option<&[u8]>)> =
+            vec![(seq("10"), Some(b"{\"a\":1}")), (seq("20"), Some(b"{\"a\":1}")), (seq("30"), None)];
+        let landed = write(&store, s, sh, &ours).await.unwrap();
+        assert_eq!((landed.found, landed.written), (vec![key.clone()], vec![]), "A's positions must be read back");
+        put_marker(&store, s, sh, &seq("10"), &seq("100")).await.unwrap();
+        let got = read(&store, &key).await.unwrap();
+        let positions: Vec<String> = got.iter().map(|(p, _)| p.to_string()).collect();
+        assert_eq!(positions, (1..=10).map(|i| (i * 10).to_string()).collect::<Vec<_>>());
+        let blank: Vec<String> = got.iter().filter(|(_, v)| v.is_none()).map(|(p, _)| p.to_string()).collect();
+        assert_eq!(blank, ["20", "30"]);
+        assert!(covered(&landed_ranges(&store, s, sh).await.unwrap(), &seq("100")));
+        // B's own records all inside A's object: nothing else to read back.
+        let inside = write(&store, s, sh, &ours[..2]).await.unwrap();
+        assert_eq!((inside.found, inside.written), (vec![key], vec![]));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

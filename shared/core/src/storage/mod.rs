@@ -119,7 +119,7 @@ impl Location {
 /// How many times a conditional replace is retried before giving up: each retry means another
 /// writer changed the object in between, which on these keys (the forget ledger, landing
 /// objects) happens a handful of times at most.
-const UPDATE_ATTEMPTS: usize = 64;
+pub(crate) const UPDATE_ATTEMPTS: usize = 64;
 
 /// Reads `key` with the version a conditional replace must match; `None` when it is not there.
 pub async fn get_versioned(store: &Arc<dyn ObjectStore>, key: &Path) -> Result<Option<(bytes::Bytes, UpdateVersion)>> {
