@@ -11,9 +11,9 @@
 //! An object counts as landed once its extent marker
 //! `kinesis/_extent/<stream>/shard=<shardId>/<N>-<last>/<N>-<first>` exists, written after
 //! the object (an object without one is a write that stopped half way or is still under
-//! way: the next write of that key keeps its lines, adds its own and writes the marker). Markers are keyed by their last position, so a
-//! writer lists the objects that reach past a watermark from that key on (`extents_after`),
-//! whatever their first position. They are zero bytes and outlive the objects (the bucket's
+//! way: the next write of that key keeps its lines, adds its own and writes the marker).
+//! Markers are keyed by their last position, so a writer lists the objects that reach past a
+//! watermark from that key on (`extents_after`), whatever their first position. They are zero bytes and outlive the objects (the bucket's
 //! lifecycle rule expires only objects larger than zero bytes), so the landing always knows
 //! which positions were landed.
 //!
