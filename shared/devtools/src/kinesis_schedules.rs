@@ -213,11 +213,14 @@ pub async fn run_kinesis_schedule(seed: u64, work: &KinesisWork) -> Result<Expec
             // other lands this batch; then the first writes its marker and tables its run.
             8 => {
                 let long = cursor..(cursor + len + rng.random_range(1..4)).min(n);
-                log.push(format!("stalled writer [{}, {})", long.start, long.end));
                 let stalled = batch(seed, long.clone());
                 let lines: Vec<(SequenceNumber, Option<&[u8]>)> =
                     stalled.offsets.iter().zip(&stalled.records).map(|(s, r)| (*s, Some(r.bytes.as_ref()))).collect();
-                kinesis_landing::put_unmarked(&store, STREAM, SHARD, &lines).await.map_err(err)?;
+                // Only where its create succeeds (an earlier delivery may have landed there).
+                if !kinesis_landing::put_unmarked(&store, STREAM, SHARD, &lines).await.map_err(err)? {
+                    continue;
+                }
+                log.push(format!("stalled writer [{}, {})", long.start, long.end));
                 sink.refresh().await.map_err(err)?;
                 let live = land_and_write_kinesis(&mut sink, &store, Kind::User, vec![batch(seed, range.clone())]).await.is_ok();
                 let (first, last) = (stalled.offsets[0], stalled.offsets[stalled.offsets.len() - 1]);

@@ -384,14 +384,14 @@ fn merge(key: &str, existing: &Bytes, ours: &[(SequenceNumber, Option<&[u8]>)]) 
     Ok((body_of(&merged), top, past_ours))
 }
 
-/// Puts an object without its marker, as a writer between those two steps leaves it (fault
-/// schedules only); `mark_landed` is its next step.
+/// Creates an object without its marker, as a writer between those two steps leaves it
+/// (fault schedules only; `mark_landed` is its next step). False when the key is taken: a
+/// writer's create would have failed there.
 #[cfg(any(test, feature = "fault-injection"))]
-pub async fn put_unmarked(store: &Arc<dyn ObjectStore>, stream: &str, shard: &str, records: &[(SequenceNumber, Option<&[u8]>)]) -> Result<()> {
-    let Some((first, _)) = records.first() else { return Ok(()) };
+pub async fn put_unmarked(store: &Arc<dyn ObjectStore>, stream: &str, shard: &str, records: &[(SequenceNumber, Option<&[u8]>)]) -> Result<bool> {
+    let Some((first, _)) = records.first() else { return Ok(false) };
     let key = object_key(stream, shard, first);
-    store.put(&key, PutPayload::from(body_of(records))).await.map_err(storage(&key))?;
-    Ok(())
+    crate::storage::put_if_unchanged(store, &key, None, PutPayload::from(body_of(records))).await
 }
 
 /// Writes the marker of an object holding `first` to `last` (fault schedules only).
