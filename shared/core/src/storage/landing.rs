@@ -56,6 +56,17 @@ pub fn app_id(source: &str, partition: &str) -> String {
     format!("{source}-{partition}")
 }
 
+/// Whether a file outside the landing layout is read as JSON Lines, by its name.
+pub fn is_json_lines(path: &str) -> bool {
+    [".json", ".jsonl", ".ndjson"].iter().any(|ext| path.ends_with(ext))
+}
+
+/// The lowest position source `app_id` can hold: line 1 of a JSON Lines file (its app id is
+/// `<path>-0`; a topic's name ends in its kind, never in `.json`), else offset 0.
+pub fn lowest_position(app_id: &str) -> i64 {
+    i64::from(app_id.strip_suffix("-0").is_some_and(is_json_lines))
+}
+
 /// The landing key of a batch (contract §3).
 pub fn object_key(topic: &str, partition: i32, first_offset: i64) -> Path {
     Path::from(format!("topics/{topic}/partition={partition}/{topic}+{partition}+{first_offset:010}.json"))
@@ -167,7 +178,7 @@ pub async fn scan(root: &Location, layout: Layout) -> Result<Scan> {
                 .push(LandingObject { key: meta.location, first, size: meta.size, last: None });
             continue;
         }
-        let is_lines = [".json", ".jsonl", ".ndjson"].iter().any(|ext| key.ends_with(ext));
+        let is_lines = is_json_lines(&key);
         let stem = key.rsplit('/').next().unwrap_or(&key).split('.').next().unwrap_or("");
         match Kind::from_source_name(stem).filter(|_| is_lines) {
             Some(kind) => {

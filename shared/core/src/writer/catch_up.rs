@@ -368,6 +368,45 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Item 8: each JSON Lines file cleaned adds one txn action to its table, the contract's
+    /// watermark (no floor: files start at line 1), and a rerun still tables nothing; a
+    /// partition cleaned from offset 0 likewise.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_cleaned_file_keeps_only_its_watermark_action() {
+        let (dir, root) = crate::storage::test_root("file-txns");
+        let input = Location::parse(dir.join("input").to_str().unwrap()).unwrap();
+        let files = ["a/user.jsonl", "b/user.json", "c/user.ndjson"];
+        for (i, f) in files.iter().enumerate() {
+            let path = dir.join("input").join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let body: String = (0..3).map(|j| format!("{{\"ind\":{},\"age\":30}}\n", 10 * i + j)).collect();
+            std::fs::write(path, format!("{body}\n{{oops\n")).unwrap();
+        }
+        let id = PipelineId::new("t").unwrap();
+        let mut tables = Tables::open(&root, &id).await.unwrap();
+        let report = clean_landing(&input, &mut tables, &|_, _| {}).await.unwrap();
+        assert_eq!((report.total().tabled, report.total().quarantined), (9, 3));
+        let mut want: Vec<String> = files.iter().map(|f| format!("{f}-0")).collect();
+        want.sort();
+        for name in ["t_user_table", "t_quarantine"] {
+            let table = delta::open(&root, name).await.unwrap().unwrap();
+            let mut txns = delta::Txns::default();
+            txns.update(&table, name).await.unwrap();
+            let mut ids: Vec<String> = txns.app_ids().map(str::to_string).collect();
+            ids.sort();
+            assert_eq!(ids, want, "{name}");
+        }
+        let again = clean_landing(&input, &mut tables, &|_, _| {}).await.unwrap();
+        assert_eq!((again.total().tabled, again.total().quarantined, again.total().skipped), (0, 0, 12));
+        let mut kafka = Tables::open(&root, &PipelineId::new("k").unwrap()).await.unwrap();
+        kafka.write(Kind::User, vec![source(&[r#"{"ind":1}"#, r#"{"ind":2}"#])]).await.unwrap();
+        let table = delta::open(&root, "k_user_table").await.unwrap().unwrap();
+        let mut txns = delta::Txns::default();
+        txns.update(&table, "k_user_table").await.unwrap();
+        assert_eq!(txns.app_ids().collect::<Vec<_>>(), ["t.user-0"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn an_all_quarantined_batch_still_advances_the_data_watermark() {
         let (dir, root) = crate::storage::test_root("allq");

@@ -193,13 +193,17 @@ impl<M: Mark> Coverage<M> {
         Coverage { mark, floor, gaps, slots }
     }
 
-    /// The txn actions that turn the stored `self` into `next` (only what changed).
+    /// The txn actions that turn the stored `self` into `next` (only what changed). A floor
+    /// at the lowest position the source can hold is not written where none is stored: it
+    /// holds what no floor holds, and a source cleaned from its start (a JSON Lines file, a
+    /// partition from offset 0) then keeps only the contract's watermark action.
     pub fn txns_to(&self, app_id: &str, next: &Coverage<M>) -> Vec<(String, i64)> {
         let mut out = Vec::new();
         if let Some(m) = next.mark.as_ref().filter(|m| self.mark.as_ref() != Some(*m)) {
             out.extend(m.txns(app_id));
         }
-        if next.floor != self.floor && next.mark.as_ref().is_some_and(|m| m.offset().is_some()) {
+        let floor_needed = !(self.floor == i64::MIN && next.floor <= crate::storage::landing::lowest_position(app_id));
+        if next.floor != self.floor && floor_needed && next.mark.as_ref().is_some_and(|m| m.offset().is_some()) {
             out.push((floor_id(app_id), next.floor));
         }
         if next.slots.len() > self.slots.len() {
@@ -276,6 +280,25 @@ mod tests {
         let txns = c3.txns_to("a", &c4);
         assert!(txns.contains(&("a#gap0".into(), 15)) && txns.contains(&("a#gap0.end".into(), 19)), "{txns:?}");
         assert!(!txns.iter().any(|t| t.0 == "a#gaps"));
+    }
+
+    /// A source cleaned from its lowest position stores no floor, and reads back the same.
+    #[test]
+    fn a_floor_at_the_lowest_position_is_not_stored() {
+        for (app_id, from, stored) in [("pin.jsonl-0", 1, false), ("t.user-0", 0, false), ("t.user-0", 5, true), ("d/geo.json-0", 2, true)] {
+            let (next, _) = Coverage::<i64>::default().cover(&[from, from + 1]);
+            let txns = Coverage::<i64>::default().txns_to(app_id, &next);
+            assert_eq!(txns.iter().any(|(id, _)| id.ends_with("#floor")), stored, "{app_id} from {from}: {txns:?}");
+            let mut t = Txns::default();
+            t.set_all(&txns, None);
+            let back: Coverage<i64> = Coverage::from_txns(&t, app_id).unwrap();
+            let lowest = crate::storage::landing::lowest_position(app_id);
+            assert!((lowest..from + 4).all(|p| back.holds(&p) == next.holds(&p)), "{app_id} from {from}");
+        }
+        // A stored floor lowered to the lowest position is written.
+        let (c, _) = Coverage::<i64>::default().cover(&[5]);
+        let (lower, _) = c.cover(&[0]);
+        assert!(c.txns_to("t.user-0", &lower).contains(&("t.user-0#floor".into(), 0)));
     }
 
     #[test]
