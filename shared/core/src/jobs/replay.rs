@@ -184,13 +184,17 @@ async fn replay_pending(tables: &mut crate::writer::Tables, kind: Kind) -> Resul
 }
 
 /// `pending` without the runs the landing now holds (their replay finished), plus `run`.
+/// `run`'s own shard is judged by `run_shard_landed`, listed when its replay began: a run
+/// landed since stays listed, which only makes a later replay land it again (a no-op).
 async fn still_pending(
     store: &std::sync::Arc<dyn object_store::ObjectStore>,
     pending: &[RunKey],
     run: RunKey,
+    run_shard_landed: &[(crate::watermark::SequenceNumber, crate::watermark::SequenceNumber)],
 ) -> Result<Vec<RunKey>> {
     use crate::storage::kinesis_landing as kl;
     let mut ranges: BTreeMap<(String, String), Vec<_>> = BTreeMap::new();
+    ranges.insert((run.0.clone(), run.1.clone()), run_shard_landed.to_vec());
     let mut out = vec![run];
     for p in pending {
         let (stream, shard, first) = p;
@@ -324,7 +328,7 @@ async fn replay_below_watermark(
         loop {
             // Every run still unlanded goes on into this commit's list, so the newest marker
             // alone says which runs are tabled and not landed.
-            let listed = still_pending(store, &pending, run.clone()).await?;
+            let listed = still_pending(store, &pending, run.clone(), &landed).await?;
             let meta = (REPLAYED.to_string(), serde_json::to_value(&listed).unwrap_or_default());
             match tables.append_marked(kind, &frame, REPLAY, meta, &quality).await {
                 Ok(_) => {
