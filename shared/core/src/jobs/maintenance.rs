@@ -191,8 +191,9 @@ pub async fn vacuum_at(
 ) -> Result<(DeltaTable, usize)> {
     use deltalake::operations::vacuum::VacuumMode;
     let before = data_files(&table, name).await?;
+    let orphan_hours = hours.max(ORPHAN_MIN_AGE_HOURS);
     let mut table = table;
-    for (mode, age) in [(VacuumMode::Lite, hours.max(0)), (VacuumMode::Full, hours.max(ORPHAN_MIN_AGE_HOURS))] {
+    for (mode, age) in [(VacuumMode::Lite, hours.max(0)), (VacuumMode::Full, orphan_hours)] {
         let mut builder = table
             .vacuum()
             .with_mode(mode)
@@ -204,8 +205,7 @@ pub async fn vacuum_at(
         table = builder.await.map_err(|e| Error::delta(name, e))?.0;
     }
     let now_ms = now.unwrap_or_else(chrono::Utc::now).timestamp_millis();
-    let grace_ms = hours.max(ORPHAN_MIN_AGE_HOURS).saturating_mul(3_600_000);
-    let archives = crate::writer::shard_slots::vacuum_archives(&table, name, grace_ms, now_ms).await?;
+    let archives = crate::writer::shard_slots::vacuum_archives(&table, name, orphan_hours.saturating_mul(3_600_000), now_ms).await?;
     let deleted = before.saturating_sub(data_files(&table, name).await?) + archives;
     tracing::info!(table = name, deleted, archives, "vacuumed");
     Ok((table, deleted))

@@ -322,17 +322,11 @@ pub async fn write(
                 return Ok(landed);
             }
             Err(object_store::Error::AlreadyExists { .. }) => {
-                let got = match store.get(&key).await {
-                    Ok(got) => got,
-                    // Gone between our create and our read: try again.
-                    Err(object_store::Error::NotFound { .. }) => {
-                        lost += 1;
-                        continue;
-                    }
-                    Err(e) => return Err(storage(&key)(e)),
+                // Gone between our create and our read: try again.
+                let Some((existing, version)) = crate::storage::get_versioned(store, &key).await? else {
+                    lost += 1;
+                    continue;
                 };
-                let existing_meta = got.meta.clone();
-                let existing = got.bytes().await.map_err(storage(&key))?;
                 let held = lines(key.as_ref(), &existing)?.last().map(|(l, _)| *l).unwrap_or(*first);
                 let marker = extent_key(stream, shard, first, &held);
                 match store.head(&marker).await {
@@ -345,8 +339,7 @@ pub async fn write(
                     // write conditional on the object being the one read.
                     Err(object_store::Error::NotFound { .. }) => {
                         let (merged, top, past_ours) = merge(key.as_ref(), &existing, rest)?;
-                        let read = Some(object_store::UpdateVersion { e_tag: existing_meta.e_tag, version: existing_meta.version });
-                        if !crate::storage::put_if_unchanged(store, &key, read, PutPayload::from(merged)).await? {
+                        if !crate::storage::put_if_unchanged(store, &key, Some(version), PutPayload::from(merged)).await? {
                             lost += 1;
                             continue;
                         }
