@@ -268,8 +268,7 @@ pub(super) async fn sink_history(id: &PipelineId, records: u64, state: &HistoryS
     let cold: Vec<f64> = colds.into_iter().map(median).collect();
     let mut txn_counts = Vec::new();
     for table in &opened {
-        let mut txns = pinpipe_core::delta::Txns::default();
-        txns.update(table, &name).await?;
+        let txns = pinpipe_core::delta::Txns::read(table, &name).await?;
         txn_counts.push(txns.app_ids().count());
     }
     let place = s3.as_deref().unwrap_or("local disk");

@@ -44,6 +44,13 @@ pub struct Txns {
 }
 
 impl Txns {
+    /// The txn actions of the table's loaded version, read afresh.
+    pub async fn read(table: &DeltaTable, name: &str) -> Result<Txns> {
+        let mut txns = Txns::default();
+        txns.update(table, name).await?;
+        Ok(txns)
+    }
+
     pub fn get(&self, app_id: &str) -> Option<i64> {
         self.map.get(app_id).map(|t| t.0)
     }

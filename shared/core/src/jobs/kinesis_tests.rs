@@ -159,8 +159,7 @@ async fn replayed_runs_share_one_marker_that_lists_the_unlanded_ones() {
     // Landed now: the next replay drops it from the list.
     crate::jobs::replay::replay_from(&s.cfg, &run(400), false).await.unwrap();
     let table = crate::delta::open(&s.cfg.tables, "k_user_table").await.unwrap().unwrap();
-    let mut txns = crate::delta::Txns::default();
-    txns.update(&table, "k_user_table").await.unwrap();
+    let txns = crate::delta::Txns::read(&table, "k_user_table").await.unwrap();
     let markers: Vec<&str> = txns.app_ids().filter(|a| a.starts_with("pinpipe-replay")).collect();
     assert_eq!(markers, vec!["pinpipe-replay"], "one txn action for 22 replayed runs");
     let at = txns.get("pinpipe-replay").unwrap();
@@ -282,8 +281,7 @@ fn shard(i: u64) -> String {
 /// Every txn app id of a table.
 async fn txn_ids(root: &Location, name: &str) -> Vec<String> {
     let table = crate::delta::open(root, name).await.unwrap().unwrap();
-    let mut txns = crate::delta::Txns::default();
-    txns.update(&table, name).await.unwrap();
+    let txns = crate::delta::Txns::read(&table, name).await.unwrap();
     let mut ids: Vec<String> = txns.app_ids().map(str::to_string).collect();
     ids.sort();
     ids
@@ -433,8 +431,7 @@ async fn vacuum_deletes_shard_archives_no_writer_can_read() {
     let written = archive_ids(&folder);
     assert_eq!(written.len(), 4, "{written:?}");
     let table = crate::delta::open(&s.cfg.tables, "k_user_table").await.unwrap().unwrap();
-    let mut txns = crate::delta::Txns::default();
-    txns.update(&table, "k_user_table").await.unwrap();
+    let txns = crate::delta::Txns::read(&table, "k_user_table").await.unwrap();
     let current = crate::writer::shard_slots::archive_path(txns.get("pinpipe-shards").unwrap()).filename().unwrap().to_string();
     let body = std::fs::read(folder.join(&current)).unwrap();
     let prev = crate::writer::shard_slots::parse_archive("current", &body).unwrap().prev.expect("the archive it replaced");

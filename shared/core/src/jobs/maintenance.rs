@@ -371,8 +371,7 @@ mod tests {
         assert_eq!(delta::txn_version(&table, &name, "t.user-0").await.unwrap(), Some(59));
         // The txn actions read once per snapshot (checkpoint, then the commits after it) agree
         // with the kernel's own replay, read fresh and brought forward commit by commit.
-        let mut fresh = delta::Txns::default();
-        fresh.update(&table, &name).await.unwrap();
+        let mut fresh = delta::Txns::read(&table, &name).await.unwrap();
         assert_eq!(fresh.get("t.user-0"), Some(59));
         assert_eq!(fresh.get("t.user-0#floor"), None, "a floor at offset 0 is not stored");
         // Exactly-once still holds after maintenance: a redelivery adds nothing.
@@ -381,8 +380,7 @@ mod tests {
         tables.write(Kind::User, vec![batch("t.user-0", 62, 3)]).await.unwrap();
         let table = delta::open(&root, &name).await.unwrap().unwrap();
         fresh.update(&table, &name).await.unwrap();
-        let mut again_fresh = delta::Txns::default();
-        again_fresh.update(&table, &name).await.unwrap();
+        let again_fresh = delta::Txns::read(&table, &name).await.unwrap();
         for id in ["t.user-0", "t.user-0#gaps", "t.user-0#gap0", "t.user-0#gap0.end", "t.user-0#floor"] {
             let kernel = delta::txn_version(&table, &name, id).await.unwrap();
             assert_eq!((fresh.get(id), again_fresh.get(id)), (kernel, kernel), "{id}");

@@ -672,8 +672,7 @@ mod tests {
         assert_eq!((r.entries, r.tabled, r.tabled_before), (0, 0, 0));
 
         let table = delta::open(&root, "t_user_table").await.unwrap().unwrap();
-        let mut txns = delta::Txns::default();
-        txns.update(&table, "t_user_table").await.unwrap();
+        let txns = delta::Txns::read(&table, "t_user_table").await.unwrap();
         let markers: Vec<&str> = txns.app_ids().filter(|a| a.starts_with("pinpipe-requarantine")).collect();
         assert_eq!(markers, vec![REQUARANTINE], "one txn action for 400 re-tabled entries");
         let _ = std::fs::remove_dir_all(dir);

@@ -390,8 +390,7 @@ mod tests {
         want.sort();
         for name in ["t_user_table", "t_quarantine"] {
             let table = delta::open(&root, name).await.unwrap().unwrap();
-            let mut txns = delta::Txns::default();
-            txns.update(&table, name).await.unwrap();
+            let txns = delta::Txns::read(&table, name).await.unwrap();
             let mut ids: Vec<String> = txns.app_ids().map(str::to_string).collect();
             ids.sort();
             assert_eq!(ids, want, "{name}");
@@ -401,8 +400,7 @@ mod tests {
         let mut kafka = Tables::open(&root, &PipelineId::new("k").unwrap()).await.unwrap();
         kafka.write(Kind::User, vec![source(&[r#"{"ind":1}"#, r#"{"ind":2}"#])]).await.unwrap();
         let table = delta::open(&root, "k_user_table").await.unwrap().unwrap();
-        let mut txns = delta::Txns::default();
-        txns.update(&table, "k_user_table").await.unwrap();
+        let txns = delta::Txns::read(&table, "k_user_table").await.unwrap();
         assert_eq!(txns.app_ids().collect::<Vec<_>>(), ["t.user-0"]);
         let _ = std::fs::remove_dir_all(&dir);
     }

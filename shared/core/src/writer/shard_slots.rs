@@ -176,6 +176,15 @@ pub fn parse_archive(location: &str, bytes: &[u8]) -> Result<ArchiveBody> {
     }
 }
 
+/// Reads archive `id` of table `name` from the table's store (`None`: the object is gone).
+pub async fn read_archive(store: &std::sync::Arc<dyn object_store::ObjectStore>, name: &str, id: i64) -> Result<Option<ArchiveBody>> {
+    let path = archive_path(id);
+    match crate::storage::get_versioned(store, &path).await? {
+        Some((bytes, _)) => parse_archive(&format!("{name}/{path}"), &bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// The id in an archive object's file name (`<id:019>.json`).
 fn archive_id(file_name: &str) -> Option<i64> {
     let digits = file_name.strip_suffix(".json")?;
@@ -202,17 +211,14 @@ pub async fn vacuum_archives(table: &deltalake::DeltaTable, name: &str, grace_ms
         .iter()
         .filter_map(|m| Some((archive_id(m.location.filename()?)?, m.last_modified.timestamp_millis())))
         .collect();
-    let mut txns = Txns::default();
-    txns.update(table, name).await?;
+    let txns = Txns::read(table, name).await?;
     let mut keep = HashSet::new();
     if let Some(current) = txns.get(ARCHIVE_TXN) {
         keep.insert(current);
         // `node` has been current since `since`; the archive it replaced was current until then.
         let (mut node, mut since) = (current, txns.last_updated(ARCHIVE_TXN).unwrap_or(now_ms));
         while now_ms.saturating_sub(since) < grace_ms {
-            let path = archive_path(node);
-            let Some((bytes, _)) = crate::storage::get_versioned(&store, &path).await? else { break };
-            let Some(prev) = parse_archive(&format!("{name}/{path}"), &bytes)?.prev else { break };
+            let Some(prev) = read_archive(&store, name, node).await?.and_then(|a| a.prev) else { break };
             if !keep.insert(prev) {
                 break;
             }

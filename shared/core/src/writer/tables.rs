@@ -270,13 +270,12 @@ impl Tables {
             let archive = match id {
                 None => Archive::new(),
                 Some(id) => {
-                    let path = shard_slots::archive_path(id);
-                    let location = format!("{name}/{path}");
                     let store = self.table(kind).log_store().object_store(None);
-                    let Some((bytes, _)) = crate::storage::get_versioned(&store, &path).await? else {
+                    let Some(body) = shard_slots::read_archive(&store, &name, id).await? else {
+                        let location = format!("{name}/{}", shard_slots::archive_path(id));
                         return Err(crate::Error::input(location, format!("missing: the table's txn {ARCHIVE_TXN} names it")));
                     };
-                    shard_slots::parse_archive(&location, &bytes)?.shards
+                    body.shards
                 }
             };
             self.archives.insert(name.clone(), (id, archive));
