@@ -165,14 +165,12 @@ def test_every_function_does_its_work_with_only_its_policy(enforcing_moto, tmp_p
                              env=as_fn("KinesisSinkFunction", PINPIPE_SHARD_IDLE_HOURS="0")).stdout)
         assert out["batchItemFailures"] == [] and out["tabled"] == tabled, out
     ana = creds["BatchAnalysisFunction"]
-    kin_landed = [o["Key"] for o in boto3.client(
-        "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ana["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=ana["AWS_SECRET_ACCESS_KEY"]).list_objects_v2(Bucket=bucket, Prefix="kinesis/")["Contents"]]
+    ana_s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ana["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=ana["AWS_SECRET_ACCESS_KEY"])
+    kin_landed = [o["Key"] for o in ana_s3.list_objects_v2(Bucket=bucket, Prefix="kinesis/")["Contents"]]
     assert any(k.endswith(".json") for k in kin_landed) and any("/_extent/" in k for k in kin_landed), kin_landed
-    archives = [o["Key"] for o in boto3.client(
-        "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ana["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=ana["AWS_SECRET_ACCESS_KEY"]).list_objects_v2(Bucket=bucket, Prefix="tables/")["Contents"]
-        if "/_pinpipe/shards/" in o["Key"]]
+    archives = [o["Key"] for o in ana_s3.list_objects_v2(Bucket=bucket, Prefix="tables/")["Contents"]
+                if "/_pinpipe/shards/" in o["Key"]]
     assert {k.split("/")[1] for k in archives} == {f"{PID}_user_table", f"{PID}_quarantine"}, archives
     daily_run(expect_tables=True)
     # A scan of a folder of files lists the root when it has no topics/: with the analysis'
